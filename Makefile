@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` (install + train/evaluate/render a small SIP run) and
+# `make test` (install + ruff + mypy + pytest). `.ci/run` calls `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export SDL_VIDEODRIVER ?= dummy
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-slow bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned first so that the CPU wheel on disk is used; pyproject keeps a range.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(PY) scripts/demo.py
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	$(PY) benchmarks/bench_envs.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""Gymnasium environments of sipenv. Importing this module registers every ``sip/...`` id.
+
+All registrations live here, with string entry points, namespaced and versioned; a change of
+behaviour bumps the version.
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from sipenv.envs.control import ControlEnv, ControlVectorEnv
+from sipenv.envs.core import ControlCore, Rollout
+
+__all__ = ["ENV_IDS", "ControlCore", "ControlEnv", "ControlVectorEnv", "Rollout"]
+
+ENV_IDS: tuple[str, ...] = ("sip/ControlledDiffusion-v0",)
+
+
+def _register() -> None:
+    if "sip/ControlledDiffusion-v0" not in registry:
+        register(
+            id="sip/ControlledDiffusion-v0",
+            entry_point="sipenv.envs.controlled_diffusion:ControlledDiffusionEnv",
+            vector_entry_point="sipenv.envs.controlled_diffusion:ControlledDiffusionVectorEnv",
+        )
+
+
+_register()

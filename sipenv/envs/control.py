@@ -1,0 +1,358 @@
+"""Gymnasium shells over a :class:`~sipenv.envs.core.ControlCore`: a single env and a native
+batched :class:`gymnasium.vector.VectorEnv`.
+
+Concrete environments (e.g. :mod:`sipenv.envs.controlled_diffusion`) only build the core and
+document the task; stepping, rewards, validation and rendering live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from sipenv.envs.core import ControlCore
+
+__all__ = ["ControlEnv", "ControlVectorEnv", "parse_dtype"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"`` / ``"float64"`` (or the torch dtype) → torch dtype, with a clear error."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+
+
+def _seed_generator(np_random: np.random.Generator, device: torch.device) -> torch.Generator:
+    """A torch generator on ``device`` seeded from the env's ``np_random`` (so that
+    ``reset(seed=...)`` alone determines every task)."""
+    return torch.Generator(device=device).manual_seed(int(np_random.integers(2**62)))
+
+
+def _as_field(value: Any, name: str, shape: tuple[int, ...], device: torch.device,
+              dtype: torch.dtype) -> torch.Tensor:
+    """Validate a user-given field (numpy/torch/list) of ``shape`` and make it a tensor."""
+    try:
+        arr = torch.as_tensor(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"options[{name!r}] must be a numeric array of shape {shape}.") from exc
+    if tuple(arr.shape) != shape:
+        raise ValueError(f"options[{name!r}] must have shape {shape}, got {tuple(arr.shape)}.")
+    if not torch.isfinite(arr).all():
+        raise ValueError(f"options[{name!r}] contains NaN or inf; pass finite values.")
+    return arr.to(device=device, dtype=dtype)
+
+
+def _check_targets_nonzero(target: torch.Tensor) -> None:
+    if bool(((target**2).sum(-1) == 0).any()):
+        raise ValueError("options['target'] must not be identically zero: the relative target "
+                         "error ‖s − s*‖²/‖s*‖² is undefined for s* = 0.")
+
+
+def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Check an action (batch) for shape and finiteness; returns a float64 numpy array."""
+    try:
+        arr = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"action must be a numeric array of shape {shape}, got "
+                         f"{type(action).__name__}.") from exc
+    if arr.shape != shape:
+        raise ValueError(f"action must have shape {shape}, got {arr.shape}.")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = np.argwhere(bad)[:3].tolist()
+        raise ValueError(f"action contains NaN or inf (first at index {where}); the env state "
+                         "is unchanged. Pass finite values in [-1, 1] (larger ones are clipped).")
+    return arr
+
+
+class ControlEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A single episode of a :class:`ControlCore` task behind the Gymnasium API.
+
+    Subclasses build the core and carry the user-facing documentation. See
+    :class:`sipenv.envs.controlled_diffusion.ControlledDiffusionEnv` for the full description of
+    spaces, rewards and options.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 8}
+
+    def __init__(self, core: ControlCore, *, render_mode: str | None = None,
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+                 title: str = "sipenv") -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}.")
+        self.core = core
+        self.physics = core.physics
+        self.horizon = core.horizon
+        self.device = torch.device(device)
+        self.dtype = parse_dtype(dtype)
+        self.render_mode = render_mode
+        self.title = title
+        n = core.n
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(core.obs_dim,),
+                                            dtype=np.float32)
+        self.state: torch.Tensor | None = None  # (1, N)
+        self.target: torch.Tensor | None = None  # (1, N)
+        self.t = 0
+        self._last_force: np.ndarray | None = None
+        self._window: Any = None
+
+    # --- Gymnasium API --------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode: sample ``(s_0, s*)``, or take them from ``options``.
+
+        Args:
+            seed: Seeds the env's generator (all task randomness comes from it).
+            options: Optional ``{"initial_state": (N,), "target": (N,)}`` arrays; either may be
+                given alone, the other is sampled.
+        """
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"initial_state", "target"}
+        if unknown:
+            raise ValueError(f"Unknown reset options {sorted(unknown)}; accepted: "
+                             "'initial_state', 'target'.")
+        gen = _seed_generator(self.np_random, self.device)
+        s0, target = self.core.sample_tasks(1, gen, device=self.device, dtype=self.dtype)
+        shape = (1, self.core.n)
+        if "initial_state" in options:
+            s0 = _as_field(options["initial_state"], "initial_state", shape[1:], self.device,
+                           self.dtype)[None]
+        if "target" in options:
+            target = _as_field(options["target"], "target", shape[1:], self.device,
+                               self.dtype)[None]
+            _check_targets_nonzero(target)
+        self.state, self.target, self.t = s0, target, 0
+        self._last_force = None
+        if self.render_mode == "human":
+            self.render()
+        return self._obs(), {"target_error": self._target_error(), "force_cost": 0.0}
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Apply the normalised force ``action`` (shape ``(N,)``, clipped to ``[-1, 1]``).
+
+        Raises:
+            RuntimeError: Before :meth:`reset` or after the episode has ended.
+            ValueError: For a wrong shape or NaN/inf entries (the state is left unchanged).
+        """
+        if self.state is None or self.target is None:
+            raise RuntimeError("Call reset() before step().")
+        if self.t >= self.horizon:
+            raise RuntimeError(f"The episode ended after {self.horizon} steps; call reset() "
+                               "to start a new one.")
+        arr = _validate_action(action, (self.core.n,))
+        a = torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None].clamp(-1.0, 1.0)
+        self.state = self.core.step(self.state, a)
+        self.t += 1
+        force_cost = float(self.core.force_cost(a)[0])
+        target_error = self._target_error()
+        terminated = self.t >= self.horizon
+        reward = -self.core.force_penalty * force_cost - (target_error if terminated else 0.0)
+        self._last_force = (self.core.force_scale * a[0]).cpu().numpy()
+        if self.render_mode == "human":
+            self.render()
+        info = {"target_error": target_error, "force_cost": force_cost}
+        return self._obs(), float(reward), terminated, False, info
+
+    def render(self) -> np.ndarray | None:
+        """``"rgb_array"``: return an ``(H, W, 3) uint8`` frame; ``"human"``: show it."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass "
+                            "render_mode='rgb_array' or 'human' to gym.make.")
+            return None
+        if self.state is None or self.target is None:
+            raise RuntimeError("Call reset() before render().")
+        from sipenv.envs.rendering import HumanWindow, draw_frame
+
+        frame = draw_frame(
+            self.physics.grid.numpy() if hasattr(self.physics, "grid") else
+            np.arange(self.core.n) / self.core.n,
+            self.state[0].detach().cpu().double().numpy(),
+            self.target[0].detach().cpu().double().numpy(), self._last_force,
+            step=self.t, horizon=self.horizon, force_limit=self.core.force_scale,
+            target_error=self._target_error(),
+            length=float(getattr(self.physics, "length", 1.0)), title=self.title)
+        if self.render_mode == "rgb_array":
+            return frame
+        if self._window is None:
+            self._window = HumanWindow(self.title, self.metadata["render_fps"])
+        self._window.show(frame)
+        return None
+
+    def close(self) -> None:
+        """Close the render window, if any (safe to call more than once)."""
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _obs(self) -> np.ndarray:
+        assert self.state is not None and self.target is not None
+        obs = self.core.observe(self.state, self.target, self.t / self.horizon)
+        return obs[0].cpu().numpy()
+
+    def _target_error(self) -> float:
+        assert self.state is not None and self.target is not None
+        return float(self.core.target_error(self.state, self.target)[0])
+
+
+class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+    """``num_envs`` episodes of a :class:`ControlCore` task, stepped as one torch batch.
+
+    Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP``: the step after an episode ends
+    resets that sub-env (its action is ignored, its reward is 0 and it is neither terminated nor
+    truncated). Given the same initial states, targets and actions, trajectories equal those of
+    ``num_envs`` single envs.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 8,
+                                "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, core: ControlCore, *, num_envs: int = 1, render_mode: str | None = None,
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+                 title: str = "sipenv") -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None for the vector env, got {render_mode!r}.")
+        self.core = core
+        self.physics = core.physics
+        self.horizon = core.horizon
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.dtype = parse_dtype(dtype)
+        self.render_mode = render_mode
+        self.title = title
+        n = core.n
+        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(n,), dtype=np.float32)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, shape=(core.obs_dim,),
+                                                   dtype=np.float32)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.state: torch.Tensor | None = None  # (B, N)
+        self.target: torch.Tensor | None = None  # (B, N)
+        self.t = np.zeros(num_envs, dtype=np.int64)
+        self._prev_done = np.zeros(num_envs, dtype=bool)
+        self._generator: torch.Generator | None = None
+        self._last_force: torch.Tensor | None = None
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every sub-env; ``options`` may hold ``initial_state`` / ``target`` of shape
+        ``(num_envs, N)``."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"initial_state", "target"}
+        if unknown:
+            raise ValueError(f"Unknown reset options {sorted(unknown)}; accepted: "
+                             "'initial_state', 'target'.")
+        self._generator = _seed_generator(self.np_random, self.device)
+        s0, target = self.core.sample_tasks(self.num_envs, self._generator, device=self.device,
+                                            dtype=self.dtype)
+        shape = (self.num_envs, self.core.n)
+        if "initial_state" in options:
+            s0 = _as_field(options["initial_state"], "initial_state", shape, self.device,
+                           self.dtype)
+        if "target" in options:
+            target = _as_field(options["target"], "target", shape, self.device, self.dtype)
+            _check_targets_nonzero(target)
+        self.state, self.target = s0, target
+        self.t[:] = 0
+        self._prev_done[:] = False
+        self._last_force = None
+        err = self.core.target_error(s0, target).cpu().numpy()
+        return self._obs(), {"target_error": err, "force_cost": np.zeros(self.num_envs)}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          dict[str, Any]]:
+        """Step every sub-env with ``actions`` of shape ``(num_envs, N)`` (clipped to [-1, 1]).
+
+        Raises:
+            RuntimeError: Before :meth:`reset`.
+            ValueError: For a wrong shape or NaN/inf entries (no sub-env is changed).
+        """
+        if self.state is None or self.target is None or self._generator is None:
+            raise RuntimeError("Call reset() before step().")
+        if isinstance(actions, torch.Tensor):
+            if tuple(actions.shape) != (self.num_envs, self.core.n):
+                raise ValueError(f"action must have shape {(self.num_envs, self.core.n)}, got "
+                                 f"{tuple(actions.shape)}.")
+            a = actions.detach().to(device=self.device, dtype=self.dtype)
+            if not bool(torch.isfinite(a).all()):
+                raise ValueError("action contains NaN or inf; the env state is unchanged.")
+        else:
+            arr = _validate_action(actions, (self.num_envs, self.core.n))
+            a = torch.as_tensor(arr, device=self.device, dtype=self.dtype)
+        a = a.clamp(-1.0, 1.0)
+        state = self.core.step(self.state, a)
+        self.t += 1
+        force_cost = self.core.force_cost(a)
+        err = self.core.target_error(state, self.target)
+        done = self.t >= self.horizon
+        reward = -self.core.force_penalty * force_cost.cpu().numpy()
+        reward = reward - np.where(done, err.cpu().numpy(), 0.0)
+        terminated = done.copy()
+
+        # --- NEXT_STEP autoreset of the sub-envs whose episode ended on the previous step ---
+        reset = self._prev_done
+        target = self.target
+        if reset.any():
+            idx = torch.as_tensor(np.flatnonzero(reset), device=self.device)
+            s0, new_target = self.core.sample_tasks(len(idx), self._generator,
+                                                    device=self.device, dtype=self.dtype)
+            state = state.index_copy(0, idx, s0)
+            target = target.index_copy(0, idx, new_target)
+            self.t[reset] = 0
+            reward[reset] = 0.0
+            terminated[reset] = False
+            err = self.core.target_error(state, target)
+            force_cost = force_cost.index_fill(0, idx, 0.0)
+        self.state, self.target = state, target
+        self._prev_done = terminated.copy()
+        self._last_force = self.core.force_scale * a
+        info = {"target_error": err.cpu().numpy(), "force_cost": force_cost.cpu().numpy()}
+        return (self._obs(), reward.astype(np.float64), terminated,
+                np.zeros(self.num_envs, dtype=bool), info)
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """``"rgb_array"``: one ``(H, W, 3) uint8`` frame per sub-env."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass "
+                            "render_mode='rgb_array' to gym.make_vec.")
+            return None
+        if self.state is None or self.target is None:
+            raise RuntimeError("Call reset() before render().")
+        from sipenv.envs.rendering import draw_frame
+
+        err = self.core.target_error(self.state, self.target).cpu().numpy()
+        x = self.physics.grid.numpy() if hasattr(self.physics, "grid") else \
+            np.arange(self.core.n) / self.core.n
+        state = self.state.detach().cpu().double().numpy()
+        target = self.target.detach().cpu().double().numpy()
+        force = None if self._last_force is None else self._last_force.cpu().double().numpy()
+        return tuple(
+            draw_frame(x, state[i], target[i], None if force is None else force[i],
+                       step=int(self.t[i]), horizon=self.horizon,
+                       force_limit=self.core.force_scale, target_error=float(err[i]),
+                       length=float(getattr(self.physics, "length", 1.0)), title=self.title)
+            for i in range(self.num_envs))
+
+    def _obs(self) -> np.ndarray:
+        assert self.state is not None and self.target is not None
+        tf = torch.as_tensor(self.t / self.horizon, dtype=torch.float32, device=self.device)
+        return self.core.observe(self.state, self.target, tf).cpu().numpy()

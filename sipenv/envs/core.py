@@ -1,0 +1,142 @@
+"""The functional, batched core of a control task: what agents differentiate through.
+
+A :class:`ControlCore` couples a physics model with a task definition (horizon, action scaling,
+costs, task sampler). Every method is pure batched torch on ``(B, N)`` tensors, so the Gymnasium
+shells (:mod:`sipenv.envs.control`) and the training algorithms in ``agents/`` run exactly the same
+numerics.
+
+Task: from ``s_0`` reach the target ``s*`` after ``horizon`` steps of
+``s_{t+1} = physics.step(s_t, force_scale · clip(a_t, −1, 1))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from sipenv.physics import PhysicsModel
+
+__all__ = ["ControlCore", "Policy", "Rollout"]
+
+Policy = Callable[[torch.Tensor], torch.Tensor]
+"""Maps a batch of observations ``(B, 2N + 1)`` to normalised actions ``(B, N)``."""
+
+
+class Rollout(NamedTuple):
+    """A batched trajectory.
+
+    Attributes:
+        states: ``(T + 1, B, N)`` states ``s_0 … s_T``.
+        actions: ``(T, B, N)`` normalised actions as applied (already clipped to ``[-1, 1]``).
+        target: ``(B, N)`` target states.
+    """
+
+    states: torch.Tensor
+    actions: torch.Tensor
+    target: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ControlCore:
+    """Batched, differentiable definition of a "reach the target state" control task.
+
+    Args:
+        physics: Physics model with ``step`` / ``inverse_step`` / ``force_for`` / ``sample_fields``.
+        horizon: Number of control steps per episode (≥ 1).
+        force_scale: Force per unit action: ``force = force_scale · clip(action, −1, 1)``.
+        force_penalty: Weight of the per-step force cost ``mean(action²)`` in the reward.
+        max_mode: Highest Fourier mode of sampled initial states and targets.
+        amplitude: Amplitude of sampled fields (mode ``m`` has standard deviation ``amplitude/m``).
+    """
+
+    physics: PhysicsModel
+    horizon: int
+    force_scale: float
+    force_penalty: float
+    max_mode: int = 8
+    amplitude: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ValueError(f"horizon must be an int ≥ 1, got {self.horizon!r}.")
+        for name in ("force_scale", "amplitude"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+        if not (math.isfinite(self.force_penalty) and self.force_penalty >= 0):
+            raise ValueError(f"force_penalty must be finite and ≥ 0, got {self.force_penalty!r}.")
+        if not 1 <= self.max_mode < self.physics.n // 2:
+            raise ValueError(f"max_mode must be in [1, {self.physics.n // 2 - 1}] for "
+                             f"n={self.physics.n}, got {self.max_mode!r}.")
+
+    @property
+    def n(self) -> int:
+        """Number of grid cells (the action dimension)."""
+        return self.physics.n
+
+    @property
+    def obs_dim(self) -> int:
+        """Observation size: state (N) + target (N) + time fraction (1)."""
+        return 2 * self.physics.n + 1
+
+    # --- tasks ----------------------------------------------------------------------------------
+
+    def sample_tasks(self, batch: int, generator: torch.Generator, *,
+                     device: torch.device | str | None = None,
+                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``batch`` independent tasks ``(s_0, s*)``, each ``(batch, N)``."""
+        kw = dict(max_mode=self.max_mode, amplitude=self.amplitude, device=device, dtype=dtype)
+        s0 = self.physics.sample_fields(batch, generator, **kw)  # type: ignore[arg-type]
+        target = self.physics.sample_fields(batch, generator, **kw)  # type: ignore[arg-type]
+        return s0, target
+
+    # --- one step -------------------------------------------------------------------------------
+
+    def observe(self, state: torch.Tensor, target: torch.Tensor,
+                time_fraction: float | torch.Tensor) -> torch.Tensor:
+        """Observation ``[s_t, s*, t/T]`` as float32, shape ``(B, 2N + 1)``."""
+        tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
+        tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
+        return torch.cat([state.float(), target.float(), tf[:, None]], dim=-1)
+
+    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
+        """``force_scale · clip(action, −1, 1)``."""
+        return self.force_scale * action.clamp(-1.0, 1.0)
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One physics step under normalised ``action`` (clipped to ``[-1, 1]``)."""
+        return self.physics.step(state, self.action_to_force(action).to(state.dtype))
+
+    def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Relative squared error ``‖s − s*‖² / ‖s*‖²`` per sample, shape ``(B,)``."""
+        return ((state - target) ** 2).sum(-1) / (target**2).sum(-1).clamp_min(1e-30)
+
+    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
+        """Per-step force cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
+        return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
+
+    # --- whole episodes -------------------------------------------------------------------------
+
+    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
+        """Run ``policy`` for ``horizon`` steps from ``s0`` (differentiable if ``policy`` is).
+
+        The policy sees float32 observations; its actions are clipped as in the env.
+        """
+        states = [s0]
+        actions = []
+        state = s0
+        for t in range(self.horizon):
+            action = policy(self.observe(state, target, t / self.horizon)).clamp(-1.0, 1.0)
+            state = self.step(state, action)
+            actions.append(action)
+            states.append(state)
+        return Rollout(torch.stack(states), torch.stack(actions), target)
+
+    def episode_loss(self, rollout: Rollout) -> torch.Tensor:
+        """Negative return per sample, shape ``(B,)``: terminal error + penalty · Σ force cost."""
+        cost = self.force_cost(rollout.actions).sum(0)
+        return self.target_error(rollout.states[-1], rollout.target) + self.force_penalty * cost
