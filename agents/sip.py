@@ -1,0 +1,205 @@
+"""SIP training: scale-invariant physics updates (Holl, Koltun & Thuerey, NeurIPS 2022).
+
+One SIP iteration (DESIGN.md, "SIP training"):
+
+1. run the network / policy and the physics *without* gradients;
+2. take a **Newton step on the loss** in the physics' output space
+   (for ``L = ½‖y − y*‖²``: ``ỹ = y + η (y* − y)``);
+3. map that step back through the **local inverse simulator** to a target for the network's
+   output (``x̃``, or per-step forces ``F̃_t`` for a trajectory);
+4. regress the network onto the targets held constant (proxy loss ``½‖f_θ − x̃‖²``) with any torch
+   optimizer.
+
+Over a trajectory the needed terminal correction ``Δ_T = s̃_T − s_T`` is swept backwards through the
+per-step inverse simulators, and a **split rule** decides which share of the still-needed correction
+``Δ_{t+1}`` step ``t``'s force takes; the rest goes to the earlier state (``Δ_t``, via
+``inverse_step``):
+
+* ``uniform``: each of the ``t + 1`` remaining steps takes an equal share ``Δ_{t+1}/(t + 1)``;
+* ``minimum-force``: the Gramian-weighted share; for physics that is linear and diagonal in a
+  spectral basis (``ŝ ← d ŝ + g f̂``) it is the exact least-norm control, per mode:
+  ``W_0 = 0``, ``W_{t+1} = d² W_t + g²``, share ``g² / W_{t+1}``, so ``δF_t = g Δ_{t+1} / W_{t+1}``
+  and ``Δ_t = d W_t Δ_{t+1} / W_{t+1}``.
+
+With linear physics, an exact inverse and ``η = 1``, replaying the targets ``F̃_t`` from ``s_0`` lands
+exactly on ``s*`` whichever split is used (``tests/agents/test_sip.py``): one SIP physics step
+solves the problem, where a gradient step cannot.
+
+The target computations are pure functions (:func:`newton_step`, :func:`sip_inverse_targets`,
+:func:`sip_control_targets`); :func:`loss_fn` is SIP's proxy loss on a batch of control tasks and
+:func:`train` runs a whole training (see :mod:`agents.trainer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from agents.trainer import TrainConfig, TrainResult, rollout_metrics, run_training
+from sipenv.envs.core import ControlCore
+from sipenv.physics import PhysicsModel, SpectralLinearPhysics
+
+__all__ = [
+    "SPLITS",
+    "SIPConfig",
+    "ShareFn",
+    "minimum_force_split",
+    "newton_step",
+    "sip_control_targets",
+    "sip_inverse_targets",
+    "loss_fn",
+    "train",
+    "uniform_split",
+]
+
+ShareFn = Callable[[int, torch.Tensor], torch.Tensor]
+"""``share(t, Δ_{t+1})``: the part of the state correction ``Δ_{t+1}`` that step ``t``'s force
+takes (in state space); the rest is passed to the earlier state."""
+
+SplitRule = Callable[[PhysicsModel, int, torch.Tensor], ShareFn]
+"""``rule(physics, horizon, like) -> share``; ``like`` gives the device and dtype."""
+
+
+# --- split rules ----------------------------------------------------------------------------------
+
+def uniform_split(physics: PhysicsModel, horizon: int, like: torch.Tensor) -> ShareFn:
+    """Each remaining step takes an equal share: step ``t`` takes ``Δ_{t+1} / (t + 1)``."""
+    del physics, horizon, like
+    return lambda t, delta: delta / (t + 1)
+
+
+def minimum_force_split(physics: PhysicsModel, horizon: int, like: torch.Tensor) -> ShareFn:
+    """Gramian-weighted split: the exact least-``Σ‖F_t‖²`` correction for spectral-linear physics.
+
+    Raises:
+        TypeError: If ``physics`` has no spectral factors (``d_k``, ``g_k``); use ``uniform`` then.
+    """
+    if not isinstance(physics, SpectralLinearPhysics):
+        raise TypeError(f"The minimum-force split needs linear spectral physics with "
+                        f"spectral_factors(); {type(physics).__name__} has none. Use the "
+                        f"'uniform' split instead.")
+    d, g = physics.spectral_factors(like.device, like.dtype)
+    gramians = [torch.zeros_like(d)]
+    for _ in range(horizon):
+        gramians.append(d * d * gramians[-1] + g * g)
+    # share_t = g² / W_{t+1} ∈ (0, 1]; share_0 = 1 (the first step must take all that is left).
+    shares = [g * g / w for w in gramians[1:]]
+
+    def share(t: int, delta: torch.Tensor) -> torch.Tensor:
+        return physics.from_spectral(shares[t] * physics.to_spectral(delta))  # type: ignore[attr-defined]
+
+    return share
+
+
+SPLITS: dict[str, SplitRule] = {"uniform": uniform_split, "minimum-force": minimum_force_split}
+
+
+# --- pure target computations ----------------------------------------------------------------------
+
+def newton_step(y: torch.Tensor, y_target: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
+    """Newton step on ``L = ½‖y − y*‖²`` (also on any positive multiple of it, e.g. the relative
+    error ``‖y − y*‖²/‖y*‖²``): ``ỹ = y + η (y* − y)``."""
+    return y + eta * (y_target - y)
+
+
+def sip_inverse_targets(x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor,
+                        inverse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        eta: float = 1.0) -> torch.Tensor:
+    """SIP targets for a single-step inverse problem ``y = P(x)``.
+
+    Args:
+        x: Current network outputs, ``(B, ...)``.
+        y: ``P(x)`` (computed without gradient), ``(B, ...)``.
+        y_target: The desired outputs ``y*``.
+        inverse: Local inverse ``P⁻¹(ỹ; x)`` returning the ``x̃`` closest to ``x``.
+        eta: Newton step size on the y-loss (1 = full step).
+
+    Returns:
+        ``x̃ = P⁻¹(y + η (y* − y); x)``, detached (a constant for the proxy loss).
+    """
+    with torch.no_grad():
+        return inverse(newton_step(y, y_target, eta), x).detach()
+
+
+def sip_control_targets(physics: PhysicsModel, states: torch.Tensor, forces: torch.Tensor,
+                        target: torch.Tensor, *, eta: float = 1.0,
+                        split: str | SplitRule = "minimum-force") -> torch.Tensor:
+    """Per-step SIP force targets ``F̃_t`` for a trajectory ``s_{t+1} = P(s_t, F_t)``.
+
+    Args:
+        physics: Model with ``inverse_step`` and ``force_for`` (and spectral factors for the
+            minimum-force split).
+        states: ``(T + 1, B, N)`` states ``s_0 … s_T`` of the rollout.
+        forces: ``(T, B, N)`` physical forces applied.
+        target: ``(B, N)`` goal ``s*`` for the final state.
+        eta: Newton step size on the terminal loss (1 = go all the way to ``s*``).
+        split: ``"uniform"``, ``"minimum-force"`` or a custom :data:`SplitRule`.
+
+    Returns:
+        ``(T, B, N)`` force targets, detached.
+    """
+    if states.ndim != 3 or forces.ndim != 3 or states.shape[0] != forces.shape[0] + 1:
+        raise ValueError(f"states must be (T+1, B, N) and forces (T, B, N); got "
+                         f"{tuple(states.shape)} and {tuple(forces.shape)}.")
+    rule = SPLITS[split] if isinstance(split, str) else split
+    horizon = forces.shape[0]
+    with torch.no_grad():
+        share = rule(physics, horizon, states)
+        # --- Newton step on the terminal loss ---
+        delta = newton_step(states[-1], target, eta) - states[-1]
+        # --- backward sweep through the per-step inverse simulators ---
+        force_targets: list[torch.Tensor] = [torch.empty(0)] * horizon
+        for t in reversed(range(horizon)):
+            own = share(t, delta)
+            force_targets[t] = physics.force_for(states[t], states[t + 1] + own)
+            if t > 0:
+                earlier = physics.inverse_step(states[t + 1] + (delta - own), forces[t], states[t])
+                delta = earlier - states[t]
+        return torch.stack(force_targets).detach()
+
+
+# --- training ------------------------------------------------------------------------------------
+
+@dataclass
+class SIPConfig(TrainConfig):
+    """SIP training on a control env (all :class:`agents.trainer.TrainConfig` fields, plus:)."""
+
+    algo: Literal["sip"] = "sip"
+    eta: float = 1.0
+    """Newton step size on the terminal loss (1 = full step onto the target)."""
+    split: Literal["minimum-force", "uniform"] = "minimum-force"
+    """How the correction is shared between steps in the backward sweep."""
+    proxy_loss: Literal["l2", "l1"] = "l2"
+    """Proxy loss between the policy's actions and the SIP targets."""
+
+
+def loss_fn(policy: nn.Module, core: ControlCore, s0: torch.Tensor, target: torch.Tensor,
+            config: SIPConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The SIP proxy loss for a batch of tasks, plus metrics of the rollout it came from."""
+    # --- 1. roll out the policy without gradients ---
+    with torch.no_grad():
+        rollout = core.rollout(policy, s0, target)
+        forces = core.action_to_force(rollout.actions).to(rollout.states.dtype)
+    # --- 2.+3. Newton step on the terminal loss, backward sweep through the inverse ---
+    force_targets = sip_control_targets(core.physics, rollout.states, forces, target,
+                                        eta=config.eta, split=config.split)
+    action_targets = (force_targets / core.force_scale).float()
+    # --- 4. proxy loss with the targets held constant; states are inputs (no physics grad) ---
+    # All T steps go through the network as one batch: one forward/backward per iteration.
+    horizon, batch = rollout.actions.shape[:2]
+    times = torch.arange(horizon, device=s0.device, dtype=torch.float32) / horizon
+    obs = core.observe(rollout.states[:-1].reshape(horizon * batch, -1),
+                       target.repeat(horizon, 1), times.repeat_interleave(batch))
+    diff = policy(obs) - action_targets.reshape(horizon * batch, -1)
+    per_sample = diff.pow(2).sum(-1) / 2 if config.proxy_loss == "l2" else diff.abs().sum(-1)
+    loss = per_sample.sum() / batch
+    return loss, rollout_metrics(core, rollout)
+
+
+def train(config: SIPConfig, **kwargs: Any) -> TrainResult:
+    """Train a policy with SIP; see :func:`agents.trainer.run_training` for ``kwargs``."""
+    return run_training(config, loss_fn, **kwargs)

@@ -1,0 +1,21 @@
+"""Shared test setup for the whole suite.
+
+Rendering tests run headless: ``SDL_VIDEODRIVER=dummy`` must be set before pygame opens a display,
+so it is set here, at import time, before any test module imports sipenv's rendering code.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch_global_rng() -> None:
+    """Make anything that draws from torch's global generator reproducible per test."""
+    torch.manual_seed(0)
