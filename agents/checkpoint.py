@@ -66,8 +66,8 @@ def load_checkpoint(path: str | Path, *, env_id: str | None = None,
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"Checkpoint {path} is corrupt or truncated and cannot be read "
-                              f"({type(exc).__name__}: {exc}). Use an earlier checkpoint or "
-                              "retrain.") from exc
+                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]}). "
+                              "Use an earlier checkpoint or retrain.") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a sipenv checkpoint (missing format tag "
                               f"{FORMAT!r}).")

@@ -21,7 +21,13 @@ import torch
 import sipenv  # noqa: F401  (registers the sip/ ids)
 from sipenv.envs.core import ControlCore
 
-__all__ = ["EvalResult", "evaluate_gym", "evaluate_torch", "make_eval_tasks", "torch_policy_to_numpy"]
+__all__ = [
+    "EvalResult",
+    "evaluate_gym",
+    "evaluate_torch",
+    "make_eval_tasks",
+    "torch_policy_to_numpy",
+]
 
 NumpyPolicy = Callable[[np.ndarray], np.ndarray]
 
@@ -43,7 +49,7 @@ class EvalResult:
     def summary(self) -> dict[str, float]:
         """Mean/median target error, mean force cost and return, episode count."""
         return {
-            "episodes": int(len(self.target_error)),
+            "episodes": len(self.target_error),
             "target_error_mean": float(np.mean(self.target_error)),
             "target_error_median": float(np.median(self.target_error)),
             "force_cost_mean": float(np.mean(self.force_cost)),

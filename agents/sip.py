@@ -21,8 +21,8 @@ per-step inverse simulators, and a **split rule** decides which share of the sti
   ``W_0 = 0``, ``W_{t+1} = d² W_t + g²``, share ``g² / W_{t+1}``, so ``δF_t = g Δ_{t+1} / W_{t+1}``
   and ``Δ_t = d W_t Δ_{t+1} / W_{t+1}``.
 
-With linear physics, an exact inverse and ``η = 1``, replaying the targets ``F̃_t`` from ``s_0`` lands
-exactly on ``s*`` whichever split is used (``tests/agents/test_sip.py``): one SIP physics step
+With linear physics, an exact inverse and ``η = 1``, replaying the targets ``F̃_t`` from ``s_0``
+lands exactly on ``s*`` whichever split is used (``tests/agents/test_sip.py``): one SIP physics step
 solves the problem, where a gradient step cannot.
 
 The target computations are pure functions (:func:`newton_step`, :func:`sip_inverse_targets`,
@@ -39,7 +39,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from agents.trainer import TrainConfig, TrainResult, rollout_metrics, run_training
+from agents.trainer import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainResult,
+    rollout_metrics,
+    run_training,
+)
 from sipenv.envs.core import ControlCore
 from sipenv.physics import PhysicsModel, SpectralLinearPhysics
 
@@ -47,11 +53,11 @@ __all__ = [
     "SPLITS",
     "SIPConfig",
     "ShareFn",
+    "loss_fn",
     "minimum_force_split",
     "newton_step",
     "sip_control_targets",
     "sip_inverse_targets",
-    "loss_fn",
     "train",
     "uniform_split",
 ]
@@ -67,7 +73,15 @@ SplitRule = Callable[[PhysicsModel, int, torch.Tensor], ShareFn]
 # --- split rules ----------------------------------------------------------------------------------
 
 def uniform_split(physics: PhysicsModel, horizon: int, like: torch.Tensor) -> ShareFn:
-    """Each remaining step takes an equal share: step ``t`` takes ``Δ_{t+1} / (t + 1)``."""
+    """Each remaining step takes an equal share: step ``t`` takes ``Δ_{t+1} / (t + 1)``.
+
+    Limit: the part passed to earlier states goes through up to ``T − 1`` inverse steps, each
+    amplifying mode ``k`` by up to ``1/d_k``. On strongly dissipative physics this is exact in
+    exact arithmetic but overflows in floating point: on default ``sip/ControlledDiffusion-v0``
+    the top mode grows by ``57^15 ≈ 10^26``, so even rounding noise yields forces of ~10^19 and
+    training stops on the first iteration. Use it for short horizons or mildly dissipative
+    physics; ``minimum-force`` (the default) contracts instead (``d W_t / W_{t+1} ≤ 1``).
+    """
     del physics, horizon, like
     return lambda t, delta: delta / (t + 1)
 
@@ -90,7 +104,7 @@ def minimum_force_split(physics: PhysicsModel, horizon: int, like: torch.Tensor)
     shares = [g * g / w for w in gramians[1:]]
 
     def share(t: int, delta: torch.Tensor) -> torch.Tensor:
-        return physics.from_spectral(shares[t] * physics.to_spectral(delta))  # type: ignore[attr-defined]
+        return physics.from_spectral(shares[t] * physics.to_spectral(delta))
 
     return share
 
@@ -98,7 +112,7 @@ def minimum_force_split(physics: PhysicsModel, horizon: int, like: torch.Tensor)
 SPLITS: dict[str, SplitRule] = {"uniform": uniform_split, "minimum-force": minimum_force_split}
 
 
-# --- pure target computations ----------------------------------------------------------------------
+# --- pure target computations ---------------------------------------------------------------
 
 def newton_step(y: torch.Tensor, y_target: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
     """Newton step on ``L = ½‖y − y*‖²`` (also on any positive multiple of it, e.g. the relative
@@ -197,6 +211,11 @@ def loss_fn(policy: nn.Module, core: ControlCore, s0: torch.Tensor, target: torc
     diff = policy(obs) - action_targets.reshape(horizon * batch, -1)
     per_sample = diff.pow(2).sum(-1) / 2 if config.proxy_loss == "l2" else diff.abs().sum(-1)
     loss = per_sample.sum() / batch
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"SIP proxy loss is not finite with the {config.split!r} split: the correction "
+            "passed back through the inverse simulator outgrew floating-point range. Use "
+            "--split minimum-force (it contracts), a smaller --eta, or a shorter horizon.")
     return loss, rollout_metrics(core, rollout)
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NoReturn, Protocol
 
 import gymnasium as gym
 import torch
@@ -105,6 +105,10 @@ class TrainConfig:
     """Run directory name under runs_dir (default: <algo>-<env>-s<seed>)."""
     runs_dir: str = "runs"
     """Parent folder of run directories."""
+    resume: bool = False
+    """Continue the run in runs_dir/run_name from its checkpoint (extend with --iterations)."""
+    progress: bool = True
+    """Show a progress bar with the live loss and target error."""
 
     def validate(self) -> None:
         """Check every setting before any work starts.
@@ -183,7 +187,8 @@ def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
     ``rmsprop``)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
-    return OPTIMIZERS[name](params, lr=lr)
+    optimizer_cls: Any = OPTIMIZERS[name]
+    return optimizer_cls(params, lr=lr)
 
 
 def rollout_metrics(core: ControlCore, rollout: Rollout) -> dict[str, float]:
@@ -343,7 +348,10 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
             t0 = time.perf_counter()
             s0, target = core.sample_tasks(config.batch_size, data_gen, device=device,
                                            dtype=dtype)
-            loss, metrics = loss_fn(policy, core, s0, target, config)
+            try:
+                loss, metrics = loss_fn(policy, core, s0, target, config)
+            except TrainingDiverged as exc:  # the algorithm knows the cause; keep its advice
+                _diverged(out if write else None, payload, iteration, "loss", str(exc))
             # --- stop before a non-finite update can reach the weights ---
             if not torch.isfinite(loss):
                 _diverged(out if write else None, payload, iteration, "loss")
@@ -382,7 +390,7 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
         save_checkpoint(ckpt_path, payload())
         (out / "final_eval.json").write_text(json.dumps(
             {"iteration": iteration, "train_time": train_time, **final}, indent=2) + "\n")
-        _plot_curve(history + [{"iteration": iteration, "time": train_time,
+        _plot_curve([*history, {"iteration": iteration, "time": train_time,
                                 **{f"eval_{k}": v for k, v in final.items()}}],
                     out / "learning_curve.png", f"{config.algo} on {config.env_id}")
     return TrainResult(policy.eval(), core, out if write else None, iteration, train_time,
@@ -390,13 +398,14 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
 
 
 def _diverged(out: Path | None, payload: Callable[[], dict[str, Any]], iteration: int,
-              what: str) -> None:
+              what: str, advice: str = "Lower --lr or check the env settings.") -> NoReturn:
+    """Save the last good weights (the update has not been applied) and stop."""
     where = ""
     if out is not None:
         save_checkpoint(out / "checkpoint.pt", payload())
         where = f" The last good weights (before this update) are in {out / 'checkpoint.pt'}."
     raise TrainingDiverged(f"Non-finite {what} at iteration {iteration + 1}; training stopped."
-                           f"{where} Lower --lr or check the env settings.")
+                           f"{where} {advice}")
 
 
 def _read_metrics(path: Path) -> list[dict[str, float]]:

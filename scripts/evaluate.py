@@ -1,0 +1,82 @@
+"""Evaluate a trained checkpoint through the plain Gymnasium API on held-out seeds.
+
+    python scripts/evaluate.py runs/sip-ControlledDiffusion-s0/checkpoint.pt --episodes 256
+
+Every episode is played with ``env.step`` and numpy actions; the same episodes are also
+evaluated with one batched torch rollout of the env's core, and the two must agree (relative
+difference of the mean target error ≤ 1e-4; exit code 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import gymnasium as gym
+import numpy as np
+import tyro
+
+from agents.checkpoint import CheckpointError
+from agents.evaluation import evaluate_gym, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
+from agents.registry import load_policy
+
+
+@dataclass
+class Args:
+    checkpoint: Annotated[Path, tyro.conf.Positional]
+    """Path to a run's checkpoint.pt."""
+    episodes: int = 256
+    """Number of held-out episodes."""
+    seed: int = 1_000_000
+    """Episodes use env.reset(seed=seed + i)."""
+    device: str = "cpu"
+    """Torch device for the policy and the env."""
+    out: Path | None = None
+    """Also write the per-episode results and summaries to this JSON file."""
+    tolerance: float = 1e-4
+    """Largest allowed relative difference between the gym and torch evaluations."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv, description=__doc__)
+    if args.episodes < 1:
+        print("error: --episodes must be ≥ 1", file=sys.stderr)
+        return 2
+    try:
+        policy, ckpt = load_policy(args.checkpoint, device=args.device)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    env_id = ckpt["env_id"]
+    env_kwargs = {**ckpt["env_kwargs"], "device": args.device,
+                  "dtype": ckpt["config"].get("env_dtype", "float32")}
+    seeds = range(args.seed, args.seed + args.episodes)
+    gym_res = evaluate_gym(torch_policy_to_numpy(policy, args.device), env_id, seeds,  # type: ignore[arg-type]
+                           env_kwargs)
+    core = gym.make(env_id, **env_kwargs).unwrapped.core  # type: ignore[attr-defined]
+    s0, target = make_eval_tasks(env_id, seeds, env_kwargs)
+    torch_res = evaluate_torch(policy, core, s0, target)  # type: ignore[arg-type]
+    g, t = gym_res.summary(), torch_res.summary()
+    rel = abs(g["target_error_mean"] - t["target_error_mean"]) / max(t["target_error_mean"],
+                                                                      1e-30)
+    print(f"{ckpt['algo']} on {env_id}, {args.episodes} held-out episodes (seeds {args.seed}…)")
+    print(f"{'':24s}{'gym API (env.step)':>20s}{'torch (batched)':>18s}")
+    for key in ("target_error_mean", "target_error_median", "force_cost_mean", "return_mean"):
+        print(f"{key:24s}{g[key]:>20.6g}{t[key]:>18.6g}")
+    print(f"relative difference of mean target error: {rel:.2e} (tolerance {args.tolerance:g})")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "env_id": env_id,
+                                        "gym": gym_res.to_dict(), "torch": torch_res.to_dict(),
+                                        "relative_difference": rel}, indent=2) + "\n")
+    if not np.isfinite(rel) or rel > args.tolerance:
+        print("error: gym and torch evaluations disagree", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
