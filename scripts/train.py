@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     _, train = load_algorithm(config.algo)
     try:
         result = train(config, resume=config.resume, progress=config.progress)
-    except (FileExistsError, CheckpointError, ImportError) as exc:
+    except (FileExistsError, CheckpointError, ImportError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:

@@ -1,0 +1,312 @@
+"""Honest comparison of training methods on one control env.
+
+Protocol (DESIGN.md, "Honesty rules"):
+
+1. **Learning-rate sweep.** Every method trains once per learning rate in its grid (≥ 4 log-spaced
+   values) for ``sweep_budget`` seconds with seed ``seeds[0]``, and is scored on **validation**
+   episodes (``env.reset(seed=2_000_000 + i)``). Its best learning rate is kept; a best value on
+   the edge of the grid is flagged.
+2. **Final runs.** With its best learning rate, every method trains for each seed, and is scored on
+   separate **test** episodes (``env.reset(seed=1_000_000 + i)``) every ``eval_every`` iterations.
+   Each run lasts until it has both used ``time_budget`` seconds of training and done
+   ``iterations`` iterations, so the same runs give the error at **equal wall-clock** (the last
+   evaluation within ``time_budget``) and at **equal iterations** (the evaluation at
+   ``iterations``).
+3. Same network (architecture, widths, initial weights per seed), same task stream per seed, same
+   evaluation episodes for all. PPO iterations are PPO updates (each many env steps), a different
+   unit: PPO is compared at equal wall-clock only.
+
+Training time excludes evaluation. Everything runs in one process, one method after another, so
+ratios of time per iteration are measured on the same machine in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.registry import load_algorithm
+
+__all__ = ["METHODS", "CompareConfig", "Method", "run_comparison", "write_report"]
+
+VALIDATION_SEED = 2_000_000
+TEST_SEED = 1_000_000
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: algorithm, optimizer and learning-rate grid."""
+
+    algo: str
+    optimizer: str
+    lrs: tuple[float, ...]
+    label: str
+    eval_every: int | None = None
+    """Evaluation interval of the final runs, if not the config's (PPO: ~1 update/s)."""
+
+
+METHODS: dict[str, Method] = {
+    "sip": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3), "SIP (Adam)"),
+    "dp-adam": Method("dp", "adam", (1e-4, 3e-4, 1e-3, 3e-3), "DP, Adam"),
+    "dp-sgd": Method("dp", "sgd", (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "DP, SGD"),
+    "supervised": Method("supervised", "adam", (1e-4, 3e-4, 1e-3, 3e-3), "Supervised (Adam)"),
+    "ppo": Method("ppo", "adam", (3e-5, 1e-4, 3e-4, 1e-3), "PPO (SB3)", eval_every=5),
+}
+
+
+@dataclass
+class CompareConfig:
+    """Settings of a comparison run."""
+
+    env_id: str = "sip/ControlledDiffusion-v0"
+    """Env to compare on."""
+    methods: tuple[str, ...] = ("sip", "dp-adam", "dp-sgd", "supervised", "ppo")
+    """Methods (keys of agents.compare.METHODS)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the final runs (the sweep uses the first)."""
+    sweep_budget: float = 20.0
+    """Training seconds per learning rate in the sweep."""
+    time_budget: float = 60.0
+    """Equal wall-clock budget of the final runs (seconds of training)."""
+    iterations: int = 1000
+    """Equal-iterations budget of the final runs."""
+    eval_every: int = 50
+    """Iterations between evaluations of the final runs."""
+    eval_episodes: int = 128
+    """Test (and validation) episodes."""
+    batch_size: int = 64
+    """Tasks per iteration, all methods."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Network widths, all methods."""
+    device: str = "cpu"
+    """Torch device."""
+    out: str = "runs/compare"
+    """Output folder for compare.json, compare.md and compare.png."""
+    progress: bool = False
+    """Progress bars for each training run."""
+    threads: int = 1
+    """torch CPU threads for every run (1 avoids oversubscribing a small shared machine)."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for unknown methods or non-positive budgets."""
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"Unknown methods {unknown}; choose from {sorted(METHODS)}.")
+        if not self.seeds:
+            raise ValueError("Give at least one seed.")
+        for name in ("sweep_budget", "time_budget"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be > 0 seconds.")
+        for name in ("iterations", "eval_every", "eval_episodes", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1.")
+
+
+@dataclass
+class RunRecord:
+    """One final training run: its evaluation curve and the two budget points."""
+
+    seed: int
+    curve: list[dict[str, float]] = field(default_factory=list)
+    error_at_time: float = math.nan
+    error_at_iterations: float = math.nan
+    force_cost_at_time: float = math.nan
+    seconds_per_iteration: float = math.nan
+    iterations_in_time: int = 0
+
+
+def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_seed: int,
+           time_budget: float, iterations: int, eval_every: int) -> tuple[Any, list[dict]]:
+    config_cls, train = load_algorithm(method.algo)
+    config = config_cls(env_id=cfg.env_id, optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
+                        batch_size=cfg.batch_size, hidden=cfg.hidden, seed=seed,
+                        device=cfg.device, eval_seed=eval_seed,
+                        eval_episodes=cfg.eval_episodes, eval_every=eval_every,
+                        iterations=iterations, time_budget=time_budget, log_every=0,
+                        checkpoint_every=0, progress=cfg.progress)
+    curve: list[dict] = []
+    result = train(config, write=False, progress=cfg.progress, on_eval=curve.append)
+    return result, curve
+
+
+def sweep(method: Method, cfg: CompareConfig, log: Any = print) -> dict[str, Any]:
+    """Best learning rate of ``method`` on validation episodes (seed ``cfg.seeds[0]``)."""
+    scores = {}
+    for lr in method.lrs:
+        result, _ = _train(method, cfg, lr=lr, seed=cfg.seeds[0], eval_seed=VALIDATION_SEED,
+                           time_budget=cfg.sweep_budget, iterations=10**9, eval_every=0)
+        err = result.final_eval["target_error_mean"]
+        scores[lr] = err if math.isfinite(err) else math.inf
+        rate = result.iterations / max(result.train_time, 1e-9)
+        log(f"  sweep {method.label:18s} lr={lr:<8g} validation error {err:.4g} "
+            f"({result.iterations} it, {rate:.1f} it/s)")
+    best = min(scores, key=lambda k: scores[k])
+    on_edge = best in (method.lrs[0], method.lrs[-1])
+    return {"lrs": list(method.lrs), "validation_error": [scores[lr] for lr in method.lrs],
+            "best_lr": best, "best_on_grid_edge": on_edge}
+
+
+def final_run(method: Method, cfg: CompareConfig, lr: float, seed: int,
+              seconds_per_iteration: float) -> RunRecord:
+    """Train until both budgets are used; read the error at each budget from the curve."""
+    # Enough iterations to fill the wall-clock budget too (speed estimated in the sweep, +40 %).
+    # PPO is compared at equal wall-clock only: its iterations are updates of many env steps.
+    needed = math.ceil(1.4 * cfg.time_budget / max(seconds_per_iteration, 1e-6))
+    iterations = needed if method.algo == "ppo" else max(cfg.iterations, needed)
+    eval_every = method.eval_every or cfg.eval_every
+    iterations = math.ceil(iterations / eval_every) * eval_every
+    result, curve = _train(method, cfg, lr=lr, seed=seed, eval_seed=TEST_SEED,
+                           time_budget=0.0, iterations=iterations, eval_every=eval_every)
+    rec = RunRecord(seed=seed, curve=[{k: float(v) for k, v in c.items()} for c in curve])
+    in_time = [c for c in curve if c["time"] <= cfg.time_budget]
+    if in_time:
+        rec.error_at_time = in_time[-1]["eval_target_error_mean"]
+        rec.force_cost_at_time = in_time[-1]["eval_force_cost_mean"]
+        rec.iterations_in_time = int(in_time[-1]["iteration"])
+    at_iter = [c for c in curve if c["iteration"] == cfg.iterations]
+    if at_iter and method.algo != "ppo":
+        rec.error_at_iterations = at_iter[0]["eval_target_error_mean"]
+    rec.seconds_per_iteration = result.train_time / max(result.iterations, 1)
+    return rec
+
+
+def run_comparison(cfg: CompareConfig, log: Any = print) -> dict[str, Any]:
+    """Run the whole protocol; returns the JSON-ready report."""
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    report: dict[str, Any] = {
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "methods": {},
+    }
+    for name in cfg.methods:
+        method = METHODS[name]
+        log(f"[{name}] learning-rate sweep over {list(method.lrs)}")
+        sw = sweep(method, cfg, log)
+        # speed for sizing the final runs: a short timed run at the best lr
+        probe, _ = _train(method, cfg, lr=sw["best_lr"], seed=cfg.seeds[0],
+                          eval_seed=VALIDATION_SEED, time_budget=min(5.0, cfg.sweep_budget),
+                          iterations=10**9, eval_every=0)
+        spi = probe.train_time / max(probe.iterations, 1)
+        runs = []
+        for seed in cfg.seeds:
+            rec = final_run(method, cfg, sw["best_lr"], seed, spi)
+            log(f"  final {method.label:18s} seed={seed} error@{cfg.time_budget:g}s "
+                f"{rec.error_at_time:.4g}, error@{cfg.iterations}it "
+                f"{rec.error_at_iterations:.4g}, {rec.seconds_per_iteration * 1e3:.1f} ms/it")
+            runs.append(rec)
+        report["methods"][name] = {"label": method.label, "algo": method.algo,
+                                   "optimizer": method.optimizer, "sweep": sw,
+                                   "runs": [vars(r) for r in runs],
+                                   "summary": _summarise(runs)}
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return report
+
+
+def _median(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def _summarise(runs: list[RunRecord]) -> dict[str, float]:
+    return {"error_at_time_median": _median([r.error_at_time for r in runs]),
+            "error_at_iterations_median": _median([r.error_at_iterations for r in runs]),
+            "force_cost_at_time_median": _median([r.force_cost_at_time for r in runs]),
+            "ms_per_iteration_median": 1e3 * _median([r.seconds_per_iteration for r in runs]),
+            "iterations_in_time_median": _median([float(r.iterations_in_time) for r in runs])}
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The comparison as a markdown table (medians over seeds)."""
+    cfg = report["config"]
+    lines = [
+        f"| method | best lr (sweep) | error @ {cfg['time_budget']:g} s | "
+        f"error @ {cfg['iterations']} it | force cost Σ mean(a²) | ms / iteration | "
+        f"iterations in {cfg['time_budget']:g} s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in report["methods"].values():
+        s, sw = m["summary"], m["sweep"]
+        edge = " (grid edge)" if sw["best_on_grid_edge"] else ""
+        at_it = "n/a (PPO updates)" if m["algo"] == "ppo" else \
+            f"{s['error_at_iterations_median']:.3g}"
+        lines.append(f"| {m['label']} | {sw['best_lr']:g}{edge} | "
+                     f"{s['error_at_time_median']:.3g} | {at_it} | "
+                     f"{s['force_cost_at_time_median']:.3g} | "
+                     f"{s['ms_per_iteration_median']:.1f} | "
+                     f"{s['iterations_in_time_median']:.0f} |")
+    if "sip" in report["methods"] and "dp-adam" in report["methods"]:
+        ratio = (report["methods"]["sip"]["summary"]["ms_per_iteration_median"]
+                 / report["methods"]["dp-adam"]["summary"]["ms_per_iteration_median"])
+        lines.append("")
+        lines.append(f"SIP / DP-Adam time per iteration (same run): {ratio:.2f}×")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """Write ``compare.json``, ``compare.md`` and ``compare.png`` (error vs time) to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "compare.json", "md": out / "compare.md", "png": out / "compare.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, default=float) + "\n")
+    cfg = report["config"]
+    header = (f"Comparison on `{cfg['env_id']}`: median over seeds {cfg['seeds']} of the mean "
+              f"relative terminal error on {cfg['eval_episodes']} test episodes; learning rates "
+              f"from a {cfg['sweep_budget']:g} s-per-value sweep on separate validation "
+              f"episodes; batch {cfg['batch_size']}, MLP {cfg['hidden']}, device "
+              f"{cfg['device']}. Made by `scripts/compare.py` "
+              f"({report['started']} – {report['finished']}).\n\n")
+    paths["md"].write_text(header + markdown_table(report))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, m in enumerate(report["methods"].values()):
+        colour = f"C{i}"
+        for j, run in enumerate(m["runs"]):
+            curve = run["curve"]
+            if not curve:
+                continue
+            label = f"{m['label']} (lr {m['sweep']['best_lr']:g})" if j == 0 else None
+            axes[0].semilogy([c["time"] for c in curve],
+                             [c["eval_target_error_mean"] for c in curve], color=colour,
+                             alpha=0.8, lw=1.2, label=label)
+            if m["algo"] != "ppo":
+                axes[1].semilogy([c["iteration"] for c in curve],
+                                 [c["eval_target_error_mean"] for c in curve], color=colour,
+                                 alpha=0.8, lw=1.2, label=label)
+    axes[0].axvline(cfg["time_budget"], color="k", ls=":", lw=1)
+    axes[1].axvline(cfg["iterations"], color="k", ls=":", lw=1)
+    axes[0].set_xlim(0, cfg["time_budget"] * 1.05)
+    axes[1].set_xlim(0, cfg["iterations"] * 1.05)
+    axes[0].set_xlabel("training wall-clock [s]")
+    axes[1].set_xlabel("iteration")
+    for ax in axes:
+        ax.set_ylabel("test relative terminal error")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{cfg['env_id']}: one line per seed")
+    fig.tight_layout()
+    fig.savefig(paths["png"], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def quick(cfg: CompareConfig) -> CompareConfig:
+    """The ``--quick`` variant: small budgets, two seeds (minutes, not an hour)."""
+    return replace(cfg, seeds=cfg.seeds[:2], sweep_budget=5.0, time_budget=15.0,
+                   iterations=300, eval_every=25, eval_episodes=64)
