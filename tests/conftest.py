@@ -2,17 +2,18 @@
 
 Rendering tests run headless: ``SDL_VIDEODRIVER=dummy`` must be set before pygame opens a display,
 so it is set here, at import time, before any test module imports sipenv's rendering code.
+Nothing here calls ``pygame.init()`` (sipenv initialises only pygame's display and font modules).
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
+import torch
+
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

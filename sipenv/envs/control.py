@@ -250,6 +250,8 @@ class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self._prev_done = np.zeros(num_envs, dtype=bool)
         self._generator: torch.Generator | None = None
         self._last_force: torch.Tensor | None = None
+        # Which sub-envs' last step applied `_last_force` (not those reset on that step).
+        self._force_applied = np.zeros(num_envs, dtype=bool)
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -275,6 +277,7 @@ class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self.t[:] = 0
         self._prev_done[:] = False
         self._last_force = None
+        self._force_applied[:] = False
         err = self.core.target_error(s0, target).cpu().numpy()
         return self._obs(), {"target_error": err, "force_cost": np.zeros(self.num_envs)}
 
@@ -325,6 +328,8 @@ class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self.state, self.target = state, target
         self._prev_done = terminated.copy()
         self._last_force = self.core.force_scale * a
+        # A sub-env reset on this step ignored its action: don't draw it as an applied force.
+        self._force_applied = ~reset
         info = {"target_error": err.cpu().numpy(), "force_cost": force_cost.cpu().numpy()}
         return (self._obs(), reward.astype(np.float64), terminated,
                 np.zeros(self.num_envs, dtype=bool), info)
@@ -346,7 +351,8 @@ class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         target = self.target.detach().cpu().double().numpy()
         force = None if self._last_force is None else self._last_force.cpu().double().numpy()
         return tuple(
-            draw_frame(x, state[i], target[i], None if force is None else force[i],
+            draw_frame(x, state[i], target[i],
+                       force[i] if force is not None and self._force_applied[i] else None,
                        step=int(self.t[i]), horizon=self.horizon,
                        force_limit=self.core.force_scale, target_error=float(err[i]),
                        length=float(getattr(self.physics, "length", 1.0)), title=self.title)
