@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None and not args.human:
         print("error: pass --out FILE.gif|.mp4 and/or --human", file=sys.stderr)
         return 2
+    if args.out is not None and args.out.suffix.lower() not in (".gif", ".mp4"):
+        print(f"error: --out must end in .gif or .mp4, got {args.out.name!r}", file=sys.stderr)
+        return 2
     if args.checkpoint is not None:
         try:
             net, ckpt = load_policy(args.checkpoint, device=args.device)

@@ -35,6 +35,7 @@ At the environment defaults (N = 64, L = 1, ν = 0.01, dt = 0.01) the largest ex
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -43,7 +44,8 @@ __all__ = ["DiffusionPhysics"]
 
 
 def _check_finite_positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
 
 
@@ -81,7 +83,7 @@ class DiffusionPhysics:
     )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 4:
+        if not isinstance(self.n, numbers.Integral) or isinstance(self.n, bool) or self.n < 4:
             raise ValueError(f"n (number of cells) must be an int ≥ 4, got {self.n!r}.")
         _check_finite_positive("length", self.length)
         _check_finite_positive("nu", self.nu)

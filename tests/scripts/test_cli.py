@@ -1,0 +1,145 @@
+"""Smoke runs of every CLI for a few iterations (CleanRL-style), plus their error paths."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(Path(path).stem + "_cli", ROOT / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load("scripts/train.py")
+evaluate = _load("scripts/evaluate.py")
+render = _load("scripts/render.py")
+demo = _load("scripts/demo.py")
+compare = _load("scripts/compare.py")
+
+FAST = ["--eval-episodes", "4", "--hidden", "32", "32", "--batch-size", "8", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    assert train.main(["sip", "--iterations", "5", "--runs-dir", str(runs), "--run-name", "r",
+                       *FAST]) == 0
+    return runs / "r"
+
+
+def test_train_writes_a_run_and_resumes(trained_run: Path) -> None:
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "final_eval.json",
+                 "learning_curve.png"):
+        assert (trained_run / name).is_file()
+    runs, name = str(trained_run.parent), trained_run.name
+    # an existing run is never overwritten
+    assert train.main(["sip", "--iterations", "5", "--runs-dir", runs, "--run-name", name,
+                       *FAST]) == 2
+    assert train.main(["sip", "--iterations", "8", "--runs-dir", runs, "--run-name", name,
+                       "--resume", *FAST]) == 0
+    assert json.loads((trained_run / "final_eval.json").read_text())["iteration"] == 8
+
+
+@pytest.mark.parametrize("algo", ["dp", "supervised"])
+def test_train_other_algorithms(algo: str, tmp_path: Path) -> None:
+    assert train.main([algo, "--iterations", "3", "--runs-dir", str(tmp_path), *FAST]) == 0
+
+
+@pytest.mark.parametrize("bad", [["--lr", "-1"], ["--env-kwargs", "{oops"],
+                                 ["--env-id", "sip/Nope-v0"], ["--resume"]])
+def test_train_rejects_bad_arguments_before_work(bad: list[str], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert train.main(["sip", "--runs-dir", str(tmp_path), *FAST, *bad]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_evaluate_agrees_with_torch(trained_run: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval.json"
+    assert evaluate.main([str(trained_run / "checkpoint.pt"), "--episodes", "4",
+                          "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["relative_difference"] <= 1e-4
+    assert len(data["gym"]["target_error"]) == 4
+    assert "gym API" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_corrupt_checkpoint(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert evaluate.main([str(bad)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_render_checkpoint_and_policies(trained_run: Path, tmp_path: Path) -> None:
+    gif = tmp_path / "run.gif"
+    assert render.main(["--checkpoint", str(trained_run / "checkpoint.pt"),
+                        "--out", str(gif)]) == 0
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] == 17 and frames.shape[1:3] == (440, 640)  # reset + 16 steps
+    assert render.main(["--policy", "random", "--out", str(tmp_path / "r.gif")]) == 0
+    assert render.main(["--policy", "zero", "--human"]) == 0  # headless (dummy video driver)
+
+
+def test_render_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert render.main(["--policy", "zero"]) == 2  # neither --out nor --human
+    assert render.main(["--policy", "zero", "--out", str(tmp_path / "x.avi")]) == 2
+    assert ".gif or .mp4" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "demo"
+    assert demo.main(["--time-budget", "1", "--episodes", "4", "--run-name", str(run)]) == 0
+    for name in ("rollout.gif", "rollout_uncontrolled.gif", "learning_curve.png",
+                 "checkpoint.pt"):
+        assert (run / name).is_file()
+    assert "held-out relative terminal error" in capsys.readouterr().out
+
+
+def test_compare_writes_table_json_and_plot(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    try:
+        assert compare.main(["--methods", "sip", "dp-adam", "--seeds", "0",
+                             "--sweep-budget", "0.3", "--time-budget", "0.6",
+                             "--iterations", "6", "--eval-every", "3", "--eval-episodes", "4",
+                             "--batch-size", "8", "--hidden", "16", "--out",
+                             str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "compare.json").read_text())
+    assert set(report["methods"]) == {"sip", "dp-adam"}
+    for m in report["methods"].values():
+        assert len(m["sweep"]["lrs"]) >= 4 and m["sweep"]["best_lr"] in m["sweep"]["lrs"]
+    table = (tmp_path / "compare.md").read_text()
+    assert "| SIP (Adam) |" in table and "| DP, Adam |" in table
+    assert (tmp_path / "compare.png").stat().st_size > 0
+    assert compare.main(["--methods", "nope"]) == 2
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    bench = _load("benchmarks/bench_envs.py")
+    threads = torch.get_num_threads()
+    try:
+        result = bench.run(bench.parse_args(["--quick", "--repeats", "1", "--target-s", "0.01",
+                                             "--warmup-s", "0", "--out", str(tmp_path)]))
+    finally:
+        torch.set_num_threads(threads)
+    assert result["ratio_native1024_over_sync64"] > 0
+    assert (tmp_path / "bench_envs.md").is_file() and (tmp_path / "bench_envs.json").is_file()
