@@ -12,9 +12,8 @@ install: $(VENV)/.installed
 # torch is pinned first so that the CPU wheel on disk is used; pyproject keeps a range.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,rl]"
 	touch $@
 
 demo: install

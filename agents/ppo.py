@@ -44,12 +44,10 @@ from agents.evaluation import evaluate_torch, make_eval_tasks
 from agents.networks import make_network
 from agents.trainer import (
     OPTIMIZERS,
+    RunRecorder,
     TrainConfig,
     TrainingDiverged,
     TrainResult,
-    _append_metric,
-    _plot_curve,
-    _write_metrics,
 )
 from sipenv.envs.core import ControlCore
 
@@ -442,7 +440,6 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
     spec = {"name": NETWORK_NAME, "obs_dim": core.obs_dim, "act_dim": core.n,
             "hidden": list(config.hidden)}
     config_dict = {**asdict(config), "hidden": list(config.hidden)}
-    history: list[dict[str, float]] = []
     state = {"updates": 0, "train_time": 0.0}
 
     def payload() -> dict[str, Any]:
@@ -458,10 +455,7 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
     def evaluate() -> dict[str, float]:
         return evaluate_torch(actor, core, eval_s0, eval_target).summary()
 
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
-        _write_metrics(out / "metrics.jsonl", [])
+    recorder = RunRecorder(config, out if write else None, evaluate, save, on_eval=on_eval)
 
     from tqdm.auto import tqdm
 
@@ -475,22 +469,8 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
             raise TrainingDiverged(f"Non-finite weights or std after PPO update {update}; "
                                    "training stopped. Lower --lr or --max-grad-norm.")
         bar.update(1)
-        record = {"iteration": update, "time": train_time, **metrics}
-        if config.log_every and update % config.log_every == 0:
-            history.append(record)
-            if write:
-                _append_metric(out / "metrics.jsonl", record)
+        if recorder.step(update, train_time, metrics) is not None:
             bar.set_postfix(err=f"{metrics['target_error']:.3g}")
-        if config.eval_every and update % config.eval_every == 0:
-            ev = {"iteration": update, "time": train_time,
-                  **{f"eval_{k}": v for k, v in evaluate().items()}}
-            history.append(ev)
-            if write:
-                _append_metric(out / "metrics.jsonl", ev)
-            if on_eval is not None:
-                on_eval(ev)
-        if write and config.checkpoint_every and update % config.checkpoint_every == 0:
-            save()
         return update < config.iterations and (config.time_budget <= 0
                                                or train_time < config.time_budget)
 
@@ -510,14 +490,6 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
         bar.close()
         venv.close()
 
-    final = evaluate()
-    if write:
-        save()
-        (out / "final_eval.json").write_text(json.dumps(
-            {"iteration": state["updates"], "train_time": state["train_time"], **final},
-            indent=2) + "\n")
-        _plot_curve([*history, {"iteration": state["updates"], "time": state["train_time"],
-                                **{f"eval_{k}": v for k, v in final.items()}}],
-                    out / "learning_curve.png", f"{config.algo} on {config.env_id}")
+    final = recorder.finish(int(state["updates"]), float(state["train_time"]))
     return TrainResult(actor.eval(), core, out if write else None, int(state["updates"]),
-                       float(state["train_time"]), final, history)
+                       float(state["train_time"]), final, recorder.history)

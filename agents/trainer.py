@@ -39,6 +39,7 @@ from sipenv.envs.core import ControlCore, Rollout
 __all__ = [
     "OPTIMIZERS",
     "LossFn",
+    "RunRecorder",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
@@ -250,6 +251,74 @@ def _plot_curve(history: list[dict[str, float]], path: Path, title: str) -> None
     plt.close(fig)
 
 
+class RunRecorder:
+    """Run bookkeeping shared by every training loop (here and in :mod:`agents.ppo`).
+
+    Writes ``config.json`` and ``metrics.jsonl``, keeps the log / evaluation / checkpoint
+    cadence of ``config`` (``log_every``, ``eval_every``, ``checkpoint_every``), and at the end
+    evaluates, saves, and writes ``final_eval.json`` and ``learning_curve.png``. With
+    ``out=None`` nothing is written (in-memory runs, e.g. sweeps).
+
+    Args:
+        config: The run's settings.
+        out: Run directory, or ``None``.
+        evaluate: Held-out evaluation returning a summary dict.
+        save: Writes the checkpoint(s).
+        on_eval: Called with each evaluation record.
+        history: Records kept from an earlier part of the run (resume).
+    """
+
+    def __init__(self, config: TrainConfig, out: Path | None,
+                 evaluate: Callable[[], dict[str, float]], save: Callable[[], None], *,
+                 on_eval: Callable[[dict[str, float]], None] | None = None,
+                 history: list[dict[str, float]] | None = None) -> None:
+        self.config, self.out = config, out
+        self.evaluate, self.save, self.on_eval = evaluate, save, on_eval
+        self.history = list(history or [])
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(
+                {**asdict(config), "hidden": list(config.hidden)}, indent=2) + "\n")
+            _write_metrics(out / "metrics.jsonl", self.history)
+
+    def _keep(self, record: dict[str, float]) -> None:
+        self.history.append(record)
+        if self.out is not None:
+            _append_metric(self.out / "metrics.jsonl", record)
+
+    def step(self, iteration: int, train_time: float,
+             metrics: dict[str, float]) -> dict[str, float] | None:
+        """Bookkeeping after iteration ``iteration``; returns the record if it was logged."""
+        cfg = self.config
+        logged = None
+        if cfg.log_every and iteration % cfg.log_every == 0:
+            logged = {"iteration": iteration, "time": train_time, **metrics}
+            self._keep(logged)
+        if cfg.eval_every and iteration % cfg.eval_every == 0:
+            ev = {"iteration": iteration, "time": train_time,
+                  **{f"eval_{k}": v for k, v in self.evaluate().items()}}
+            self._keep(ev)
+            if self.on_eval is not None:
+                self.on_eval(ev)
+        if self.out is not None and cfg.checkpoint_every and \
+                iteration % cfg.checkpoint_every == 0:
+            self.save()
+        return logged
+
+    def finish(self, iteration: int, train_time: float) -> dict[str, float]:
+        """Final evaluation; saves and writes ``final_eval.json`` and the learning curve."""
+        final = self.evaluate()
+        if self.out is not None:
+            self.save()
+            (self.out / "final_eval.json").write_text(json.dumps(
+                {"iteration": iteration, "train_time": train_time, **final}, indent=2) + "\n")
+            _plot_curve([*self.history, {"iteration": iteration, "time": train_time,
+                                         **{f"eval_{k}": v for k, v in final.items()}}],
+                        self.out / "learning_curve.png",
+                        f"{self.config.algo} on {self.config.env_id}")
+        return final
+
+
 def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
                  progress: bool = True, write: bool = True, run_dir: str | Path | None = None,
                  on_eval: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
@@ -331,11 +400,11 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
         policy.train()
         return summary
 
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(
-            {**asdict(config), "hidden": list(config.hidden)}, indent=2) + "\n")
-        _write_metrics(out / "metrics.jsonl", history)
+    def save() -> None:
+        save_checkpoint(ckpt_path, payload())
+
+    recorder = RunRecorder(config, out if write else None, evaluate, save, on_eval=on_eval,
+                           history=history)
 
     from tqdm.auto import tqdm
 
@@ -364,37 +433,17 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
             train_time += time.perf_counter() - t0
             iteration += 1
             bar.update(1)
-            record = {"iteration": iteration, "time": train_time, "loss": float(loss.detach()),
-                      **metrics}
-            if config.log_every and iteration % config.log_every == 0:
-                history.append(record)
-                if write:
-                    _append_metric(out / "metrics.jsonl", record)
+            record = recorder.step(iteration, train_time,
+                                   {"loss": float(loss.detach()), **metrics})
+            if record is not None:
                 bar.set_postfix(loss=f"{record['loss']:.3g}",
                                 err=f"{metrics.get('target_error', float('nan')):.3g}")
-            if config.eval_every and iteration % config.eval_every == 0:
-                ev = {"iteration": iteration, "time": train_time,
-                      **{f"eval_{k}": v for k, v in evaluate().items()}}
-                history.append(ev)
-                if write:
-                    _append_metric(out / "metrics.jsonl", ev)
-                if on_eval is not None:
-                    on_eval(ev)
-            if write and config.checkpoint_every and iteration % config.checkpoint_every == 0:
-                save_checkpoint(ckpt_path, payload())
     finally:
         bar.close()
 
-    final = evaluate()
-    if write:
-        save_checkpoint(ckpt_path, payload())
-        (out / "final_eval.json").write_text(json.dumps(
-            {"iteration": iteration, "train_time": train_time, **final}, indent=2) + "\n")
-        _plot_curve([*history, {"iteration": iteration, "time": train_time,
-                                **{f"eval_{k}": v for k, v in final.items()}}],
-                    out / "learning_curve.png", f"{config.algo} on {config.env_id}")
+    final = recorder.finish(iteration, train_time)
     return TrainResult(policy.eval(), core, out if write else None, iteration, train_time,
-                       final, history)
+                       final, recorder.history)
 
 
 def _diverged(out: Path | None, payload: Callable[[], dict[str, Any]], iteration: int,
