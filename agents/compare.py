@@ -9,9 +9,10 @@ Protocol (DESIGN.md, "Honesty rules"):
 2. **Final runs.** With its best learning rate, every method trains for each seed, and is scored on
    separate **test** episodes (``env.reset(seed=1_000_000 + i)``) every ``eval_every`` iterations.
    Each run lasts until it has both used ``time_budget`` seconds of training and done
-   ``iterations`` iterations, so the same runs give the error at **equal wall-clock** (the last
-   evaluation within ``time_budget``) and at **equal iterations** (the evaluation at
-   ``iterations``).
+   ``iterations`` iterations, so the same runs give the error at **equal wall-clock** and at
+   **equal iterations**. Each is the mean of the evaluations in the last 10 % of that budget
+   (time in ``[0.9 T, T]``, iterations in ``[0.9 K, K]``; the published SIP protocol averages the
+   last 10 % too), which is robust to the spikes of a single evaluation.
 3. Same network (architecture, widths, initial weights per seed), same task stream per seed, same
    evaluation episodes for all. PPO iterations are PPO updates (each many env steps), a different
    unit: PPO is compared at equal wall-clock only.
@@ -36,7 +37,7 @@ import torch
 
 from agents.registry import load_algorithm
 
-__all__ = ["METHODS", "CompareConfig", "Method", "run_comparison", "write_report"]
+__all__ = ["METHODS", "CompareConfig", "Method", "rescore", "run_comparison", "write_report"]
 
 VALIDATION_SEED = 2_000_000
 TEST_SEED = 1_000_000
@@ -167,17 +168,42 @@ def final_run(method: Method, cfg: CompareConfig, lr: float, seed: int,
     iterations = math.ceil(iterations / eval_every) * eval_every
     result, curve = _train(method, cfg, lr=lr, seed=seed, eval_seed=TEST_SEED,
                            time_budget=0.0, iterations=iterations, eval_every=eval_every)
-    rec = RunRecord(seed=seed, curve=[{k: float(v) for k, v in c.items()} for c in curve])
-    in_time = [c for c in curve if c["time"] <= cfg.time_budget]
-    if in_time:
-        rec.error_at_time = in_time[-1]["eval_target_error_mean"]
-        rec.force_cost_at_time = in_time[-1]["eval_force_cost_mean"]
-        rec.iterations_in_time = int(in_time[-1]["iteration"])
-    at_iter = [c for c in curve if c["iteration"] == cfg.iterations]
-    if at_iter and method.algo != "ppo":
-        rec.error_at_iterations = at_iter[0]["eval_target_error_mean"]
-    rec.seconds_per_iteration = result.train_time / max(result.iterations, 1)
+    rec = RunRecord(seed=seed, curve=[{k: float(v) for k, v in c.items()} for c in curve],
+                    seconds_per_iteration=result.train_time / max(result.iterations, 1))
+    return score_run(rec, method.algo, cfg.time_budget, cfg.iterations)
+
+
+def _window_mean(curve: list[dict[str, float]], key: str, axis: str, end: float) -> float:
+    """Mean of ``key`` over evaluations with ``axis`` in ``[0.9 end, end]`` (else the last one
+    ≤ ``end``)."""
+    window = [c[key] for c in curve if 0.9 * end <= c[axis] <= end]
+    if not window:
+        window = [c[key] for c in curve if c[axis] <= end][-1:]
+    return statistics.fmean(window) if window else math.nan
+
+
+def score_run(rec: RunRecord, algo: str, time_budget: float, iterations: int) -> RunRecord:
+    """Fill the budget readings of ``rec`` from its evaluation curve (see module docstring)."""
+    curve = rec.curve
+    rec.error_at_time = _window_mean(curve, "eval_target_error_mean", "time", time_budget)
+    rec.force_cost_at_time = _window_mean(curve, "eval_force_cost_mean", "time", time_budget)
+    in_time = [c for c in curve if c["time"] <= time_budget]
+    rec.iterations_in_time = int(in_time[-1]["iteration"]) if in_time else 0
+    reached = any(c["iteration"] >= iterations for c in curve)
+    rec.error_at_iterations = math.nan if algo == "ppo" or not reached else _window_mean(
+        curve, "eval_target_error_mean", "iteration", iterations)
     return rec
+
+
+def rescore(report: dict[str, Any]) -> dict[str, Any]:
+    """Recompute every run's budget readings and summaries from the stored curves."""
+    cfg = report["config"]
+    for m in report["methods"].values():
+        runs = [score_run(RunRecord(**r), m["algo"], cfg["time_budget"], cfg["iterations"])
+                for r in m["runs"]]
+        m["runs"] = [vars(r) for r in runs]
+        m["summary"] = _summarise(runs)
+    return report
 
 
 def run_comparison(cfg: CompareConfig, log: Any = print) -> dict[str, Any]:
@@ -263,7 +289,9 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(report, indent=2, default=float) + "\n")
     cfg = report["config"]
     header = (f"Comparison on `{cfg['env_id']}`: median over seeds {cfg['seeds']} of the mean "
-              f"relative terminal error on {cfg['eval_episodes']} test episodes; learning rates "
+              f"relative terminal error ‖s_T − s*‖²/‖s*‖² on {cfg['eval_episodes']} test "
+              f"episodes, averaged over the evaluations in the last 10 % of each budget "
+              f"(every {cfg['eval_every']} iterations; PPO every 5 updates); learning rates "
               f"from a {cfg['sweep_budget']:g} s-per-value sweep on separate validation "
               f"episodes; batch {cfg['batch_size']}, MLP {cfg['hidden']}, device "
               f"{cfg['device']}. Made by `scripts/compare.py` "

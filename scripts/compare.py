@@ -3,6 +3,7 @@
     python scripts/compare.py                          # full protocol (~30 min on 2 cores)
     python scripts/compare.py --quick                  # ~8 min
     python scripts/compare.py --methods sip dp-adam --time-budget 30
+    python scripts/compare.py --from-json runs/compare/compare.json   # re-score, no training
 
 Each method gets its best learning rate from a sweep (scored on validation episodes), then trains
 with several seeds; results are read at equal wall-clock and at equal iterations on test episodes.
@@ -12,23 +13,38 @@ See agents/compare.py for the protocol.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import tyro
 
-from agents.compare import CompareConfig, quick, run_comparison, write_report
+from agents.compare import CompareConfig, quick, rescore, run_comparison, write_report
 
 
 @dataclass
 class Args(CompareConfig):
     quick: bool = False
     """Small budgets and two seeds (≈ 8 minutes on 2 CPU cores)."""
+    from_json: Path | None = None
+    """Only re-score an earlier compare.json (from its stored curves) and rewrite the table and
+    plot next to it; trains nothing."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
-    cfg = CompareConfig(**{k: v for k, v in vars(args).items() if k != "quick"})
+    if args.from_json is not None:
+        try:
+            report = rescore(json.loads(args.from_json.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: cannot re-score {args.from_json}: {exc}", file=sys.stderr)
+            return 2
+        paths = write_report(report, args.from_json.parent)
+        print(paths["md"].read_text())
+        return 0
+    cfg = CompareConfig(**{k: v for k, v in vars(args).items()
+                           if k not in ("quick", "from_json")})
     if args.quick:
         cfg = quick(cfg)
     try:

@@ -130,6 +130,10 @@ def test_compare_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert "| SIP (Adam) |" in table and "| DP, Adam |" in table
     assert (tmp_path / "compare.png").stat().st_size > 0
     assert compare.main(["--methods", "nope"]) == 2
+    # re-scoring from the stored curves reproduces the summaries without training
+    (tmp_path / "compare.md").unlink()
+    assert compare.main(["--from-json", str(tmp_path / "compare.json")]) == 0
+    assert (tmp_path / "compare.md").read_text() == table
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
