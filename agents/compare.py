@@ -206,12 +206,48 @@ def rescore(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def run_comparison(cfg: CompareConfig, log: Any = print) -> dict[str, Any]:
-    """Run the whole protocol; returns the JSON-ready report."""
+def _config_dict(cfg: CompareConfig) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+
+
+def run_comparison(cfg: CompareConfig, log: Any = print, *, out: str | Path | None = None,
+                   previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the whole protocol; returns the JSON-ready report.
+
+    Args:
+        cfg: Settings.
+        log: Progress printer.
+        out: If given, the report so far is written there after every method, so a crash
+            keeps the finished methods.
+        previous: An earlier report; its methods are reused (not retrained) when it was made
+            with the same settings (methods and output folder aside).
+
+    Raises:
+        ValueError: For invalid settings.
+        ImportError: If a method's algorithm cannot be imported (e.g. PPO without the ``rl``
+            extra) — checked before any training starts.
+    """
     cfg.validate()
+    # Import every algorithm now: a missing dependency must fail before hours of training,
+    # and modules edited on disk during a long run cannot be half-loaded later.
+    for name in cfg.methods:
+        load_algorithm(METHODS[name].algo)
+        if METHODS[name].algo == "ppo":
+            from agents.ppo import _import_sb3
+
+            _import_sb3()
     torch.set_num_threads(cfg.threads)
+    ignore = ("methods", "out", "progress")
+    reusable: dict[str, Any] = {}
+    if previous is not None:
+        same = all(previous["config"].get(k) == v for k, v in _config_dict(cfg).items()
+                   if k not in ignore)
+        if same:
+            reusable = previous.get("methods", {})
+        else:
+            log("previous report was made with other settings: not reused")
     report: dict[str, Any] = {
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+        "config": _config_dict(cfg),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -219,6 +255,10 @@ def run_comparison(cfg: CompareConfig, log: Any = print) -> dict[str, Any]:
     }
     for name in cfg.methods:
         method = METHODS[name]
+        if name in reusable:
+            log(f"[{name}] reused from the previous report")
+            report["methods"][name] = reusable[name]
+            continue
         log(f"[{name}] learning-rate sweep over {list(method.lrs)}")
         sw = sweep(method, cfg, log)
         # speed for sizing the final runs: a short timed run at the best lr
@@ -237,6 +277,8 @@ def run_comparison(cfg: CompareConfig, log: Any = print) -> dict[str, Any]:
                                    "optimizer": method.optimizer, "sweep": sw,
                                    "runs": [vars(r) for r in runs],
                                    "summary": _summarise(runs)}
+        if out is not None:
+            write_report({**report, "finished": "(in progress)"}, out)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return report
 
