@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,24 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def _check_crc(path: Path) -> None:
+    """Verify the CRC-32 of every record of a (zip-format) checkpoint: torch.load itself does
+    not, so a flipped bit in the weights would otherwise load silently as other weights."""
+    if not zipfile.is_zipfile(path):
+        return  # not a zip at all: torch.load reports it as corrupt or truncated
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as exc:
+        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated and cannot be read "
+                              f"({type(exc).__name__}: {exc}). Use an earlier checkpoint or "
+                              "retrain.") from exc
+    if damaged is not None:
+        raise CheckpointError(f"Checkpoint {path} is corrupt: record {damaged!r} fails its CRC "
+                              "check (the file was damaged after it was written). Use an "
+                              "earlier checkpoint or retrain.")
+
+
 def load_checkpoint(path: str | Path, *, env_id: str | None = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a checkpoint.
@@ -55,18 +74,22 @@ def load_checkpoint(path: str | Path, *, env_id: str | None = None,
         map_location: Device for the tensors.
 
     Raises:
-        CheckpointError: If the file is missing, unreadable (corrupt/truncated), of another
-            format or version, lacks fields, or was trained on another env.
+        CheckpointError: If the file is missing, unreadable (corrupt/truncated, or damaged: every
+            record's CRC-32 is checked), of another format or version, lacks fields, or was
+            trained on another env.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {path}; pass the checkpoint.pt of a run "
                               "directory (runs/<run-name>/checkpoint.pt).")
+    _check_crc(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        # (the first line of the reason only; some errors, e.g. on an empty file, have none)
+        reason = next(iter(str(exc).strip().splitlines()), "no details")
         raise CheckpointError(f"Checkpoint {path} is corrupt or truncated and cannot be read "
-                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]}). "
+                              f"({type(exc).__name__}: {reason}). "
                               "Use an earlier checkpoint or retrain.") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a sipenv checkpoint (missing format tag "

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -53,6 +54,8 @@ class Method:
     label: str
     eval_every: int | None = None
     """Evaluation interval of the final runs, if not the config's (PPO: ~1 update/s)."""
+    options: tuple[tuple[str, Any], ...] = ()
+    """Extra settings of the algorithm's config, e.g. (("split", "gauss-newton"),)."""
 
 
 METHODS: dict[str, Method] = {
@@ -62,6 +65,9 @@ METHODS: dict[str, Method] = {
     "supervised": Method("supervised", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
                          "Supervised (Adam)"),
     "ppo": Method("ppo", "adam", (3e-5, 1e-4, 3e-4, 1e-3), "PPO (SB3)", eval_every=5),
+    # For physics without spectral factors (e.g. sip/ControlledBurgers-v0): the generic inverse.
+    "sip-gn": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), "SIP, Gauss-Newton (Adam)",
+                     options=(("split", "gauss-newton"),)),
 }
 
 
@@ -97,6 +103,10 @@ class CompareConfig:
     """Progress bars for each training run."""
     threads: int = 1
     """torch CPU threads for every run (1 avoids oversubscribing a small shared machine)."""
+    clock: Literal["wall", "cpu"] = "cpu"
+    """Training clock of every budget: 'cpu' (this process's CPU time: with one thread it equals
+    wall-clock on an idle core and is unaffected by other jobs on a shared machine) or 'wall'
+    (use on a GPU, or with several threads)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` for unknown methods or non-positive budgets."""
@@ -105,6 +115,8 @@ class CompareConfig:
             raise ValueError(f"Unknown methods {unknown}; choose from {sorted(METHODS)}.")
         if not self.seeds:
             raise ValueError("Give at least one seed.")
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got {self.clock!r}.")
         for name in ("sweep_budget", "time_budget"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be > 0 seconds.")
@@ -124,6 +136,10 @@ class RunRecord:
     force_cost_at_time: float = math.nan
     seconds_per_iteration: float = math.nan
     iterations_in_time: int = 0
+    error_final: float = math.nan
+    """Mean test error of the policy at the end of the run."""
+    force_l1_final: float = math.nan
+    """Mean Σ_t ‖F_t‖₁ (physical forces, summed over cells and steps) of that policy."""
 
 
 def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_seed: int,
@@ -134,7 +150,9 @@ def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_see
                         device=cfg.device, eval_seed=eval_seed,
                         eval_episodes=cfg.eval_episodes, eval_every=eval_every,
                         iterations=iterations, time_budget=time_budget, log_every=0,
-                        checkpoint_every=0, progress=cfg.progress)
+                        checkpoint_every=0, progress=cfg.progress, clock=cfg.clock,
+                        threads=cfg.threads,
+                        **dict(method.options))
     curve: list[dict] = []
     result = train(config, write=False, progress=cfg.progress, on_eval=curve.append)
     return result, curve
@@ -170,7 +188,23 @@ def final_run(method: Method, cfg: CompareConfig, lr: float, seed: int,
                            time_budget=0.0, iterations=iterations, eval_every=eval_every)
     rec = RunRecord(seed=seed, curve=[{k: float(v) for k, v in c.items()} for c in curve],
                     seconds_per_iteration=result.train_time / max(result.iterations, 1))
+    rec.error_final, rec.force_l1_final = _final_error_and_force_l1(result, cfg)
     return score_run(rec, method.algo, cfg.time_budget, cfg.iterations)
+
+
+def _final_error_and_force_l1(result: Any, cfg: CompareConfig) -> tuple[float, float]:
+    """Mean test error and mean ``Σ_t ‖F_t‖₁`` (``F_t = force_scale · clip(a_t)``, ``‖·‖₁``
+    summed over the cells) of a trained policy on the test episodes."""
+    from agents.evaluation import make_eval_tasks
+
+    core = result.core
+    seeds = range(TEST_SEED, TEST_SEED + cfg.eval_episodes)
+    s0, target = make_eval_tasks(cfg.env_id, seeds, {"device": cfg.device})
+    with torch.no_grad():
+        rollout = core.rollout(result.policy, s0, target)
+        l1 = core.action_to_force(rollout.actions).abs().sum(dim=(0, 2))
+        err = core.target_error(rollout.states[-1], target)
+    return float(err.mean()), float(l1.mean())
 
 
 def _window_mean(curve: list[dict[str, float]], key: str, axis: str, end: float) -> float:
@@ -260,6 +294,7 @@ def run_comparison(cfg: CompareConfig, log: Any = print, *, out: str | Path | No
             report["methods"][name] = reusable[name]
             continue
         log(f"[{name}] learning-rate sweep over {list(method.lrs)}")
+        load_before = _loadavg()
         sw = sweep(method, cfg, log)
         # speed for sizing the final runs: a short timed run at the best lr
         probe, _ = _train(method, cfg, lr=sw["best_lr"], seed=cfg.seeds[0],
@@ -276,11 +311,21 @@ def run_comparison(cfg: CompareConfig, log: Any = print, *, out: str | Path | No
         report["methods"][name] = {"label": method.label, "algo": method.algo,
                                    "optimizer": method.optimizer, "sweep": sw,
                                    "runs": [vars(r) for r in runs],
-                                   "summary": _summarise(runs)}
+                                   "summary": _summarise(runs),
+                                   # machine load (1-min average) before and after: timings of
+                                   # methods measured under different load are not comparable
+                                   "loadavg_1min": [load_before, _loadavg()]}
         if out is not None:
             write_report({**report, "finished": "(in progress)"}, out)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return report
+
+
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not available on every platform
+        return None
 
 
 def _median(values: Sequence[float]) -> float:
@@ -288,11 +333,19 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(finite) if finite else math.nan
 
 
+def _fmt_load(load: list[float | None] | None) -> str:
+    if not load or any(v is None for v in load):
+        return "n/a"
+    return f"{load[0]:.1f} → {load[1]:.1f}"
+
+
 def _summarise(runs: list[RunRecord]) -> dict[str, float]:
     return {"error_at_time_median": _median([r.error_at_time for r in runs]),
             "error_at_iterations_median": _median([r.error_at_iterations for r in runs]),
             "force_cost_at_time_median": _median([r.force_cost_at_time for r in runs]),
             "ms_per_iteration_median": 1e3 * _median([r.seconds_per_iteration for r in runs]),
+            "error_final_median": _median([r.error_final for r in runs]),
+            "force_l1_final_median": _median([r.force_l1_final for r in runs]),
             "iterations_in_time_median": _median([float(r.iterations_in_time) for r in runs])}
 
 
@@ -302,8 +355,9 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines = [
         f"| method | best lr (sweep) | error @ {cfg['time_budget']:g} s | "
         f"error @ {cfg['iterations']} it | force cost Σ mean(a²) | ms / iteration | "
-        f"iterations in {cfg['time_budget']:g} s |",
-        "|---|---|---|---|---|---|---|",
+        f"iterations in {cfg['time_budget']:g} s | end of run: error, Σ_t‖F_t‖₁ | "
+        f"load avg (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in report["methods"].values():
         s, sw = m["summary"], m["sweep"]
@@ -314,12 +368,17 @@ def markdown_table(report: dict[str, Any]) -> str:
                      f"{s['error_at_time_median']:.3g} | {at_it} | "
                      f"{s['force_cost_at_time_median']:.3g} | "
                      f"{s['ms_per_iteration_median']:.1f} | "
-                     f"{s['iterations_in_time_median']:.0f} |")
-    if "sip" in report["methods"] and "dp-adam" in report["methods"]:
-        ratio = (report["methods"]["sip"]["summary"]["ms_per_iteration_median"]
-                 / report["methods"]["dp-adam"]["summary"]["ms_per_iteration_median"])
-        lines.append("")
-        lines.append(f"SIP / DP-Adam time per iteration (same run): {ratio:.2f}×")
+                     f"{s['iterations_in_time_median']:.0f} | "
+                     f"{s.get('error_final_median', math.nan):.3g}, "
+                     f"{s.get('force_l1_final_median', math.nan):.3g} | "
+                     f"{_fmt_load(m.get('loadavg_1min'))} |")
+    for name in ("sip", "sip-gn"):
+        if name in report["methods"] and "dp-adam" in report["methods"]:
+            ratio = (report["methods"][name]["summary"]["ms_per_iteration_median"]
+                     / report["methods"]["dp-adam"]["summary"]["ms_per_iteration_median"])
+            lines.append("")
+            lines.append(f"{report['methods'][name]['label']} / DP-Adam time per iteration "
+                         f"(same run): {ratio:.2f}×")
     return "\n".join(lines) + "\n"
 
 
@@ -336,7 +395,8 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
               f"(every {cfg['eval_every']} iterations; PPO every 5 updates); learning rates "
               f"from a {cfg['sweep_budget']:g} s-per-value sweep on separate validation "
               f"episodes; batch {cfg['batch_size']}, MLP {cfg['hidden']}, device "
-              f"{cfg['device']}. Made by `scripts/compare.py` "
+              f"{cfg['device']}, {cfg.get('threads', 1)} torch thread(s), budgets in "
+              f"{cfg.get('clock', 'wall')} seconds of training. Made by `scripts/compare.py` "
               f"({report['started']} – {report['finished']}).\n\n")
     paths["md"].write_text(header + markdown_table(report))
 
@@ -364,7 +424,7 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     axes[1].axvline(cfg["iterations"], color="k", ls=":", lw=1)
     axes[0].set_xlim(0, cfg["time_budget"] * 1.05)
     axes[1].set_xlim(0, cfg["iterations"] * 1.05)
-    axes[0].set_xlabel("training wall-clock [s]")
+    axes[0].set_xlabel(f"training time [s, {cfg.get('clock', 'wall')} clock]")
     axes[1].set_xlabel("iteration")
     for ax in axes:
         ax.set_ylabel("test relative terminal error")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from agents.trainer import (
     TrainConfig,
     TrainingDiverged,
     TrainResult,
+    training_clock,
 )
 from sipenv.envs.core import ControlCore
 
@@ -328,6 +328,8 @@ def _make_callback(config: PPOConfig,
 
     from stable_baselines3.common.callbacks import BaseCallback
 
+    clock = training_clock(config.clock)
+
     class _Callback(BaseCallback):
         def __init__(self) -> None:
             super().__init__(verbose=0)
@@ -341,7 +343,7 @@ def _make_callback(config: PPOConfig,
             self._running_cost = np.zeros(config.n_envs)
 
         def _on_training_start(self) -> None:
-            self._mark = time.perf_counter()
+            self._mark = clock()
 
         def _on_step(self) -> bool:
             if self._stop:
@@ -368,7 +370,7 @@ def _make_callback(config: PPOConfig,
         def _update_finished(self) -> None:
             if not self._pending:
                 return
-            self.train_time += time.perf_counter() - self._mark
+            self.train_time += clock() - self._mark
             self._pending = False
             self.updates += 1
             values = self.model.logger.name_to_value
@@ -382,7 +384,7 @@ def _make_callback(config: PPOConfig,
                     metrics[key] = float(values[f"train/{key}"])
             self._errors, self._costs = [], []
             self._stop = not on_update(self.updates, self.train_time, metrics)
-            self._mark = time.perf_counter()
+            self._mark = clock()
 
     return _Callback()
 
@@ -418,6 +420,8 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
         raise NotImplementedError("resume is not supported for ppo; start a new run (another "
                                   "--run-name) with the total budget instead.")
     _import_sb3()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     out = Path(run_dir) if run_dir is not None else \
         Path(config.runs_dir) / (config.run_name or config.default_run_name())
     ckpt_path = out / "checkpoint.pt"

@@ -21,6 +21,17 @@ per-step inverse simulators, and a **split rule** decides which share of the sti
   ``W_0 = 0``, ``W_{t+1} = d² W_t + g²``, share ``g² / W_{t+1}``, so ``δF_t = g Δ_{t+1} / W_{t+1}``
   and ``Δ_t = d W_t Δ_{t+1} / W_{t+1}``.
 
+For physics without spectral factors (e.g. Burgers) ``gauss-newton`` replaces the sweep by the
+generic inverse of :mod:`sipenv.physics.generic_inverse`: the minimum-norm force correction
+``δF = Jᵀ (J Jᵀ + λ I)⁻¹ Δ_T`` (``J = ∂s_T/∂F``) by a few conjugate-gradient iterations, each one
+Jacobian-vector and one vector-Jacobian product through the rollout; the targets are ``F + δF``.
+For linear physics and enough iterations it equals ``minimum-force`` (``λ = 0``).
+
+Correction tasks (:class:`sipenv.envs.correction.CorrectionCore`: a coarse solver corrected every
+step to follow a fine reference ``r_t``) have a loss at every step, so each step gets its own
+Newton target ``s̃_{t+1} = s_{t+1} + η (r_{t+1} − s_{t+1})``, mapped through the exact inverse of
+the additive correction: ``F̃_t = force_for(s_t, s̃_{t+1})`` (:func:`sip_correction_targets`).
+
 With linear physics, an exact inverse and ``η = 1``, replaying the targets ``F̃_t`` from ``s_0``
 lands exactly on ``s*`` whichever split is used (``tests/agents/test_sip.py``): one SIP physics step
 solves the problem, where a gradient step cannot.
@@ -32,6 +43,7 @@ The target computations are pure functions (:func:`newton_step`, :func:`sip_inve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,8 +58,14 @@ from agents.trainer import (
     rollout_metrics,
     run_training,
 )
-from sipenv.envs.core import ControlCore
+from sipenv.envs.core import ControlCore, Rollout
+from sipenv.envs.correction import CorrectionCore
 from sipenv.physics import PhysicsModel, SpectralLinearPhysics
+from sipenv.physics.generic_inverse import (
+    gauss_newton_correction,
+    linearize_rollout,
+    solve_minimum_norm,
+)
 
 __all__ = [
     "SPLITS",
@@ -57,6 +75,7 @@ __all__ = [
     "minimum_force_split",
     "newton_step",
     "sip_control_targets",
+    "sip_correction_targets",
     "sip_inverse_targets",
     "train",
     "uniform_split",
@@ -95,7 +114,7 @@ def minimum_force_split(physics: PhysicsModel, horizon: int, like: torch.Tensor)
     if not isinstance(physics, SpectralLinearPhysics):
         raise TypeError(f"The minimum-force split needs linear spectral physics with "
                         f"spectral_factors(); {type(physics).__name__} has none. Use the "
-                        f"'uniform' split instead.")
+                        f"'gauss-newton' split (generic inverse) or the 'uniform' split instead.")
     d, g = physics.spectral_factors(like.device, like.dtype)
     gramians = [torch.zeros_like(d)]
     for _ in range(horizon):
@@ -141,7 +160,8 @@ def sip_inverse_targets(x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor
 
 def sip_control_targets(physics: PhysicsModel, states: torch.Tensor, forces: torch.Tensor,
                         target: torch.Tensor, *, eta: float = 1.0,
-                        split: str | SplitRule = "minimum-force") -> torch.Tensor:
+                        split: str | SplitRule = "minimum-force", gn_iterations: int = 8,
+                        gn_tol: float = 0.0, gn_damping: float = 0.0) -> torch.Tensor:
     """Per-step SIP force targets ``F̃_t`` for a trajectory ``s_{t+1} = P(s_t, F_t)``.
 
     Args:
@@ -151,7 +171,11 @@ def sip_control_targets(physics: PhysicsModel, states: torch.Tensor, forces: tor
         forces: ``(T, B, N)`` physical forces applied.
         target: ``(B, N)`` goal ``s*`` for the final state.
         eta: Newton step size on the terminal loss (1 = go all the way to ``s*``).
-        split: ``"uniform"``, ``"minimum-force"`` or a custom :data:`SplitRule`.
+        split: ``"uniform"``, ``"minimum-force"``, ``"gauss-newton"`` or a custom
+            :data:`SplitRule`.
+        gn_iterations, gn_tol, gn_damping: Conjugate-gradient iterations, early-stop tolerance
+            and Levenberg–Marquardt damping of the ``"gauss-newton"`` split (see
+            :func:`sipenv.physics.generic_inverse.solve_minimum_norm`).
 
     Returns:
         ``(T, B, N)`` force targets, detached.
@@ -159,6 +183,13 @@ def sip_control_targets(physics: PhysicsModel, states: torch.Tensor, forces: tor
     if states.ndim != 3 or forces.ndim != 3 or states.shape[0] != forces.shape[0] + 1:
         raise ValueError(f"states must be (T+1, B, N) and forces (T, B, N); got "
                          f"{tuple(states.shape)} and {tuple(forces.shape)}.")
+    if split == "gauss-newton":
+        # --- Newton step on the terminal loss, then the generic inverse through the rollout ---
+        desired = newton_step(states[-1], target, eta)
+        result = gauss_newton_correction(physics.step, states[0], forces, desired,
+                                         iterations=gn_iterations, tol=gn_tol,
+                                         damping=gn_damping)
+        return result.forces.detach()
     rule = SPLITS[split] if isinstance(split, str) else split
     horizon = forces.shape[0]
     with torch.no_grad():
@@ -176,6 +207,32 @@ def sip_control_targets(physics: PhysicsModel, states: torch.Tensor, forces: tor
         return torch.stack(force_targets).detach()
 
 
+def sip_correction_targets(physics: PhysicsModel, states: torch.Tensor, references: torch.Tensor,
+                           *, eta: float = 1.0) -> torch.Tensor:
+    """Per-step SIP targets of a correction task: ``F̃_t = force_for(s_t, s̃_{t+1})`` with
+    ``s̃_{t+1} = s_{t+1} + η (r_{t+1} − s_{t+1})`` (a Newton step on each step's loss
+    ``½‖s_{t+1} − r_{t+1}‖²``).
+
+    Args:
+        physics: The corrected (coarse) model; ``force_for`` inverts its additive correction.
+        states: ``(T + 1, B, N)`` states of the corrected rollout.
+        references: ``(B, T + 1, N)`` reference trajectory.
+        eta: Newton step size (1 = onto the reference).
+
+    Returns:
+        ``(T, B, N)`` correction targets, detached.
+    """
+    horizon, batch, n = states.shape[0] - 1, states.shape[1], states.shape[2]
+    if references.shape != (batch, horizon + 1, n):
+        raise ValueError(f"references must have shape (B, T+1, N) = {(batch, horizon + 1, n)}, "
+                         f"got {tuple(references.shape)}.")
+    with torch.no_grad():
+        nxt = states[1:]
+        desired = newton_step(nxt, references.transpose(0, 1)[1:], eta)
+        targets = physics.force_for(states[:-1].reshape(-1, n), desired.reshape(-1, n))
+        return targets.reshape(horizon, batch, n).detach()
+
+
 # --- training ------------------------------------------------------------------------------------
 
 @dataclass
@@ -185,8 +242,23 @@ class SIPConfig(TrainConfig):
     algo: Literal["sip"] = "sip"
     eta: float = 1.0
     """Newton step size on the terminal loss (1 = full step onto the target)."""
-    split: Literal["minimum-force", "uniform"] = "minimum-force"
-    """How the correction is shared between steps in the backward sweep."""
+    split: Literal["minimum-force", "uniform", "gauss-newton"] = "minimum-force"
+    """How the correction is shared between steps in the backward sweep ("gauss-newton": the
+    generic inverse through the whole rollout, for physics without spectral factors)."""
+    gn_iterations: int = 4
+    """Conjugate-gradient iterations of the gauss-newton split (each: one jvp + one vjp through
+    the rollout)."""
+    gn_damping: float = 0.0
+    """Levenberg–Marquardt damping λ ≥ 0 of the gauss-newton split."""
+
+    def validate(self) -> None:
+        """:meth:`TrainConfig.validate` plus the gauss-newton settings."""
+        super().validate()
+        if (not isinstance(self.gn_iterations, int) or isinstance(self.gn_iterations, bool)
+                or self.gn_iterations < 1):
+            raise ValueError(f"gn_iterations must be an int ≥ 1, got {self.gn_iterations!r}.")
+        if not (math.isfinite(self.gn_damping) and self.gn_damping >= 0):
+            raise ValueError(f"gn_damping must be a finite number ≥ 0, got {self.gn_damping!r}.")
     proxy_loss: Literal["l2", "l1"] = "l2"
     """Proxy loss between the policy's actions and the SIP targets."""
 
@@ -194,29 +266,67 @@ class SIPConfig(TrainConfig):
 def loss_fn(policy: nn.Module, core: ControlCore, s0: torch.Tensor, target: torch.Tensor,
             config: SIPConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """The SIP proxy loss for a batch of tasks, plus metrics of the rollout it came from."""
-    # --- 1. roll out the policy without gradients ---
-    with torch.no_grad():
-        rollout = core.rollout(policy, s0, target)
-        forces = core.action_to_force(rollout.actions).to(rollout.states.dtype)
-    # --- 2.+3. Newton step on the terminal loss, backward sweep through the inverse ---
-    force_targets = sip_control_targets(core.physics, rollout.states, forces, target,
-                                        eta=config.eta, split=config.split)
+    if isinstance(core, CorrectionCore):
+        # --- per-step Newton targets of a correction task (the split does not apply) ---
+        with torch.no_grad():
+            rollout = core.rollout(policy, s0, target)
+        force_targets = sip_correction_targets(core.physics, rollout.states, target,
+                                               eta=config.eta)
+    elif config.split == "gauss-newton":
+        rollout, force_targets = _gauss_newton_targets(policy, core, s0, target, config)
+    else:
+        # --- 1. roll out the policy without gradients ---
+        with torch.no_grad():
+            rollout = core.rollout(policy, s0, target)
+            forces = core.action_to_force(rollout.actions).to(rollout.states.dtype)
+        # --- 2.+3. Newton step on the terminal loss, backward sweep through the inverse ---
+        force_targets = sip_control_targets(core.physics, rollout.states, forces, target,
+                                            eta=config.eta, split=config.split)
     action_targets = (force_targets / core.force_scale).float()
     # --- 4. proxy loss with the targets held constant; states are inputs (no physics grad) ---
     # All T steps go through the network as one batch: one forward/backward per iteration.
     horizon, batch = rollout.actions.shape[:2]
     times = torch.arange(horizon, device=s0.device, dtype=torch.float32) / horizon
     obs = core.observe(rollout.states[:-1].reshape(horizon * batch, -1),
-                       target.repeat(horizon, 1), times.repeat_interleave(batch))
-    diff = policy(obs) - action_targets.reshape(horizon * batch, -1)
+                       target.repeat(horizon, *[1] * (target.ndim - 1)),
+                       times.repeat_interleave(batch))
+    actions = policy(obs)
+    diff = actions - action_targets.reshape(horizon * batch, -1)
     per_sample = diff.pow(2).sum(-1) / 2 if config.proxy_loss == "l2" else diff.abs().sum(-1)
     loss = per_sample.sum() / batch
     if not torch.isfinite(loss):
+        if not bool(torch.isfinite(actions).all()):  # the network overflowed, not the split
+            raise TrainingDiverged(
+                "SIP proxy loss is not finite because the policy's outputs are not (its weights "
+                "diverged). Lower --lr.")
         raise TrainingDiverged(
             f"SIP proxy loss is not finite with the {config.split!r} split: the correction "
             "passed back through the inverse simulator outgrew floating-point range. Use "
             "--split minimum-force (it contracts), a smaller --eta, or a shorter horizon.")
     return loss, rollout_metrics(core, rollout)
+
+
+def _gauss_newton_targets(policy: nn.Module, core: ControlCore, s0: torch.Tensor,
+                          target: torch.Tensor, config: SIPConfig
+                          ) -> tuple[Rollout, torch.Tensor]:
+    """Steps 1–3 with the generic inverse: the policy's rollout is recorded once (network
+    without gradients, physics with autograd in the applied forces), then one Gauss–Newton step
+    on the forces gives the targets ``F + δF``."""
+    actions: list[torch.Tensor] = []
+
+    def act(t: int, state: torch.Tensor) -> torch.Tensor:
+        action = policy(core.observe(state, target, t / core.horizon)).clamp(-1.0, 1.0)
+        actions.append(action)
+        return core.action_to_force(action).to(state.dtype)
+
+    # --- 1. roll out the policy (no network gradients), recording J = ∂s_T/∂F ---
+    states, forces, jacobian = linearize_rollout(core.physics.step, s0, act,
+                                                 horizon=core.horizon)
+    # --- 2. Newton step on the terminal loss; 3. minimum-norm correction through J ---
+    delta = newton_step(states[-1], target, config.eta) - states[-1]
+    solution = solve_minimum_norm(jacobian, delta, iterations=config.gn_iterations,
+                                  damping=config.gn_damping)
+    return Rollout(states, torch.stack(actions), target), (forces + solution.correction).detach()
 
 
 def train(config: SIPConfig, **kwargs: Any) -> TrainResult:

@@ -34,6 +34,7 @@ import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.evaluation import evaluate_torch, make_eval_tasks
 from agents.networks import NETWORKS, make_network
+from sipenv.envs.control import parse_device
 from sipenv.envs.core import ControlCore, Rollout
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "policy_from_checkpoint",
     "rollout_metrics",
     "run_training",
+    "training_clock",
 ]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -87,11 +89,19 @@ class TrainConfig:
     iterations: int = 1000
     """Maximum number of training iterations."""
     time_budget: float = 0.0
-    """Wall-clock budget in seconds of training (0 = none); stops at whichever limit comes first."""
+    """Budget in seconds of training (0 = none), on `clock`; stops at whichever limit comes
+    first."""
+    clock: Literal["wall", "cpu"] = "wall"
+    """How training time is measured (time_budget, logs): wall-clock, or this process's CPU time
+    (unaffected by other jobs on a shared machine; equals wall-clock for one torch thread on an
+    idle core, but not on a GPU, whose work it does not count)."""
     seed: int = 0
     """Seeds the network initialisation and the training task stream."""
     device: str = "cpu"
     """Torch device for physics and network, e.g. 'cpu' or 'cuda'."""
+    threads: int = 1
+    """torch CPU threads (0 = torch's default, one per core). One is the robust choice: the
+    tensors are small, and on a busy machine torch's default pool can be 10-40x slower."""
     eval_episodes: int = 256
     """Held-out episodes for evaluation."""
     eval_seed: int = 1_000_000
@@ -125,10 +135,15 @@ class TrainConfig:
         positive_int("batch_size")
         positive_int("iterations")
         positive_int("eval_episodes")
-        for name in ("eval_every", "log_every", "checkpoint_every"):
+        for name in ("eval_every", "log_every", "checkpoint_every", "seed", "eval_seed",
+                     "threads"):
             positive_int(name, allow_zero=True)
+        if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
+                   for h in self.hidden):
+            raise ValueError(f"hidden widths must be ints ≥ 1, got {tuple(self.hidden)}.")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}.")
+        training_clock(self.clock)
         if not (math.isfinite(self.time_budget) and self.time_budget >= 0):
             raise ValueError(f"time_budget must be ≥ 0 seconds (0 = none), got "
                              f"{self.time_budget!r}.")
@@ -140,11 +155,16 @@ class TrainConfig:
         if self.env_id not in gym.registry:
             known = sorted(k for k in gym.registry if k.startswith("sip/"))
             raise ValueError(f"Unknown env id {self.env_id!r}; sipenv provides {known}.")
-        self.env_make_kwargs()
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} requested but CUDA is not available; "
-                             "use --device cpu.")
+        try:
+            parse_device(self.device)
+        except ValueError as exc:
+            raise ValueError(f"{exc} Use --device cpu.") from exc
+        kwargs = self.env_make_kwargs()
+        try:  # builds the env once (cheap): bad env_kwargs fail here, before any work
+            gym.make(self.env_id, **kwargs).close()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"env_kwargs {self.env_kwargs} do not fit {self.env_id}: "
+                             f"{exc}") from exc
 
     def env_make_kwargs(self) -> dict[str, Any]:
         """``gym.make`` keyword arguments: the JSON ``env_kwargs`` plus device and dtype."""
@@ -181,6 +201,13 @@ class TrainResult:
     train_time: float
     final_eval: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+def training_clock(name: str) -> Callable[[], float]:
+    """``"wall"`` → ``time.perf_counter``; ``"cpu"`` → ``time.process_time``."""
+    if name not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {name!r}.")
+    return time.perf_counter if name == "wall" else time.process_time
 
 
 def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
@@ -224,7 +251,8 @@ def policy_from_checkpoint(path: str | Path, *, device: str | torch.device = "cp
     return policy.eval(), ckpt
 
 
-def _plot_curve(history: list[dict[str, float]], path: Path, title: str) -> None:
+def _plot_curve(history: list[dict[str, float]], path: Path, title: str,
+                clock: str = "wall") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,7 +262,7 @@ def _plot_curve(history: list[dict[str, float]], path: Path, title: str) -> None
     evals = [h for h in history if "eval_target_error_mean" in h]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, label in ((axes[0], "iteration", "iteration"),
-                           (axes[1], "time", "training wall-clock [s]")):
+                           (axes[1], "time", f"training time [s, {clock} clock]")):
         if train:
             ax.semilogy([h[key] for h in train], [h["target_error"] for h in train],
                         lw=1, label="training batch")
@@ -315,7 +343,7 @@ class RunRecorder:
             _plot_curve([*self.history, {"iteration": iteration, "time": train_time,
                                          **{f"eval_{k}": v for k, v in final.items()}}],
                         self.out / "learning_curve.png",
-                        f"{self.config.algo} on {self.config.env_id}")
+                        f"{self.config.algo} on {self.config.env_id}", self.config.clock)
         return final
 
 
@@ -359,6 +387,8 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
                               "choose another --run-name.")
 
     # --- env, network, optimizer, data stream: identical for every algorithm ---
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     device = torch.device(config.device)
     env_kwargs = config.env_make_kwargs()
     env = gym.make(config.env_id, **env_kwargs)
@@ -376,12 +406,19 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
     iteration, train_time = 0, 0.0
     history: list[dict[str, float]] = []
     if ckpt is not None:
+        missing = [k for k in ("optimizer", "data_rng", "train_time") if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{ckpt_path} lacks {missing}, which resuming needs; it can "
+                                  "still be evaluated, or start a new run.")
         try:
             policy.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{ckpt_path} does not match network {spec}: {exc}") from exc
-        data_gen.set_state(ckpt["data_rng"].cpu())
+        try:
+            data_gen.set_state(ckpt["data_rng"].cpu())
+        except (AttributeError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{ckpt_path} holds an invalid data_rng state: {exc}") from exc
         iteration, train_time = int(ckpt["iteration"]), float(ckpt["train_time"])
         history = [h for h in _read_metrics(out / "metrics.jsonl")
                    if h["iteration"] <= iteration]
@@ -411,26 +448,42 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
     bar = tqdm(total=config.iterations, initial=iteration, disable=not progress,
                desc=f"{config.algo} {config.env_id}", dynamic_ncols=True)
     policy.train()
+    clock = training_clock(config.clock)
     try:
         while iteration < config.iterations and (config.time_budget <= 0
                                                  or train_time < config.time_budget):
-            t0 = time.perf_counter()
+            t0 = clock()
+            # The checkpoint written on divergence is the state *before* this iteration, its
+            # data stream included, so that resuming from it replays this same batch.
+            rng_before = data_gen.get_state()
+
+            def last_good(rng: torch.Tensor = rng_before) -> dict[str, Any]:
+                return {**payload(), "data_rng": rng}
+
             s0, target = core.sample_tasks(config.batch_size, data_gen, device=device,
                                            dtype=dtype)
             try:
                 loss, metrics = loss_fn(policy, core, s0, target, config)
             except TrainingDiverged as exc:  # the algorithm knows the cause; keep its advice
-                _diverged(out if write else None, payload, iteration, "loss", str(exc))
+                _diverged(out if write else None, last_good, iteration, "loss", str(exc))
             # --- stop before a non-finite update can reach the weights ---
             if not torch.isfinite(loss):
-                _diverged(out if write else None, payload, iteration, "loss")
+                _diverged(out if write else None, last_good, iteration, "loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if not all(torch.isfinite(p.grad).all() for p in policy.parameters()
                        if p.grad is not None):
-                _diverged(out if write else None, payload, iteration, "gradient")
+                _diverged(out if write else None, last_good, iteration, "gradient")
             optimizer.step()
-            train_time += time.perf_counter() - t0
+            # A finite gradient can still overflow the weights (e.g. a huge --lr). The
+            # pre-update weights are gone then, so nothing is saved: checkpoint.pt keeps the
+            # last periodic save, and never holds non-finite weights.
+            if not all(torch.isfinite(p).all() for p in policy.parameters()):
+                _diverged(None, last_good, iteration, "weights after the update",
+                          "The update overflowed the weights; lower --lr. "
+                          + (f"{ckpt_path} keeps the last periodic checkpoint (see "
+                             "--checkpoint-every)." if write else ""))
+            train_time += clock() - t0
             iteration += 1
             bar.update(1)
             record = recorder.step(iteration, train_time,
@@ -458,9 +511,18 @@ def _diverged(out: Path | None, payload: Callable[[], dict[str, Any]], iteration
 
 
 def _read_metrics(path: Path) -> list[dict[str, float]]:
+    """Records of ``metrics.jsonl``; a line cut short by a killed run is skipped."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "iteration" in record:
+            records.append(record)
+    return records
 
 
 def _write_metrics(path: Path, records: list[dict[str, float]]) -> None:

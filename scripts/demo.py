@@ -29,6 +29,8 @@ class Args:
     """Seed of the network initialisation and the training task stream."""
     device: str = "cpu"
     """Torch device ('cpu' or 'cuda')."""
+    threads: int = 1
+    """torch CPU threads (0 = torch's default; one is robust on small or busy machines)."""
     run_name: str = ""
     """Run directory under runs/ (default: demo-<date>-<time>, so nothing is overwritten)."""
 
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
     run_name = args.run_name or time.strftime("demo-%Y%m%d-%H%M%S")
     config = SIPConfig(time_budget=args.time_budget, iterations=10**9, seed=args.seed,
-                       device=args.device, eval_episodes=args.episodes, eval_every=250,
+                       device=args.device, threads=args.threads,
+                       eval_episodes=args.episodes, eval_every=250,
                        run_name=run_name)
     try:
         config.validate()

@@ -10,6 +10,7 @@ difference of the mean target error ≤ 1e-4; exit code 1 otherwise).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import tyro
 from agents.checkpoint import CheckpointError
 from agents.evaluation import evaluate_gym, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
 from agents.registry import load_policy
+from sipenv.envs.control import parse_device
 
 
 @dataclass
@@ -42,8 +44,20 @@ class Args:
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
+    # --- every argument is checked before any work (exit code 2, nothing written) ---
+    problems = []
     if args.episodes < 1:
-        print("error: --episodes must be ≥ 1", file=sys.stderr)
+        problems.append("--episodes must be ≥ 1")
+    if args.seed < 0:
+        problems.append(f"--seed must be ≥ 0 (env.reset seeds), got {args.seed}")
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        problems.append(f"--tolerance must be a finite number ≥ 0, got {args.tolerance}")
+    try:
+        parse_device(args.device)
+    except ValueError as exc:
+        problems.append(f"--device: {exc}")
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
     try:
         policy, ckpt = load_policy(args.checkpoint, device=args.device)

@@ -22,6 +22,7 @@ from agents.checkpoint import CheckpointError
 from agents.evaluation import torch_policy_to_numpy
 from agents.playback import play_episode, save_video
 from agents.registry import load_policy
+from sipenv.envs.control import parse_device
 
 
 @dataclass
@@ -46,6 +47,33 @@ class Args:
     """Torch device of the policy."""
 
 
+def _check_args(args: Args) -> str | None:
+    """The first problem with the arguments (checked before any work), or None."""
+    if args.fps < 1:
+        return f"--fps must be ≥ 1, got {args.fps}"
+    if args.seed < 0:
+        return f"--seed must be ≥ 0 (env.reset seeds), got {args.seed}"
+    try:
+        parse_device(args.device)
+    except ValueError as exc:
+        return f"--device: {exc}"
+    if args.checkpoint is None:  # a checkpoint brings its own env id and kwargs
+        try:
+            kwargs = json.loads(args.env_kwargs)
+        except json.JSONDecodeError as exc:
+            return f"--env-kwargs must be a JSON object, got {args.env_kwargs!r} ({exc})"
+        if not isinstance(kwargs, dict):
+            return f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}"
+        if args.env_id not in gym.registry:
+            known = sorted(k for k in gym.registry if k.startswith("sip/"))
+            return f"unknown --env-id {args.env_id!r}; sipenv provides {known}"
+        try:
+            gym.make(args.env_id, **kwargs).close()
+        except (TypeError, ValueError) as exc:
+            return f"--env-kwargs {args.env_kwargs} do not fit {args.env_id}: {exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
     if args.out is None and not args.human:
@@ -53,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.out is not None and args.out.suffix.lower() not in (".gif", ".mp4"):
         print(f"error: --out must end in .gif or .mp4, got {args.out.name!r}", file=sys.stderr)
+        return 2
+    problem = _check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.checkpoint is not None:
         try:

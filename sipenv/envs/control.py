@@ -7,6 +7,7 @@ document the task; stepping, rewards, validation and rendering live here once.
 
 from __future__ import annotations
 
+import collections.abc
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -18,7 +19,7 @@ from gymnasium.vector.utils import batch_space
 
 from sipenv.envs.core import ControlCore
 
-__all__ = ["ControlEnv", "ControlVectorEnv", "parse_dtype"]
+__all__ = ["ControlEnv", "ControlVectorEnv", "parse_device", "parse_dtype"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -32,19 +33,59 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
 
 
+def parse_device(device: str | torch.device) -> torch.device:
+    """``"cpu"`` / ``"cuda"`` / ``"cuda:1"`` (or a torch device) → torch device, checked to exist.
+
+    Raises:
+        ValueError: For a malformed device string, or a CUDA device that is not available.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got "
+                         f"{device!r}.") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; use "
+                             "device='cpu'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only "
+                             f"{torch.cuda.device_count()} CUDA device(s) exist.")
+    return dev
+
+
 def _seed_generator(np_random: np.random.Generator, device: torch.device) -> torch.Generator:
     """A torch generator on ``device`` seeded from the env's ``np_random`` (so that
     ``reset(seed=...)`` alone determines every task)."""
     return torch.Generator(device=device).manual_seed(int(np_random.integers(2**62)))
 
 
+def _real_array(value: Any) -> np.ndarray | None:
+    """``value`` as a float64 numpy array if it holds real numbers (bool/int/float), else None.
+
+    Strings (even ``"0.5"``), bytes, complex numbers and arbitrary objects are refused rather than
+    parsed or truncated; torch tensors (also on GPU or requiring grad) are accepted.
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+        if arr.dtype.kind == "O":  # e.g. a list mixing ints and floats, or of arbitrary objects
+            arr = np.asarray(arr.tolist())
+    except (TypeError, ValueError):  # ragged nesting, unconvertible objects
+        return None
+    if arr.dtype.kind not in "biuf":
+        return None
+    return arr.astype(np.float64)
+
+
 def _as_field(value: Any, name: str, shape: tuple[int, ...], device: torch.device,
               dtype: torch.dtype) -> torch.Tensor:
     """Validate a user-given field (numpy/torch/list) of ``shape`` and make it a tensor."""
-    try:
-        arr = torch.as_tensor(np.asarray(value, dtype=np.float64))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"options[{name!r}] must be a numeric array of shape {shape}.") from exc
+    real = _real_array(value)
+    if real is None:
+        raise ValueError(f"options[{name!r}] must be a numeric array of shape {shape}.")
+    arr = torch.as_tensor(real)
     if tuple(arr.shape) != shape:
         raise ValueError(f"options[{name!r}] must have shape {shape}, got {tuple(arr.shape)}.")
     if not torch.isfinite(arr).all():
@@ -58,13 +99,35 @@ def _check_targets_nonzero(target: torch.Tensor) -> None:
                          "error ‖s − s*‖²/‖s*‖² is undefined for s* = 0.")
 
 
+def _parse_options(options: Any, shape: tuple[int, ...], device: torch.device,
+                   dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Validate ``reset`` options into tensors of ``shape``, before any state or RNG changes."""
+    if options is None:
+        return {}
+    if not isinstance(options, collections.abc.Mapping):
+        raise ValueError(f"options must be a dict such as {{'initial_state': ..., 'target': ...}}, "
+                         f"got {type(options).__name__}.")
+    unknown = set(options) - {"initial_state", "target"}
+    if unknown:
+        raise ValueError(f"Unknown reset options {sorted(unknown, key=str)}; accepted: "
+                         "'initial_state', 'target'.")
+    fields = {name: _as_field(options[name], name, shape, device, dtype) for name in options}
+    if "target" in fields:
+        _check_targets_nonzero(fields["target"].reshape(-1, shape[-1]))
+    return fields
+
+
 def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Check an action (batch) for shape and finiteness; returns a float64 numpy array."""
-    try:
-        arr = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    """Check an action (batch) for type, shape and finiteness; returns a float64 numpy array.
+
+    Accepts numpy arrays, nested lists and torch tensors of bool/int/float; refuses strings,
+    bytes, complex numbers and other objects with ``ValueError``.
+    """
+    arr = _real_array(action)
+    if arr is None:
         raise ValueError(f"action must be a numeric array of shape {shape}, got "
-                         f"{type(action).__name__}.") from exc
+                         f"{type(action).__name__}"
+                         f"{f' of dtype {action.dtype}' if hasattr(action, 'dtype') else ''}.")
     if arr.shape != shape:
         raise ValueError(f"action must have shape {shape}, got {arr.shape}.")
     bad = ~np.isfinite(arr)
@@ -94,7 +157,7 @@ class ControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self.core = core
         self.physics = core.physics
         self.horizon = core.horizon
-        self.device = torch.device(device)
+        self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         self.render_mode = render_mode
         self.title = title
@@ -119,22 +182,16 @@ class ControlEnv(gym.Env[np.ndarray, np.ndarray]):
             options: Optional ``{"initial_state": (N,), "target": (N,)}`` arrays; either may be
                 given alone, the other is sampled.
         """
+        # Options are checked before super().reset(): a rejected reset neither reseeds nor
+        # advances the env's generator, and leaves the episode in progress untouched.
+        fields = _parse_options(options, (self.core.n,), self.device, self.dtype)
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"initial_state", "target"}
-        if unknown:
-            raise ValueError(f"Unknown reset options {sorted(unknown)}; accepted: "
-                             "'initial_state', 'target'.")
         gen = _seed_generator(self.np_random, self.device)
         s0, target = self.core.sample_tasks(1, gen, device=self.device, dtype=self.dtype)
-        shape = (1, self.core.n)
-        if "initial_state" in options:
-            s0 = _as_field(options["initial_state"], "initial_state", shape[1:], self.device,
-                           self.dtype)[None]
-        if "target" in options:
-            target = _as_field(options["target"], "target", shape[1:], self.device,
-                               self.dtype)[None]
-            _check_targets_nonzero(target)
+        if "initial_state" in fields:
+            s0 = fields["initial_state"][None]
+        if "target" in fields:
+            target = fields["target"][None]
         self.state, self.target, self.t = s0, target, 0
         self._last_force = None
         if self.render_mode == "human":
@@ -225,8 +282,10 @@ class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     def __init__(self, core: ControlCore, *, num_envs: int = 1, render_mode: str | None = None,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
                  title: str = "sipenv") -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
+        if (not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool)
+                or num_envs < 1):
             raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
+        num_envs = int(num_envs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
                              f"None for the vector env, got {render_mode!r}.")
@@ -234,7 +293,7 @@ class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self.physics = core.physics
         self.horizon = core.horizon
         self.num_envs = num_envs
-        self.device = torch.device(device)
+        self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         self.render_mode = render_mode
         self.title = title
@@ -257,22 +316,13 @@ class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every sub-env; ``options`` may hold ``initial_state`` / ``target`` of shape
         ``(num_envs, N)``."""
+        # Checked first: a rejected reset changes neither the generators nor any sub-env.
+        fields = _parse_options(options, (self.num_envs, self.core.n), self.device, self.dtype)
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"initial_state", "target"}
-        if unknown:
-            raise ValueError(f"Unknown reset options {sorted(unknown)}; accepted: "
-                             "'initial_state', 'target'.")
         self._generator = _seed_generator(self.np_random, self.device)
         s0, target = self.core.sample_tasks(self.num_envs, self._generator, device=self.device,
                                             dtype=self.dtype)
-        shape = (self.num_envs, self.core.n)
-        if "initial_state" in options:
-            s0 = _as_field(options["initial_state"], "initial_state", shape, self.device,
-                           self.dtype)
-        if "target" in options:
-            target = _as_field(options["target"], "target", shape, self.device, self.dtype)
-            _check_targets_nonzero(target)
+        s0, target = fields.get("initial_state", s0), fields.get("target", target)
         self.state, self.target = s0, target
         self.t[:] = 0
         self._prev_done[:] = False
@@ -291,13 +341,19 @@ class ControlVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         """
         if self.state is None or self.target is None or self._generator is None:
             raise RuntimeError("Call reset() before step().")
-        if isinstance(actions, torch.Tensor):
+        if isinstance(actions, torch.Tensor):  # stays on its device: no host round trip
             if tuple(actions.shape) != (self.num_envs, self.core.n):
                 raise ValueError(f"action must have shape {(self.num_envs, self.core.n)}, got "
                                  f"{tuple(actions.shape)}.")
-            a = actions.detach().to(device=self.device, dtype=self.dtype)
+            if actions.is_complex():
+                raise ValueError(f"action must be a real-valued tensor, got {actions.dtype}.")
+            a = actions.detach().to(device=self.device)
+            a = a if a.is_floating_point() else a.to(torch.float64)
+            # Checked (and clipped) in the caller's precision: a finite 1e300 in float64 is
+            # clipped to 1 like a numpy action, not turned into inf by the cast to float32.
             if not bool(torch.isfinite(a).all()):
                 raise ValueError("action contains NaN or inf; the env state is unchanged.")
+            a = a.clamp(-1.0, 1.0).to(self.dtype)
         else:
             arr = _validate_action(actions, (self.num_envs, self.core.n))
             a = torch.as_tensor(arr, device=self.device, dtype=self.dtype)

@@ -12,18 +12,28 @@ Task: from ``s_0`` reach the target ``s*`` after ``horizon`` steps of
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 
 from sipenv.physics import PhysicsModel
 
-__all__ = ["ControlCore", "Policy", "Rollout"]
+__all__ = ["ControlCore", "Policy", "Rollout", "TaskSampler"]
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 """Maps a batch of observations ``(B, 2N + 1)`` to normalised actions ``(B, N)``."""
+
+
+class TaskSampler(Protocol):
+    """Draws ``batch`` tasks ``(s_0, s*)``, each ``(batch, N)``, from ``generator`` (a picklable
+    callable, e.g. a frozen dataclass, so that envs pickle)."""
+
+    def __call__(self, batch: int, generator: torch.Generator, *,
+                 device: torch.device | str | None = ...,
+                 dtype: torch.dtype = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class Rollout(NamedTuple):
@@ -40,6 +50,16 @@ class Rollout(NamedTuple):
     target: torch.Tensor
 
 
+def _is_int(value: object) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class ControlCore:
     """Batched, differentiable definition of a "reach the target state" control task.
@@ -51,6 +71,9 @@ class ControlCore:
         force_penalty: Weight of the per-step force cost ``mean(action²)`` in the reward.
         max_mode: Highest Fourier mode of sampled initial states and targets.
         amplitude: Amplitude of sampled fields (mode ``m`` has standard deviation ``amplitude/m``).
+        task_sampler: Optional task distribution of its own (e.g. the reference Burgers tasks);
+            ``None`` draws ``s_0`` and ``s*`` independently with ``physics.sample_fields``
+            (``max_mode``, ``amplitude``).
     """
 
     physics: PhysicsModel
@@ -59,18 +82,22 @@ class ControlCore:
     force_penalty: float
     max_mode: int = 8
     amplitude: float = 1.0
+    task_sampler: TaskSampler | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.horizon, int) or self.horizon < 1:
+        # Types first (bool is an int to Python, strings compare badly): a wrong type gets the
+        # same clear ValueError as a wrong value, not a TypeError from deep inside a reset.
+        if not _is_int(self.horizon) or self.horizon < 1:
             raise ValueError(f"horizon must be an int ≥ 1, got {self.horizon!r}.")
         for name in ("force_scale", "amplitude"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
+            if not (_is_real(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-        if not (math.isfinite(self.force_penalty) and self.force_penalty >= 0):
+        if not (_is_real(self.force_penalty) and math.isfinite(self.force_penalty)
+                and self.force_penalty >= 0):
             raise ValueError(f"force_penalty must be finite and ≥ 0, got {self.force_penalty!r}.")
-        if not 1 <= self.max_mode < self.physics.n // 2:
-            raise ValueError(f"max_mode must be in [1, {self.physics.n // 2 - 1}] for "
+        if not _is_int(self.max_mode) or not 1 <= self.max_mode < self.physics.n // 2:
+            raise ValueError(f"max_mode must be an int in [1, {self.physics.n // 2 - 1}] for "
                              f"n={self.physics.n}, got {self.max_mode!r}.")
 
     @property
@@ -89,6 +116,8 @@ class ControlCore:
                      device: torch.device | str | None = None,
                      dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``batch`` independent tasks ``(s_0, s*)``, each ``(batch, N)``."""
+        if self.task_sampler is not None:
+            return self.task_sampler(batch, generator, device=device, dtype=dtype)
         kw = dict(max_mode=self.max_mode, amplitude=self.amplitude, device=device, dtype=dtype)
         s0 = self.physics.sample_fields(batch, generator, **kw)  # type: ignore[arg-type]
         target = self.physics.sample_fields(batch, generator, **kw)  # type: ignore[arg-type]

@@ -11,9 +11,17 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from sipenv.physics.burgers import BurgersPhysics
 from sipenv.physics.diffusion import DiffusionPhysics
+from sipenv.physics.sine import SinePhysics
 
-__all__ = ["DiffusionPhysics", "PhysicsModel", "SpectralLinearPhysics"]
+__all__ = [
+    "BurgersPhysics",
+    "DiffusionPhysics",
+    "PhysicsModel",
+    "SinePhysics",
+    "SpectralLinearPhysics",
+]
 
 
 @runtime_checkable

@@ -161,6 +161,14 @@ def test_invalid_settings_are_refused_before_work(field, value, match) -> None:
         sip.SIPConfig(**{field: value}).validate()
 
 
+def test_cpu_clock_budget_stops_training() -> None:
+    cfg = sip.SIPConfig(iterations=10**6, time_budget=0.3, clock="cpu", **TINY)
+    result = sip.train(cfg, write=False, progress=False)
+    assert 0.3 <= result.train_time < 5 and result.iterations < 10**6
+    with pytest.raises(ValueError, match="clock"):
+        sip.SIPConfig(clock="sundial").validate()  # type: ignore[arg-type]
+
+
 def test_env_kwargs_are_forwarded() -> None:
     cfg = sip.SIPConfig(iterations=2, env_kwargs='{"n": 32, "horizon": 4}', **TINY)
     result = sip.train(cfg, write=False, progress=False)

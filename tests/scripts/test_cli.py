@@ -112,16 +112,21 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "held-out relative terminal error" in capsys.readouterr().out
 
 
-def test_compare_writes_table_json_and_plot(tmp_path: Path) -> None:
+def test_compare_writes_table_json_and_plot(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     threads = torch.get_num_threads()
+    tiny = ["--seeds", "0", "--sweep-budget", "0.3", "--time-budget", "0.6", "--iterations",
+            "6", "--eval-every", "3", "--eval-episodes", "4", "--batch-size", "8", "--hidden",
+            "16", "--out", str(tmp_path)]
     try:
-        assert compare.main(["--methods", "sip", "dp-adam", "--seeds", "0",
-                             "--sweep-budget", "0.3", "--time-budget", "0.6",
-                             "--iterations", "6", "--eval-every", "3", "--eval-episodes", "4",
-                             "--batch-size", "8", "--hidden", "16", "--out",
-                             str(tmp_path)]) == 0
+        assert compare.main(["--methods", "sip", *tiny]) == 0
+        first = json.loads((tmp_path / "compare.json").read_text())["methods"]["sip"]
+        # --resume reuses the finished method and trains only the new one
+        assert compare.main(["--methods", "sip", "dp-adam", "--resume", *tiny]) == 0
+        assert "[sip] reused" in capsys.readouterr().out
     finally:
         torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "compare.json").read_text())["methods"]["sip"] == first
     report = json.loads((tmp_path / "compare.json").read_text())
     assert set(report["methods"]) == {"sip", "dp-adam"}
     for m in report["methods"].values():

@@ -1,0 +1,493 @@
+"""Correction tasks: a network corrects a coarse solver each step to follow a fine reference.
+
+A :class:`CorrectionCore` couples a *coarse* physics model (the one the agent steps and
+corrects) with a *fine* reference model. A task is an initial fine state; its reference
+trajectory is the fine solution, down-sampled to the coarse grid at every coarse step::
+
+    r_t = downsample(fine state after t · k fine steps),     k = coarse dt / fine dt
+    s_0 = r_0,    s_{t+1} = coarse.step(s_t, force_scale · clip(a_t, −1, 1))
+
+The correction enters the coarse model as its additive force (``s' = P₀(s) + dt · c``), so the
+exact per-step correction is ``coarse.force_for(s_t, r_{t+1})``. The per-step deviation is the
+relative squared error ``‖s_t − r_t‖² / ‖r_t‖²``; the reward is minus it (plus a force cost), every
+step. The core has the same interface as :class:`sipenv.envs.core.ControlCore` (so the agents'
+training loops, DP and evaluation run unchanged); its "target" is the whole reference trajectory
+``(B, T + 1, N)``, and :meth:`CorrectionCore.target_error` of a final state compares it with the
+last reference state.
+
+The Gymnasium shells :class:`CorrectionEnv` and :class:`CorrectionVectorEnv` follow the
+conventions of :mod:`sipenv.envs.control` (validation, NEXT_STEP autoreset, rendering).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from sipenv.envs.control import (
+    _as_field,
+    _seed_generator,
+    _validate_action,
+    parse_device,
+    parse_dtype,
+)
+from sipenv.envs.core import Policy, Rollout
+from sipenv.physics import PhysicsModel
+
+__all__ = ["CorrectionCore", "CorrectionEnv", "CorrectionVectorEnv", "block_average"]
+
+StateSampler = Callable[..., torch.Tensor]
+"""``sampler(batch, generator, *, device, dtype) -> fine initial states (batch, N_fine)``."""
+
+
+def block_average(fine: torch.Tensor, ratio: int) -> torch.Tensor:
+    """Periodic finite-volume down-sampling by an integer ``ratio``: ``(B, r N) → (B, N)``.
+
+    Coarse cell ``J`` is centred on fine cell ``r J`` and averages the fine cells it covers
+    (for even ``r`` the two outermost fine cells are half inside: weights ``1/(2r)``). The mean
+    is conserved exactly.
+    """
+    if ratio == 1:
+        return fine
+    half = ratio // 2
+    if ratio % 2:
+        weights = {k: 1.0 / ratio for k in range(-half, half + 1)}
+    else:
+        weights = {k: 1.0 / ratio for k in range(-half + 1, half)}
+        weights[-half] = weights[half] = 0.5 / ratio
+    out = sum(w * torch.roll(fine, -k, dims=-1) for k, w in weights.items())
+    assert isinstance(out, torch.Tensor)
+    return out[..., ::ratio]
+
+
+@dataclass(frozen=True)
+class CorrectionCore:
+    """Batched, differentiable definition of a "follow the fine reference" correction task.
+
+    Args:
+        physics: The coarse model the agent corrects (``step`` / ``force_for``).
+        reference: The fine model (``n`` a multiple of the coarse ``n``; ``dt`` dividing the
+            coarse ``dt``; same domain length).
+        horizon: Coarse steps per episode (≥ 1).
+        force_scale: Correction per unit action: ``c = force_scale · clip(a, −1, 1)``.
+        force_penalty: Weight of the per-step cost ``mean(a²)`` in the reward.
+        initial_sampler: Draws fine initial states.
+    """
+
+    physics: PhysicsModel
+    reference: PhysicsModel
+    horizon: int
+    force_scale: float
+    force_penalty: float
+    initial_sampler: StateSampler
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.horizon, numbers.Integral) or isinstance(self.horizon, bool) \
+                or self.horizon < 1:
+            raise ValueError(f"horizon must be an int ≥ 1, got {self.horizon!r}.")
+        if not (isinstance(self.force_scale, numbers.Real) and math.isfinite(self.force_scale)
+                and self.force_scale > 0):
+            raise ValueError(f"force_scale must be a finite number > 0, got "
+                             f"{self.force_scale!r}.")
+        if not (isinstance(self.force_penalty, numbers.Real)
+                and math.isfinite(self.force_penalty) and self.force_penalty >= 0):
+            raise ValueError(f"force_penalty must be finite and ≥ 0, got "
+                             f"{self.force_penalty!r}.")
+        if self.reference.n % self.physics.n:
+            raise ValueError(f"The fine grid ({self.reference.n} cells) must be a multiple of the "
+                             f"coarse grid ({self.physics.n} cells).")
+        steps = self.physics.dt / self.reference.dt
+        if abs(steps - round(steps)) > 1e-9 * steps or round(steps) < 1:
+            raise ValueError(f"The fine dt ({self.reference.dt}) must divide the coarse dt "
+                             f"({self.physics.dt}).")
+        length = (getattr(self.physics, "length", 1.0), getattr(self.reference, "length", 1.0))
+        if not math.isclose(*length):
+            raise ValueError(f"Coarse and fine domain lengths differ: {length}.")
+
+    @property
+    def n(self) -> int:
+        """Coarse grid cells (the action dimension)."""
+        return self.physics.n
+
+    @property
+    def obs_dim(self) -> int:
+        """Observation size: coarse state (N) + time fraction (1)."""
+        return self.physics.n + 1
+
+    @property
+    def ratio(self) -> int:
+        """Fine cells per coarse cell."""
+        return self.reference.n // self.physics.n
+
+    @property
+    def fine_steps(self) -> int:
+        """Fine steps per coarse step."""
+        return round(self.physics.dt / self.reference.dt)
+
+    # --- tasks ----------------------------------------------------------------------------------
+
+    def reference_trajectory(self, fine_state: torch.Tensor) -> torch.Tensor:
+        """Down-sampled fine solution ``(B, T + 1, N)`` from fine initial states ``(B, N_fine)``
+        (computed in float64 without gradients, returned in the input's dtype)."""
+        with torch.no_grad():
+            state = fine_state.double()
+            zero = torch.zeros_like(state)
+            out = [block_average(state, self.ratio)]
+            for _ in range(self.horizon):
+                for _ in range(self.fine_steps):
+                    state = self.reference.step(state, zero)
+                out.append(block_average(state, self.ratio))
+        return torch.stack(out, dim=1).to(fine_state.dtype)
+
+    def sample_tasks(self, batch: int, generator: torch.Generator, *,
+                     device: torch.device | str | None = None,
+                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``batch`` tasks: coarse initial states ``(B, N)`` and references
+        ``(B, T + 1, N)``."""
+        fine = self.initial_sampler(batch, generator, dtype=torch.float64)
+        reference = self.reference_trajectory(fine)
+        dev = device if device is not None else generator.device
+        reference = reference.to(device=dev, dtype=dtype)
+        return reference[:, 0].clone(), reference
+
+    # --- one step -------------------------------------------------------------------------------
+
+    def observe(self, state: torch.Tensor, target: torch.Tensor | None,
+                time_fraction: float | torch.Tensor) -> torch.Tensor:
+        """Observation ``[s_t, t/T]`` as float32, shape ``(B, N + 1)``. The reference
+        (``target``) is not observed: the corrector must infer the correction from the coarse
+        state alone."""
+        del target
+        tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
+        tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
+        return torch.cat([state.float(), tf[:, None]], dim=-1)
+
+    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
+        """``force_scale · clip(action, −1, 1)``."""
+        return self.force_scale * action.clamp(-1.0, 1.0)
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One coarse step corrected by the normalised ``action`` (clipped to ``[-1, 1]``)."""
+        return self.physics.step(state, self.action_to_force(action).to(state.dtype))
+
+    def deviation(self, state: torch.Tensor, reference_state: torch.Tensor) -> torch.Tensor:
+        """Relative squared deviation ``‖s − r‖² / ‖r‖²`` per sample, shape ``(B,)``."""
+        return ((state - reference_state) ** 2).sum(-1) / \
+            (reference_state**2).sum(-1).clamp_min(1e-30)
+
+    def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """:meth:`deviation` from a reference state ``(B, N)``, or — given a whole reference
+        trajectory ``(B, T + 1, N)`` — from its last state (the final-state error)."""
+        return self.deviation(state, target[:, -1] if target.ndim == 3 else target)
+
+    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
+        """Per-step cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
+        return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
+
+    # --- whole episodes -------------------------------------------------------------------------
+
+    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
+        """Run ``policy`` for ``horizon`` corrected coarse steps (differentiable if it is)."""
+        states, actions, state = [s0], [], s0
+        for t in range(self.horizon):
+            action = policy(self.observe(state, target, t / self.horizon)).clamp(-1.0, 1.0)
+            state = self.step(state, action)
+            actions.append(action)
+            states.append(state)
+        return Rollout(torch.stack(states), torch.stack(actions), target)
+
+    def step_deviations(self, rollout: Rollout) -> torch.Tensor:
+        """Per-step deviations ``(T, B)`` of ``s_1 … s_T`` from ``r_1 … r_T``."""
+        reference = rollout.target.transpose(0, 1)[1:]  # (T, B, N)
+        return ((rollout.states[1:] - reference) ** 2).sum(-1) / \
+            (reference**2).sum(-1).clamp_min(1e-30)
+
+    def episode_loss(self, rollout: Rollout) -> torch.Tensor:
+        """Negative return per sample ``(B,)``: ``Σ_t deviation_t + penalty · Σ_t mean(a_t²)``."""
+        cost = self.force_cost(rollout.actions).sum(0)
+        return self.step_deviations(rollout).sum(0) + self.force_penalty * cost
+
+
+def _check_render_mode(render_mode: str | None, modes: list[str]) -> None:
+    if render_mode is not None and render_mode not in modes:
+        raise ValueError(f"render_mode must be one of {modes} or None, got {render_mode!r}.")
+
+
+def _parse_initial_state(options: Any, n_fine: int, batch: int | None, device: torch.device,
+                         dtype: torch.dtype) -> torch.Tensor | None:
+    """The fine ``initial_state`` option (or None), validated before anything changes."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise ValueError(f"options must be a dict such as {{'initial_state': ...}}, got "
+                         f"{type(options).__name__}.")
+    unknown = set(options) - {"initial_state"}
+    if unknown:
+        raise ValueError(f"Unknown reset options {sorted(unknown, key=str)}; accepted: "
+                         "'initial_state' (the fine initial state).")
+    if "initial_state" not in options:
+        return None
+    shape = (n_fine,) if batch is None else (batch, n_fine)
+    return _as_field(options["initial_state"], "initial_state", shape, device, dtype)
+
+
+class CorrectionEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A single episode of a :class:`CorrectionCore` task behind the Gymnasium API.
+
+    Subclasses build the core and carry the user-facing documentation (see
+    :class:`sipenv.envs.corrected_burgers.CorrectedBurgersEnv`).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 8}
+
+    def __init__(self, core: CorrectionCore, *, render_mode: str | None = None,
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+                 title: str = "sipenv") -> None:
+        _check_render_mode(render_mode, self.metadata["render_modes"])
+        self.core = core
+        self.physics = core.physics
+        self.horizon = core.horizon
+        self.device = parse_device(device)
+        self.dtype = parse_dtype(dtype)
+        self.render_mode = render_mode
+        self.title = title
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(core.n,), dtype=np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(core.obs_dim,),
+                                            dtype=np.float32)
+        self.state: torch.Tensor | None = None  # (1, N)
+        self.target: torch.Tensor | None = None  # (1, T + 1, N): the reference trajectory
+        self.t = 0
+        self._last_force: np.ndarray | None = None
+        self._window: Any = None
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode from a sampled fine state, or ``options["initial_state"]`` (fine
+        grid, shape ``(N_fine,)``); its down-sampled fine solution is the reference."""
+        fine = _parse_initial_state(options, self.core.reference.n, None, self.device,
+                                    torch.float64)
+        super().reset(seed=seed)
+        gen = _seed_generator(self.np_random, self.device)
+        if fine is None:
+            s0, reference = self.core.sample_tasks(1, gen, device=self.device, dtype=self.dtype)
+        else:
+            reference = self.core.reference_trajectory(fine[None]).to(self.dtype)
+            s0 = reference[:, 0].clone()
+        self.state, self.target, self.t = s0, reference, 0
+        self._last_force = None
+        if self.render_mode == "human":
+            self.render()
+        return self._obs(), {"target_error": self._deviation(), "force_cost": 0.0}
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Apply the normalised correction ``action`` (shape ``(N,)``, clipped to ``[-1, 1]``).
+
+        Raises:
+            RuntimeError: Before :meth:`reset` or after the episode has ended.
+            ValueError: For a wrong shape or NaN/inf entries (the state is left unchanged).
+        """
+        if self.state is None or self.target is None:
+            raise RuntimeError("Call reset() before step().")
+        if self.t >= self.horizon:
+            raise RuntimeError(f"The episode ended after {self.horizon} steps; call reset() "
+                               "to start a new one.")
+        arr = _validate_action(action, (self.core.n,))
+        a = torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None].clamp(-1.0, 1.0)
+        self.state = self.core.step(self.state, a)
+        self.t += 1
+        force_cost = float(self.core.force_cost(a)[0])
+        deviation = self._deviation()
+        reward = -deviation - self.core.force_penalty * force_cost
+        self._last_force = (self.core.force_scale * a[0]).cpu().numpy()
+        if self.render_mode == "human":
+            self.render()
+        info = {"target_error": deviation, "force_cost": force_cost}
+        return self._obs(), float(reward), self.t >= self.horizon, False, info
+
+    def render(self) -> np.ndarray | None:
+        """``"rgb_array"``: an ``(H, W, 3) uint8`` frame (state vs. the current reference state);
+        ``"human"``: show it."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass "
+                            "render_mode='rgb_array' or 'human' to gym.make.")
+            return None
+        if self.state is None or self.target is None:
+            raise RuntimeError("Call reset() before render().")
+        from sipenv.envs.rendering import HumanWindow, draw_frame
+
+        frame = draw_frame(
+            self.physics.grid.numpy() if hasattr(self.physics, "grid") else
+            np.arange(self.core.n) / self.core.n,
+            self.state[0].detach().cpu().double().numpy(),
+            self.target[0, self.t].detach().cpu().double().numpy(), self._last_force,
+            step=self.t, horizon=self.horizon, force_limit=self.core.force_scale,
+            target_error=self._deviation(),
+            length=float(getattr(self.physics, "length", 1.0)), title=self.title)
+        if self.render_mode == "rgb_array":
+            return frame
+        if self._window is None:
+            self._window = HumanWindow(self.title, self.metadata["render_fps"])
+        self._window.show(frame)
+        return None
+
+    def close(self) -> None:
+        """Close the render window, if any (safe to call more than once)."""
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+
+    def _obs(self) -> np.ndarray:
+        assert self.state is not None
+        return self.core.observe(self.state, None, self.t / self.horizon)[0].cpu().numpy()
+
+    def _deviation(self) -> float:
+        assert self.state is not None and self.target is not None
+        return float(self.core.deviation(self.state, self.target[:, self.t])[0])
+
+
+class CorrectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+    """``num_envs`` episodes of a :class:`CorrectionCore` task, stepped as one torch batch.
+
+    Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP`` (as
+    :class:`sipenv.envs.control.ControlVectorEnv`). Given the same fine initial states and
+    actions, trajectories equal those of ``num_envs`` single envs.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 8,
+                                "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, core: CorrectionCore, *, num_envs: int = 1,
+                 render_mode: str | None = None, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "float32", title: str = "sipenv") -> None:
+        if (not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool)
+                or num_envs < 1):
+            raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
+        _check_render_mode(render_mode, self.metadata["render_modes"])
+        self.core = core
+        self.physics = core.physics
+        self.horizon = core.horizon
+        self.num_envs = int(num_envs)
+        self.device = parse_device(device)
+        self.dtype = parse_dtype(dtype)
+        self.render_mode = render_mode
+        self.title = title
+        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(core.n,), dtype=np.float32)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, shape=(core.obs_dim,),
+                                                   dtype=np.float32)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.state: torch.Tensor | None = None  # (B, N)
+        self.target: torch.Tensor | None = None  # (B, T + 1, N)
+        self.t = np.zeros(self.num_envs, dtype=np.int64)
+        self._prev_done = np.zeros(self.num_envs, dtype=bool)
+        self._generator: torch.Generator | None = None
+        self._last_force: torch.Tensor | None = None
+        self._force_applied = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every sub-env; ``options["initial_state"]`` may give the fine initial states
+        ``(num_envs, N_fine)``."""
+        fine = _parse_initial_state(options, self.core.reference.n, self.num_envs, self.device,
+                                    torch.float64)
+        super().reset(seed=seed)
+        self._generator = _seed_generator(self.np_random, self.device)
+        if fine is None:
+            s0, reference = self.core.sample_tasks(self.num_envs, self._generator,
+                                                   device=self.device, dtype=self.dtype)
+        else:
+            reference = self.core.reference_trajectory(fine).to(self.dtype)
+            s0 = reference[:, 0].clone()
+        self.state, self.target = s0, reference
+        self.t[:] = 0
+        self._prev_done[:] = False
+        self._last_force = None
+        self._force_applied[:] = False
+        return self._obs(), {"target_error": self._deviation().cpu().numpy(),
+                             "force_cost": np.zeros(self.num_envs)}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          dict[str, Any]]:
+        """Step every sub-env with ``actions`` of shape ``(num_envs, N)`` (clipped to [-1, 1]).
+
+        Raises:
+            RuntimeError: Before :meth:`reset`.
+            ValueError: For a wrong shape or NaN/inf entries (no sub-env is changed).
+        """
+        if self.state is None or self.target is None or self._generator is None:
+            raise RuntimeError("Call reset() before step().")
+        arr = _validate_action(actions, (self.num_envs, self.core.n))
+        a = torch.as_tensor(arr, device=self.device, dtype=self.dtype).clamp(-1.0, 1.0)
+        state, target = self.core.step(self.state, a), self.target
+        force_cost = self.core.force_cost(a)
+        t = self.t + 1
+
+        # --- NEXT_STEP autoreset of the sub-envs whose episode ended on the previous step ---
+        reset = self._prev_done
+        if reset.any():
+            idx = torch.as_tensor(np.flatnonzero(reset), device=self.device)
+            s0, reference = self.core.sample_tasks(len(idx), self._generator,
+                                                   device=self.device, dtype=self.dtype)
+            state = state.index_copy(0, idx, s0)
+            target = target.index_copy(0, idx, reference)
+            t[reset] = 0
+            force_cost = force_cost.index_fill(0, idx, 0.0)
+        self.state, self.target, self.t = state, target, t
+        deviation = self._deviation()
+        reward = -deviation.cpu().numpy() - self.core.force_penalty * force_cost.cpu().numpy()
+        reward[reset] = 0.0
+        terminated = t >= self.horizon
+        self._prev_done = terminated.copy()
+        self._last_force = self.core.force_scale * a
+        self._force_applied = ~reset
+        info = {"target_error": deviation.cpu().numpy(), "force_cost": force_cost.cpu().numpy()}
+        return (self._obs(), reward.astype(np.float64), terminated,
+                np.zeros(self.num_envs, dtype=bool), info)
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """``"rgb_array"``: one ``(H, W, 3) uint8`` frame per sub-env."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass "
+                            "render_mode='rgb_array' to gym.make_vec.")
+            return None
+        if self.state is None or self.target is None:
+            raise RuntimeError("Call reset() before render().")
+        from sipenv.envs.rendering import draw_frame
+
+        x = self.physics.grid.numpy() if hasattr(self.physics, "grid") else \
+            np.arange(self.core.n) / self.core.n
+        dev = self._deviation().cpu().numpy()
+        state = self.state.detach().cpu().double().numpy()
+        reference = self._reference_now().detach().cpu().double().numpy()
+        force = None if self._last_force is None else self._last_force.cpu().double().numpy()
+        return tuple(
+            draw_frame(x, state[i], reference[i],
+                       force[i] if force is not None and self._force_applied[i] else None,
+                       step=int(self.t[i]), horizon=self.horizon,
+                       force_limit=self.core.force_scale, target_error=float(dev[i]),
+                       length=float(getattr(self.physics, "length", 1.0)), title=self.title)
+            for i in range(self.num_envs))
+
+    def _reference_now(self) -> torch.Tensor:
+        assert self.target is not None
+        t = torch.as_tensor(self.t, device=self.device)
+        return self.target[torch.arange(self.num_envs, device=self.device), t]
+
+    def _deviation(self) -> torch.Tensor:
+        assert self.state is not None
+        return self.core.deviation(self.state, self._reference_now())
+
+    def _obs(self) -> np.ndarray:
+        assert self.state is not None
+        tf = torch.as_tensor(self.t / self.horizon, dtype=torch.float32, device=self.device)
+        return self.core.observe(self.state, None, tf).cpu().numpy()
