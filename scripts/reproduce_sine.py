@@ -1,7 +1,7 @@
 """Reproduce the SIP paper's characterisation on the rotated, ill-conditioned sine.
 
-    python scripts/reproduce_sine.py --quick --out docs/results/sine   # ≈ 12 min on 2 CPU cores
-    python scripts/reproduce_sine.py --out runs/sine-full               # full protocol, ≈ 13 h
+    python scripts/reproduce_sine.py --quick --out docs/results/sine   # ≈ 14 min on 2 CPU cores
+    python scripts/reproduce_sine.py --out runs/sine-full               # full protocol, ≈ 14 h
 
 SIP (saddle-free Newton inverse + Adam on an L1 proxy loss) against SGD, Adam, Adagrad, Adadelta
 and RMSprop through the physics (``agents/inverse_training.py``), on ``sip/SineInversion-v0``'s
@@ -64,7 +64,7 @@ class Args:
     out: str = "runs/reproduce_sine"
     """Output directory (created)."""
     quick: bool = False
-    """Short budgets and fewer points (≈ 12 minutes on 2 CPU cores); see the module docstring."""
+    """Short budgets and fewer points (≈ 14 minutes on 2 CPU cores); see the module docstring."""
     methods: tuple[str, ...] = METHODS
     """Methods to compare: sip, adam, sgd, adagrad, adadelta, rmsprop."""
     curve_xis: tuple[float, ...] = (1.0, 32.0)

@@ -1,8 +1,9 @@
 """Pure, batched, differentiable physics models with per-step inverse simulators.
 
-Every model exposes ``step(state, force)``, ``inverse_step(next_state, force, state)``,
-``force_for(state, next_state)`` and a seeded sampler ``sample_fields(batch, generator, ...)``;
-see :class:`PhysicsModel`. Nothing here imports gymnasium or pygame.
+Every time-dependent model exposes ``step(state, force)``, ``inverse_step(next_state, force,
+state)``, ``force_for(state, next_state)`` and a seeded sampler ``sample_fields(batch, generator,
+...)``; see :class:`PhysicsModel`. Single-step inverse problems (``SinePhysics``) expose
+``forward`` / ``inverse`` / ``sample_targets`` instead. Nothing here imports gymnasium or pygame.
 """
 
 from __future__ import annotations
