@@ -445,8 +445,13 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.iterations, initial=iteration, disable=not progress,
-               desc=f"{config.algo} {config.env_id}", dynamic_ncols=True)
+    # With a time budget that ends the run before `iterations`, the bar counts seconds.
+    by_time = 0 < config.time_budget and config.iterations >= 10**6
+    bar = tqdm(total=config.time_budget if by_time else config.iterations,
+               initial=train_time if by_time else iteration, disable=not progress,
+               unit="s" if by_time else "it", desc=f"{config.algo} {config.env_id}",
+               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} "
+               "[{elapsed}<{remaining}{postfix}]" if by_time else None)
     policy.train()
     clock = training_clock(config.clock)
     try:
@@ -483,13 +488,15 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
                           "The update overflowed the weights; lower --lr. "
                           + (f"{ckpt_path} keeps the last periodic checkpoint (see "
                              "--checkpoint-every)." if write else ""))
-            train_time += clock() - t0
+            dt = clock() - t0
+            train_time += dt
             iteration += 1
-            bar.update(1)
+            # (the last iteration overshoots the budget; keep the bar at 100 %)
+            bar.update(min(dt, max(config.time_budget - bar.n, 0.0)) if by_time else 1)
             record = recorder.step(iteration, train_time,
                                    {"loss": float(loss.detach()), **metrics})
             if record is not None:
-                bar.set_postfix(loss=f"{record['loss']:.3g}",
+                bar.set_postfix(it=iteration, loss=f"{record['loss']:.3g}",
                                 err=f"{metrics.get('target_error', float('nan')):.3g}")
     finally:
         bar.close()
