@@ -15,7 +15,7 @@ _TITLE = "sip/CorrectedBurgers-v0"
 
 
 def make_core(*, n: int = 32, fine_n: int = 128, length: float = 1.0, nu: float = 0.003,
-              dt: float = 0.06, fine_dt: float = 0.03, substeps: int = 8,
+              dt: float = 0.06, fine_dt: float = 0.03, substeps: int = 21,
               fine_substeps: int = 20, horizon: int = 16, force_scale: float = 8.0,
               force_penalty: float = 0.0, check_cfl: bool = True) -> CorrectionCore:
     """Build the functional core of ``sip/CorrectedBurgers-v0`` (see the env's Arguments)."""
@@ -34,22 +34,23 @@ class CorrectedBurgersEnv(CorrectionEnv):
 
     A coarse solver of the viscous Burgers equation ``∂u/∂t + u ∂u/∂x = ν ∂²u/∂x²`` (32 cells,
     steps of ``dt = 0.06``; :class:`sipenv.physics.BurgersPhysics`) smears shocks: its
-    first-order numerical viscosity (≈ ``|u| Δx / 2 ≈ 0.05``) dwarfs ``ν = 0.003``. The agent
+    first-order numerical viscosity (≈ ``|u| Δx / 2 · (1 − CFL) ≈ 0.03`` at ``|u| = 3``) dwarfs
+    ``ν = 0.003``. The agent
     corrects the coarse state every step so that it follows the *reference*: the solution of a
     fine solver (128 cells, ``dt = 0.03``) from the same initial state, down-sampled to the
     coarse grid by finite-volume averaging (:func:`sipenv.envs.correction.block_average`). The
     correction ``c`` enters as the coarse model's additive force, ``u ← P₀(u) + dt · c``. This is
     the "solver in the loop" correction task; the exact per-step correction is
     ``physics.force_for(u_t, r_{t+1})``. Without corrections the coarse solution drifts to a
-    final relative squared error of ≈ 0.011 (median; Σ over the 16 steps ≈ 0.13).
+    final relative squared error of ≈ 0.014 (median; Σ over the 16 steps ≈ 0.18).
 
     ## Action Space
 
     ``Box(-1, 1, (N,), float32)``: the normalised correction per coarse cell,
     ``c = force_scale · clip(a, −1, 1)``; out-of-range actions are clipped, NaN/inf or wrongly
     shaped ones raise ``ValueError`` (the state is unchanged). ``force_scale = 8`` covers the
-    exact corrections of 99 % of tasks (their peak, at shocks, is ≈ 4 for the median task and
-    ≈ 7.6 at the 99th percentile; their rms is ≈ 0.5).
+    exact corrections (rms ≈ 0.6) except at the steepest shocks: their peak is ≈ 4.9 for the
+    median task, 8.0 at the 90th and 9.8 at the 99th percentile (the excess is clipped).
 
     ## Observation Space
 
@@ -77,9 +78,10 @@ class CorrectedBurgersEnv(CorrectionEnv):
 
     ## Arguments
 
-    - ``n=32``, ``dt=0.06``, ``substeps=8``: the coarse solver (stable for ``|u| ≤ 4.2``: the
-      reference never exceeds 3, but corrections far from the exact ones can break it, which
-      the CFL ``RuntimeWarning`` reports).
+    - ``n=32``, ``dt=0.06``, ``substeps=21``: the coarse solver, stable for
+      ``|u| ≤ Δx · substeps / dt ≈ 10.9``, which no action in the box can exceed:
+      ``max|u| ≤ 3 + horizon · dt · force_scale = 10.68`` (with other settings the CFL
+      ``RuntimeWarning`` names the sub-steps needed).
     - ``fine_n=128``, ``fine_dt=0.03``, ``fine_substeps=20``: the reference solver (``fine_n``
       a multiple of ``n``, ``fine_dt`` dividing ``dt``).
     - ``length=1.0``, ``nu=0.003``, ``horizon=16`` (coarse steps).

@@ -26,10 +26,10 @@ of the reference setting, so fronts are a few cells wide rather than ``ν/|u|``.
 At the defaults (128 cells on ``[0, 1]``, ``ν = 0.003``, ``dt = 0.03``, 20 sub-steps) the scheme
 is stable for ``max|u| ≤ Δx / τ ≈ 5.2``: the reference states stay below 3, and 32 steps of a
 force of at most 2 add at most ``32 · 0.03 · 2 ≈ 1.9``.
-:meth:`BurgersPhysics.step` warns (``RuntimeWarning``, once per call site) when a state breaks the
-condition, naming the number of sub-steps needed. The check reads ``max|u|`` back to the host (one
-sync per step); pass ``check_cfl=False`` to skip it, e.g. for GPU throughput once the settings are
-known to be safe.
+:meth:`BurgersPhysics.step` warns (``RuntimeWarning``, once per model instance) when a state
+breaks the condition, naming the number of sub-steps needed. Until then the check reads ``max|u|``
+back to the host (one sync per step); pass ``check_cfl=False`` to skip it, e.g. for GPU
+throughput once the settings are known to be safe.
 
 Forcing is additive, so ``force_for`` is exact: ``f = (s' − P₀(s)) / dt``.
 
@@ -172,6 +172,7 @@ class BurgersPhysics:
     _cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _warned: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_int("n (number of cells)", self.n, 4)
@@ -240,9 +241,12 @@ class BurgersPhysics:
             raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}.")
 
     def _warn_if_unstable(self, state: torch.Tensor) -> None:
+        if self._warned:  # once per model: a diverging policy would repeat it every step
+            return
         speed = float(state.detach().abs().amax())
         cfl = speed / self.max_stable_speed
         if cfl > 1.0:
+            self._warned.append(True)
             needed = math.ceil(speed * self.dt / self.dx)
             warnings.warn(
                 f"Burgers CFL number max|u|·τ/Δx = {cfl:.2f} > 1 (max|u| = {speed:.3g}, "

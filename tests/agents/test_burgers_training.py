@@ -23,7 +23,7 @@ CONTROL = "sip/ControlledBurgers-v0"
 CORRECTION = "sip/CorrectedBurgers-v0"
 # Small grids and short horizons keep each run to a few seconds on 2 cores.
 CONTROL_KW = json.dumps({"n": 32, "substeps": 4, "horizon": 8})
-CORRECTION_KW = json.dumps({"n": 16, "fine_n": 64, "substeps": 4, "fine_substeps": 10,
+CORRECTION_KW = json.dumps({"n": 16, "fine_n": 64, "substeps": 8, "fine_substeps": 10,
                             "horizon": 6})
 TINY = dict(hidden=(64, 64), batch_size=16, eval_episodes=32, log_every=0, progress=False,
             checkpoint_every=0)

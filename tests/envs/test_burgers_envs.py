@@ -189,13 +189,16 @@ def test_invalid_make_kwargs_raise(kwargs: dict[str, Any]) -> None:
             _make(**kwargs)
 
 
-def test_unstable_initial_state_warns_with_the_cure() -> None:
+def test_unstable_initial_state_warns_once_with_the_cure() -> None:
     env = _make()
     fast = np.zeros(N)
     fast[10] = 8.0
     env.reset(seed=0, options={"initial_state": fast})
     with pytest.warns(RuntimeWarning, match="substeps"):
         env.step(np.zeros(N, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env.step(np.zeros(N, np.float32))  # once per model: no repeat every step
 
 
 # --- vector env ---------------------------------------------------------------------------------
@@ -309,6 +312,11 @@ def test_corrected_burgers_is_registered_and_passes_check_env() -> None:
     assert not unexpected, unexpected
     envs = gym.make_vec(CORR_ID, num_envs=2, vectorization_mode="vector_entry_point")
     assert isinstance(envs.unwrapped, CorrectedBurgersVectorEnv)
+    # The documented stability argument: no correction in the box breaks the coarse CFL limit.
+    core = env.unwrapped.core
+    bound = 3.0 + core.horizon * core.physics.dt * core.force_scale
+    assert bound < core.physics.max_stable_speed
+    assert core.reference.dt * core.fine_steps == pytest.approx(core.physics.dt)
 
 
 def test_corrected_burgers_rewards_follow_the_reference() -> None:
