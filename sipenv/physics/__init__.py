@@ -14,11 +14,14 @@ import torch
 
 from sipenv.physics.burgers import BurgersPhysics
 from sipenv.physics.diffusion import DiffusionPhysics
+from sipenv.physics.heat import Diffusion2DPhysics, HeatPhysics
 from sipenv.physics.sine import SinePhysics
 
 __all__ = [
     "BurgersPhysics",
+    "Diffusion2DPhysics",
     "DiffusionPhysics",
+    "HeatPhysics",
     "PhysicsModel",
     "SinePhysics",
     "SpectralLinearPhysics",
