@@ -3,13 +3,15 @@ comparison). Build them by name with :func:`make_network`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NETWORKS", "MLPPolicy", "make_network"]
+__all__ = ["NETWORKS", "MLPPolicy", "UNet", "make_network"]
 
 
 class MLPPolicy(nn.Module):
@@ -45,13 +47,139 @@ class MLPPolicy(nn.Module):
         return self.net(obs)
 
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPPolicy}
+class _DoubleConv(nn.Sequential):
+    """(conv 3 → batch norm → ReLU) × 2 with circular (periodic) padding."""
+
+    def __init__(self, dims: int, c_in: int, c_out: int) -> None:
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+        super().__init__(
+            conv(c_in, c_out, 3, padding=1, padding_mode="circular"), norm(c_out), nn.ReLU(),
+            conv(c_out, c_out, 3, padding=1, padding_mode="circular"), norm(c_out), nn.ReLU())
 
 
-def make_network(name: str, obs_dim: int, act_dim: int, *, hidden: Sequence[int] = (256, 256),
+def _periodic_upsample(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """×2 (bi)linear upsampling that wraps around the edges like the circular convolutions.
+
+    Pads one cell circularly, interpolates, and crops the two padded cells per side, so the
+    network stays equivariant to periodic shifts (plain interpolation clamps at the edges).
+    """
+    dims = x.ndim - 2
+    padded = F.pad(x, (1, 1) * dims, mode="circular")
+    up = F.interpolate(padded, scale_factor=2, mode=mode, align_corners=False)
+    return up[..., 2:-2] if dims == 1 else up[..., 2:-2, 2:-2]
+
+
+class UNet(nn.Module):
+    """U-Net with circular padding for periodic fields, 1-D or 2-D.
+
+    Encoder: a double convolution per level with max-pooling between levels; decoder: upsampling
+    (linear / bilinear), concatenation with the skip connection and a double convolution; a final
+    1×1 convolution. ``hidden=(16, 16, 16, 16)`` (4 levels of 16 filters, the SIP paper's heat
+    network) has 37 k parameters for one input and one output channel.
+
+    The network works on fields but keeps the flat interface of every policy here:
+
+    * ``spatial=None`` (1-D, for the control envs): the flat observation ``(B, obs_dim)`` is read
+      as ``obs_dim // act_dim`` field channels of ``act_dim`` cells (e.g. state and target) plus
+      one constant channel per leftover scalar (e.g. the time ``t/T``); the output is
+      ``(B, act_dim)``.
+    * ``spatial=(H, W)`` (2-D): ``act_dim = C_out·H·W``; a flat ``(B, obs_dim)`` input is read
+      the same way (fields, then scalars broadcast as channels); inputs may also be ``(B, H, W)``
+      (one channel) or ``(B, C, H, W)``, and the output has the input's layout.
+
+    Args:
+        obs_dim, act_dim: Flat input and output sizes (see above).
+        hidden: Filters per level (its length is the number of levels).
+        spatial: Grid ``(H, W)`` for a 2-D network; ``None`` for 1-D.
+
+    Raises:
+        ValueError: If the sizes do not fit (the message says what would).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (16, 16, 16, 16), *,
+                 spatial: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError(f"hidden (filters per level) must be non-empty and ≥ 1, got "
+                             f"{tuple(hidden)}.")
+        if spatial is None:
+            if obs_dim < act_dim or act_dim < 1:
+                raise ValueError(f"A 1-D UNet reads obs_dim // act_dim channels of act_dim cells; "
+                                 f"obs_dim={obs_dim} must be ≥ act_dim={act_dim} ≥ 1.")
+            self.grid: tuple[int, ...] = (act_dim,)
+        else:
+            self.grid = tuple(int(v) for v in spatial)
+            if len(self.grid) != 2 or min(self.grid) < 1:
+                raise ValueError(f"spatial must be (H, W), got {tuple(spatial)}.")
+        cells = math.prod(self.grid)
+        if obs_dim < cells or act_dim % cells:
+            raise ValueError(f"obs_dim={obs_dim} must be ≥ and act_dim={act_dim} a multiple of "
+                             f"the {cells} cells of spatial={self.grid}.")
+        self.fields, self.scalars = divmod(obs_dim, cells)
+        self.c_in, self.c_out = self.fields + self.scalars, act_dim // cells
+        factor = 2 ** (len(hidden) - 1)
+        if any(v % factor for v in self.grid):
+            raise ValueError(f"{len(hidden)} levels halve the grid {len(hidden) - 1} times: every "
+                             f"size in {self.grid} must be divisible by {factor}; use fewer "
+                             f"levels (a shorter hidden).")
+        dims = len(self.grid)
+        self.dims = dims
+        self.down = nn.ModuleList()
+        width = self.c_in
+        for h in hidden:
+            self.down.append(_DoubleConv(dims, width, h))
+            width = h
+        self.up = nn.ModuleList(
+            _DoubleConv(dims, width_below + skip, skip)
+            for width_below, skip in zip(reversed(hidden[1:]), reversed(hidden[:-1]), strict=True))
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        self.out = conv(hidden[0], self.c_out, 1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Fields in, fields out (layout as described in the class docstring)."""
+        lead = obs.shape[0]
+        flat = obs.ndim == 2
+        if flat:
+            cells = math.prod(self.grid)
+            x = obs[:, :self.fields * cells].reshape(lead, self.fields, *self.grid)
+            if self.scalars:
+                extra = obs[:, self.fields * cells:].reshape(lead, self.scalars,
+                                                             *([1] * self.dims))
+                x = torch.cat([x, extra.expand(lead, self.scalars, *self.grid)], dim=1)
+        else:
+            x = obs.reshape(lead, self.c_in, *self.grid)
+        pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
+        mode = "linear" if self.dims == 1 else "bilinear"
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = pool(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block in self.up:
+            skips.pop()
+            x = _periodic_upsample(x, mode)
+            x = block(torch.cat([x, skips[-1]], dim=1))
+        out = self.out(x)
+        if flat:
+            return out.reshape(lead, -1)
+        if obs.ndim == self.dims + 1 and self.c_out == 1:
+            return out[:, 0]
+        return out
+
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPPolicy, "unet": UNet}
+
+
+def make_network(name: str, obs_dim: int, act_dim: int, *, hidden: Sequence[int] | None = None,
                  device: str | torch.device = "cpu", seed: int | None = None,
                  **kwargs: Any) -> nn.Module:
     """Build a registered network by name, seeded so that every method starts identically.
+
+    ``hidden`` is the network's own notion of width (MLP: hidden layer widths, default
+    ``(256, 256)``; U-Net: filters per level, default ``(16, 16, 16, 16)``); ``kwargs`` go to the
+    network's constructor (e.g. ``spatial=(64, 64)`` for a 2-D U-Net).
 
     Raises:
         ValueError: For an unknown name (the message lists the known ones).
@@ -61,5 +189,7 @@ def make_network(name: str, obs_dim: int, act_dim: int, *, hidden: Sequence[int]
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        net = NETWORKS[name](obs_dim, act_dim, hidden=tuple(hidden), **kwargs)
+        if hidden is not None:
+            kwargs["hidden"] = tuple(hidden)
+        net = NETWORKS[name](obs_dim, act_dim, **kwargs)
     return net.to(device)

@@ -79,7 +79,7 @@ class TrainConfig:
     network: str = "mlp"
     """Network architecture by name (see agents.networks.NETWORKS)."""
     hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer widths."""
+    """Hidden layer widths (mlp), or filters per level (unet, e.g. 16 16 16 16)."""
     optimizer: Literal["adam", "sgd", "adagrad", "adadelta", "rmsprop"] = "adam"
     """Torch optimizer for the network."""
     lr: float = 1e-3

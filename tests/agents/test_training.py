@@ -173,3 +173,16 @@ def test_env_kwargs_are_forwarded() -> None:
     cfg = sip.SIPConfig(iterations=2, env_kwargs='{"n": 32, "horizon": 4}', **TINY)
     result = sip.train(cfg, write=False, progress=False)
     assert result.core.n == 32 and result.core.horizon == 4
+
+
+def test_unet_policy_trains_and_reloads_by_name(tmp_path: Path) -> None:
+    """Every agent can use the U-Net by name; its checkpoint rebuilds the same network."""
+    cfg = sip.SIPConfig(iterations=3, runs_dir=str(tmp_path), run_name="u", network="unet",
+                        **{**TINY, "hidden": (8, 8, 8)})
+    result = sip.train(cfg, progress=False)
+    assert np.isfinite(result.final_eval["target_error_mean"])
+    policy, _ = policy_from_checkpoint(tmp_path / "u" / "checkpoint.pt", env_id=ENV)
+    obs = torch.randn(4, result.core.obs_dim)
+    policy.eval()
+    result.policy.eval()
+    torch.testing.assert_close(policy(obs), result.policy(obs))
