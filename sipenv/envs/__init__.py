@@ -18,6 +18,7 @@ ENV_IDS: tuple[str, ...] = (
     "sip/SineInversion-v0",
     "sip/ControlledBurgers-v0",
     "sip/CorrectedBurgers-v0",
+    "sip/HeatInverse-v0",
 )
 
 
@@ -45,6 +46,12 @@ def _register() -> None:
             id="sip/SineInversion-v0",
             entry_point="sipenv.envs.sine_inversion:SineInversionEnv",
             vector_entry_point="sipenv.envs.sine_inversion:SineInversionVectorEnv",
+        )
+    if "sip/HeatInverse-v0" not in registry:
+        register(
+            id="sip/HeatInverse-v0",
+            entry_point="sipenv.envs.heat_inverse:HeatInverseEnv",
+            vector_entry_point="sipenv.envs.heat_inverse:HeatInverseVectorEnv",
         )
 
 

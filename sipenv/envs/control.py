@@ -18,6 +18,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from sipenv.envs.core import ControlCore
+from sipenv.envs.rendering import FramePresenter
 
 __all__ = ["ControlEnv", "ControlVectorEnv", "parse_device", "parse_dtype"]
 
@@ -138,7 +139,7 @@ def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-class ControlEnv(gym.Env[np.ndarray, np.ndarray]):
+class ControlEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     """A single episode of a :class:`ControlCore` task behind the Gymnasium API.
 
     Subclasses build the core and carry the user-facing documentation. See
@@ -232,7 +233,7 @@ class ControlEnv(gym.Env[np.ndarray, np.ndarray]):
             return None
         if self.state is None or self.target is None:
             raise RuntimeError("Call reset() before render().")
-        from sipenv.envs.rendering import HumanWindow, draw_frame
+        from sipenv.envs.rendering import draw_frame
 
         frame = draw_frame(
             self.physics.grid.numpy() if hasattr(self.physics, "grid") else
@@ -242,18 +243,7 @@ class ControlEnv(gym.Env[np.ndarray, np.ndarray]):
             step=self.t, horizon=self.horizon, force_limit=self.core.force_scale,
             target_error=self._target_error(),
             length=float(getattr(self.physics, "length", 1.0)), title=self.title)
-        if self.render_mode == "rgb_array":
-            return frame
-        if self._window is None:
-            self._window = HumanWindow(self.title, self.metadata["render_fps"])
-        self._window.show(frame)
-        return None
-
-    def close(self) -> None:
-        """Close the render window, if any (safe to call more than once)."""
-        if self._window is not None:
-            self._window.close()
-            self._window = None
+        return self._present(frame, self.title)
 
     # --- helpers --------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from sipenv.envs.control import (
     parse_dtype,
 )
 from sipenv.envs.core import Policy, Rollout
+from sipenv.envs.rendering import FramePresenter
 from sipenv.physics import PhysicsModel
 
 __all__ = ["CorrectionCore", "CorrectionEnv", "CorrectionVectorEnv", "block_average"]
@@ -241,7 +242,7 @@ def _parse_initial_state(options: Any, n_fine: int, batch: int | None, device: t
     return _as_field(options["initial_state"], "initial_state", shape, device, dtype)
 
 
-class CorrectionEnv(gym.Env[np.ndarray, np.ndarray]):
+class CorrectionEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     """A single episode of a :class:`CorrectionCore` task behind the Gymnasium API.
 
     Subclasses build the core and carry the user-facing documentation (see
@@ -323,7 +324,7 @@ class CorrectionEnv(gym.Env[np.ndarray, np.ndarray]):
             return None
         if self.state is None or self.target is None:
             raise RuntimeError("Call reset() before render().")
-        from sipenv.envs.rendering import HumanWindow, draw_frame
+        from sipenv.envs.rendering import draw_frame
 
         frame = draw_frame(
             self.physics.grid.numpy() if hasattr(self.physics, "grid") else
@@ -333,18 +334,7 @@ class CorrectionEnv(gym.Env[np.ndarray, np.ndarray]):
             step=self.t, horizon=self.horizon, force_limit=self.core.force_scale,
             target_error=self._deviation(),
             length=float(getattr(self.physics, "length", 1.0)), title=self.title)
-        if self.render_mode == "rgb_array":
-            return frame
-        if self._window is None:
-            self._window = HumanWindow(self.title, self.metadata["render_fps"])
-        self._window.show(frame)
-        return None
-
-    def close(self) -> None:
-        """Close the render window, if any (safe to call more than once)."""
-        if self._window is not None:
-            self._window.close()
-            self._window = None
+        return self._present(frame, self.title)
 
     def _obs(self) -> np.ndarray:
         assert self.state is not None

@@ -131,6 +131,30 @@ def draw_frame(x: np.ndarray, state: np.ndarray, target: np.ndarray,
     return np.ascontiguousarray(np.transpose(frame, (1, 0, 2)), dtype=np.uint8)
 
 
+class FramePresenter:
+    """Mixin for single envs: give a drawn frame to the caller (``"rgb_array"``) or show it in a
+    :class:`HumanWindow` (``"human"``, opened on first use), and close that window."""
+
+    render_mode: str | None
+    metadata: dict[str, Any]
+    _window: Any = None
+
+    def _present(self, frame: np.ndarray, title: str) -> np.ndarray | None:
+        """Return ``frame`` in ``"rgb_array"`` mode; show it (and return None) in ``"human"``."""
+        if self.render_mode == "rgb_array":
+            return frame
+        if self._window is None:
+            self._window = HumanWindow(title, self.metadata["render_fps"])
+        self._window.show(frame)
+        return None
+
+    def close(self) -> None:
+        """Close the render window, if any (safe to call more than once)."""
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+
+
 class HumanWindow:
     """A pygame window showing frames at a fixed rate (``render_mode="human"``)."""
 

@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from sipenv.envs.control import parse_device, parse_dtype
+from sipenv.envs.rendering import FramePresenter
 from sipenv.physics.sine import SinePhysics
 
 __all__ = ["SineInversionEnv", "SineInversionVectorEnv", "draw_sine_frame", "make_physics"]
@@ -57,7 +58,7 @@ def _check_target_range(target: np.ndarray) -> None:
         raise ValueError("options['target'] must lie in [-1, 1]² (the observation space).")
 
 
-class SineInversionEnv(gym.Env[np.ndarray, np.ndarray]):
+class SineInversionEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     """
     ## Description
 
@@ -212,20 +213,7 @@ class SineInversionEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("Call reset() before render().")
         frame = draw_sine_frame(self.physics, self.action_scale, self.target[0].cpu().numpy(),
                                 None if self.x is None else self.x[0].cpu().numpy())
-        if self.render_mode == "rgb_array":
-            return frame
-        if self._window is None:
-            from sipenv.envs.rendering import HumanWindow
-
-            self._window = HumanWindow(_TITLE, self.metadata["render_fps"])
-        self._window.show(frame)
-        return None
-
-    def close(self) -> None:
-        """Close the render window, if any (safe to call more than once)."""
-        if self._window is not None:
-            self._window.close()
-            self._window = None
+        return self._present(frame, _TITLE)
 
     def _obs(self) -> np.ndarray:
         assert self.target is not None

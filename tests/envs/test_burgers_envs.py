@@ -366,7 +366,9 @@ def test_corrected_burgers_vector_env_equals_single_envs_and_autoresets() -> Non
         obs, reward, terminated, _, info = envs.step(actions[t])
         for i, env in enumerate(singles):
             o, r, term, _, inf = env.step(actions[t, i])
-            np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-6)
+            # float32 physics: a batched and a single-sample FFT may round differently (torch's
+            # CPU FFT splits work by thread count), ≈ 10 ulp of the O(1) field after 3 steps.
+            np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-5)
             assert reward[i] == pytest.approx(r, rel=1e-4, abs=1e-9)
             assert terminated[i] == term
             assert info["target_error"][i] == pytest.approx(inf["target_error"], rel=1e-4,

@@ -1,0 +1,493 @@
+"""``sip/HeatInverse-v0``: a one-step inverse problem — recover a field from its diffused image."""
+
+from __future__ import annotations
+
+import collections.abc
+import functools
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from sipenv.envs.control import _real_array, _seed_generator, parse_device, parse_dtype
+from sipenv.envs.rendering import FramePresenter
+from sipenv.physics.heat import HeatPhysics
+
+__all__ = ["FRAME_SHAPE", "HeatInverseEnv", "HeatInverseVectorEnv", "draw_heat_frame",
+           "make_physics"]
+
+_TITLE = "sip/HeatInverse-v0"
+FRAME_SHAPE = (440, 640, 3)  # the size of rendering.HumanWindow's screen
+
+
+def make_physics(*, shape: tuple[int, int] = (64, 64), nu_t: float = 8.0) -> HeatPhysics:
+    """The physics of ``sip/HeatInverse-v0`` (see the env's Arguments)."""
+    return HeatPhysics(shape=shape, nu_t=nu_t)
+
+
+def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor | None:
+    """Validate ``reset`` options (only ``"initial"``, of ``shape``) before anything changes."""
+    if options is None:
+        return None
+    if not isinstance(options, collections.abc.Mapping):
+        raise ValueError(f"options must be a dict such as {{'initial': x_true}}, got "
+                         f"{type(options).__name__}.")
+    unknown = set(options) - {"initial"}
+    if unknown:
+        raise ValueError(f"Unknown reset options {sorted(unknown, key=str)}; accepted: "
+                         "'initial' (the true initial field x*).")
+    if "initial" not in options:
+        return None
+    arr = _real_array(options["initial"])
+    if arr is None:
+        raise ValueError(f"options['initial'] must be a numeric array of shape {shape}.")
+    if arr.shape != shape:
+        raise ValueError(f"options['initial'] must have shape {shape}, got {arr.shape}.")
+    if not np.isfinite(arr).all():
+        raise ValueError("options['initial'] contains NaN or inf; pass finite values.")
+    return torch.as_tensor(arr).to(device=device, dtype=dtype)
+
+
+def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Check an action (batch) for type, shape and finiteness; returns a float64 numpy array.
+
+    Accepts numpy arrays, nested lists and torch tensors of bool/int/float; refuses strings,
+    bytes, complex numbers and other objects.
+    """
+    arr = _real_array(action)
+    if arr is None:
+        raise ValueError(f"action must be a numeric array of shape {shape} (the reconstructed "
+                         f"initial field), got {type(action).__name__}"
+                         f"{f' of dtype {action.dtype}' if hasattr(action, 'dtype') else ''}.")
+    if arr.shape != shape:
+        raise ValueError(f"action must have shape {shape} (the reconstructed initial field), got "
+                         f"{arr.shape}.")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = np.argwhere(bad)[:3].tolist()
+        raise ValueError(f"action contains NaN or inf (first at index {where}); the env state "
+                         "is unchanged. Pass a finite field, e.g. np.nan_to_num(action).")
+    return arr
+
+
+def _field_space(shape: tuple[int, int]) -> spaces.Box:
+    return spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)
+
+
+class HeatInverseEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
+    """
+    ## Description
+
+    The heat-equation inverse problem of the SIP paper (Holl, Koltun & Thuerey, NeurIPS 2022):
+    an initial temperature field ``x*`` on a periodic ``H × W`` grid of unit cells diffuses for
+    a time ``νt``,
+
+    ``y = P(x)``,  ``ŷ_k = x̂_k · exp(−(2π)² |k|² νt)``  (``k`` in cycles per cell)
+
+    (:class:`sipenv.physics.HeatPhysics`), and the agent sees only ``y* = P(x*)`` and must
+    reconstruct ``x*``. With the published ``νt = 8`` on 64×64 cells the finest modes are damped
+    by ``e^{−158}``: they are lost in round-off, so the exact inverse does not exist and a good
+    reconstruction has to *know* what hot rectangles look like. An episode is a single step:
+    a one-shot inverse problem, meant for learning ``x = f_θ(y*)`` over many samples.
+
+    ## Action Space
+
+    ``Box(-inf, inf, (H, W), float32)``: the reconstructed initial field ``x`` itself (physical
+    units, not normalised: the true fields take values 0 … 10). Wrongly shaped, non-numeric or
+    NaN/inf actions raise ``ValueError`` and leave the env unchanged.
+
+    ## Observation Space
+
+    ``Box(-inf, inf, (H, W), float32)``: the observed diffused field ``y* = P(x*)``.
+
+    ## Rewards
+
+    ``−½‖P(x) − y*‖²`` (sum over cells) after the single step. ``info`` holds ``y_loss``
+    (``½‖P(x) − y*‖²``, so ``reward = −y_loss``) and ``x_error`` (``Σ_cells |x − x*|``, the
+    paper's metric). The exact answer ``x = x*`` scores ``0`` on both.
+
+    ## Starting State
+
+    ``x*`` is the sum of 4 … 10 unit-height hot rectangles
+    (:meth:`~sipenv.physics.HeatPhysics.sample_initial`), drawn from the env's seeded generator;
+    ``reset(options={"initial": x})`` poses a specific ``x*`` (shape ``(H, W)``, finite).
+
+    ## Episode End
+
+    Every episode ends after one step (``terminated=True``). Stepping again without ``reset()``
+    raises ``RuntimeError``.
+
+    ## Arguments
+
+    - ``shape=(64, 64)``: the grid ``(H, W)`` (each ≥ 4).
+    - ``nu_t=8.0``: diffusivity times duration ``νt`` (> 0); larger is harder.
+    - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs
+      (the reference computes the physics in float64; observations are float32 numpy arrays).
+    - ``render_mode``: ``"rgb_array"`` (``(440, 640, 3)`` frames: ``x*``, ``y*`` and the last
+      action ``x`` as colour maps, ``x*`` and ``x`` under shared colour limits) or ``"human"``.
+
+    Agents reach the differentiable batched physics (``forward``, ``loss``, the noise-aware
+    ``inverse``, ``sample_initial``) through ``env.unwrapped.physics``.
+
+    ## Version History
+
+    - v0: initial release.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import sipenv
+    >>> env = gym.make("sip/HeatInverse-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape
+    (64, 64)
+    >>> x_true = env.unwrapped.x_true[0].numpy()
+    >>> obs, reward, terminated, truncated, info = env.step(x_true)
+    >>> terminated, info["x_error"]
+    (True, 0.0)
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, *, shape: tuple[int, int] = (64, 64),
+                 nu_t: float = 8.0, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "float64") -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}.")
+        self.physics = make_physics(shape=shape, nu_t=nu_t)
+        self.shape = self.physics.shape
+        self.device = parse_device(device)
+        self.dtype = parse_dtype(dtype)
+        self.render_mode = render_mode
+        self.action_space = _field_space(self.shape)
+        self.observation_space = _field_space(self.shape)
+        self.x_true: torch.Tensor | None = None  # (1, H, W) the true initial field x*
+        self.y_target: torch.Tensor | None = None  # (1, H, W) the observation y* = P(x*)
+        self.x: torch.Tensor | None = None  # (1, H, W) the last action (reconstruction)
+        self.done = False
+        self._last_info: dict[str, float] | None = None
+        self._window: Any = None
+
+    # --- Gymnasium API --------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw ``x*`` (or take ``options["initial"]``) and observe ``y* = P(x*)``.
+
+        Raises:
+            ValueError: For unknown options, or an ``initial`` field that is not numeric, of the
+                wrong shape or not finite (the env is left unchanged, its generator included).
+        """
+        # Checked before super().reset(): a rejected reset neither reseeds nor advances the
+        # env's generator, and leaves the episode in progress untouched.
+        initial = _parse_initial(options, self.shape, self.device, self.dtype)
+        super().reset(seed=seed)
+        # Always drawn, even when `initial` is given, so the stream of later resets is the same.
+        gen = _seed_generator(self.np_random, self.device)
+        x_true = self.physics.sample_initial(1, gen, device=self.device, dtype=self.dtype)
+        if initial is not None:
+            x_true = initial[None]
+        self.x_true = x_true
+        self.y_target = self.physics.forward(x_true)
+        self.x, self.done, self._last_info = None, False, None
+        if self.render_mode == "human":
+            self.render()
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Answer ``y*`` with the reconstruction ``action`` (shape ``(H, W)``).
+
+        Raises:
+            RuntimeError: Before :meth:`reset` or after the (one-step) episode has ended.
+            ValueError: For a non-numeric action, a wrong shape or NaN/inf entries (the env is
+                left unchanged).
+        """
+        if self.x_true is None or self.y_target is None:
+            raise RuntimeError("Call reset() before step().")
+        if self.done:
+            raise RuntimeError("The episode ended after its single step; call reset() to pose a "
+                               "new problem.")
+        arr = _validate_action(action, self.shape)
+        x = torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None]
+        y_loss = float(self.physics.loss(x, self.y_target)[0])
+        x_error = float(self.physics.x_error(x, self.x_true)[0])
+        info = {"x_error": x_error, "y_loss": y_loss}
+        self.x, self.done, self._last_info = x, True, dict(info)
+        if self.render_mode == "human":
+            self.render()
+        return self._obs(), 0.0 - y_loss, True, False, info  # 0.0 - y: never -0.0
+
+    def render(self) -> np.ndarray | None:
+        """``"rgb_array"``: return an ``(440, 640, 3) uint8`` frame; ``"human"``: show it."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass "
+                            "render_mode='rgb_array' or 'human' to gym.make.")
+            return None
+        if self.x_true is None or self.y_target is None:
+            raise RuntimeError("Call reset() before render().")
+        frame = draw_heat_frame(_np(self.x_true[0]), _np(self.y_target[0]),
+                                None if self.x is None else _np(self.x[0]),
+                                nu_t=self.physics.nu_t, info=self._last_info)
+        return self._present(frame, _TITLE)
+
+    def _obs(self) -> np.ndarray:
+        assert self.y_target is not None
+        return self.y_target[0].cpu().numpy().astype(np.float32)
+
+
+class HeatInverseVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+    """Native batched ``sip/HeatInverse-v0`` (same arguments as the single env).
+
+    All sub-envs are scored in one batched torch call. Every step ends every episode, so
+    autoreset is ``AutoresetMode.SAME_STEP``: ``step`` scores the actions against the current
+    problems, draws new ``x*`` and returns their ``y*`` as the observation; the answered
+    observations are in ``info["final_obs"]`` and the per-env step infos (``x_error``,
+    ``y_loss``) in ``info["final_info"]`` (with the ``_key`` masks Gymnasium's ``SyncVectorEnv``
+    uses). Rewards, ``terminated`` and ``final_info`` equal those of ``num_envs`` single envs
+    given the same ``x*`` and actions. ``reset(options={"initial": x})`` takes ``x`` of shape
+    ``(num_envs, H, W)``.
+
+    >>> import gymnasium as gym
+    >>> import sipenv
+    >>> envs = gym.make_vec("sip/HeatInverse-v0", num_envs=8,
+    ...                     vectorization_mode="vector_entry_point")
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs.shape
+    (8, 64, 64)
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4,
+                                "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
+                 shape: tuple[int, int] = (64, 64), nu_t: float = 8.0,
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float64") -> None:
+        if (not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool)
+                or num_envs < 1):
+            raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None for the vector env, got {render_mode!r}.")
+        self.physics = make_physics(shape=shape, nu_t=nu_t)
+        self.shape = self.physics.shape
+        self.device = parse_device(device)
+        self.dtype = parse_dtype(dtype)
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self.single_action_space = _field_space(self.shape)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.single_observation_space = _field_space(self.shape)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.x_true: torch.Tensor | None = None  # (B, H, W)
+        self.y_target: torch.Tensor | None = None  # (B, H, W)
+        # The last step's problems, answers and infos (for rendering).
+        self._answered: tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                              dict[str, np.ndarray]] | None = None
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw ``num_envs`` fields ``x*``, or take ``options["initial"]`` of shape
+        ``(num_envs, H, W)``."""
+        initial = _parse_initial(options, (self.num_envs, *self.shape), self.device, self.dtype)
+        super().reset(seed=seed)
+        x_true = self._sample()
+        self.x_true = x_true if initial is None else initial
+        self.y_target = self.physics.forward(self.x_true)
+        self._answered = None
+        return self._obs(), {}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          dict[str, Any]]:
+        """Score ``actions`` of shape ``(num_envs, H, W)``, then pose new problems.
+
+        Raises:
+            RuntimeError: Before :meth:`reset`.
+            ValueError: For a non-numeric action, a wrong shape or NaN/inf entries (nothing is
+                changed).
+        """
+        if self.x_true is None or self.y_target is None:
+            raise RuntimeError("Call reset() before step().")
+        arr = _validate_action(actions, (self.num_envs, *self.shape))
+        x = torch.as_tensor(arr, device=self.device, dtype=self.dtype)
+        y_loss = self.physics.loss(x, self.y_target).cpu().numpy().astype(np.float64)
+        x_error = self.physics.x_error(x, self.x_true).cpu().numpy().astype(np.float64)
+        mask = np.ones(self.num_envs, dtype=bool)
+        final_obs = np.empty(self.num_envs, dtype=object)
+        final_obs[:] = list(self._obs())
+        final_info = {"x_error": x_error, "_x_error": mask.copy(),
+                      "y_loss": y_loss, "_y_loss": mask.copy()}
+        info = {"final_obs": final_obs, "_final_obs": mask.copy(), "final_info": final_info,
+                "_final_info": mask.copy()}
+        self._answered = (self.x_true, self.y_target, x,
+                          {"x_error": x_error.copy(), "y_loss": y_loss.copy()})
+        # --- SAME_STEP autoreset: every episode ended; pose new problems ---
+        self.x_true = self._sample()
+        self.y_target = self.physics.forward(self.x_true)
+        return (self._obs(), 0.0 - y_loss, mask.copy(), np.zeros(self.num_envs, dtype=bool), info)
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """``"rgb_array"``: one frame per sub-env, showing its last answered problem and answer
+        (or the current problem before the first step)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass "
+                            "render_mode='rgb_array' to gym.make_vec.")
+            return None
+        if self.x_true is None or self.y_target is None:
+            raise RuntimeError("Call reset() before render().")
+        if self._answered is None:
+            return tuple(draw_heat_frame(_np(self.x_true[i]), _np(self.y_target[i]), None,
+                                         nu_t=self.physics.nu_t)
+                         for i in range(self.num_envs))
+        x_true, y_target, x, info = self._answered
+        return tuple(draw_heat_frame(_np(x_true[i]), _np(y_target[i]), _np(x[i]),
+                                     nu_t=self.physics.nu_t,
+                                     info={k: float(v[i]) for k, v in info.items()})
+                     for i in range(self.num_envs))
+
+    def _sample(self) -> torch.Tensor:
+        # A fresh torch generator per draw, seeded from np_random: the env's whole random
+        # stream lives in np_random (so it is seeded by reset(seed=...) and pickles with it).
+        gen = _seed_generator(self.np_random, self.device)
+        return self.physics.sample_initial(self.num_envs, gen, device=self.device,
+                                           dtype=self.dtype)
+
+    def _obs(self) -> np.ndarray:
+        assert self.y_target is not None
+        return self.y_target.cpu().numpy().astype(np.float32)
+
+
+def _np(field: torch.Tensor) -> np.ndarray:
+    return field.detach().cpu().to(torch.float64).numpy()
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+_PANEL = 192  # side of each square panel box, in pixels (3 px per cell at 64×64)
+_MARGIN = (FRAME_SHAPE[1] - 3 * _PANEL) // 4
+_PANEL_TOP, _BAR_H = 70, 10
+_BG, _INK, _BLANK = (255, 255, 255), (30, 30, 30), (200, 200, 200)
+
+
+@functools.lru_cache(maxsize=4)
+def colormap_lut(name: str = "inferno") -> np.ndarray:
+    """A matplotlib colour map as a ``(256, 3) uint8`` lookup table (perceptually uniform by
+    default: dark = low)."""
+    import matplotlib  # declared dependency; imported only to render
+
+    lut = matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]
+    lut = np.round(lut * 255).astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
+
+
+def colorize(field: np.ndarray, lo: float, hi: float, name: str = "inferno") -> np.ndarray:
+    """Map ``field`` (any shape) to ``(*shape, 3) uint8`` colours, ``lo`` → first colour,
+    ``hi`` → last; values outside are clipped, NaN shows as the lowest colour."""
+    scale = 255.0 / max(hi - lo, 1e-12)
+    idx = np.clip(np.nan_to_num((field - lo) * scale, nan=0.0), 0, 255).astype(np.intp)
+    return colormap_lut(name)[idx]
+
+
+def _panel_size(shape: tuple[int, int]) -> tuple[int, int]:
+    """``(h, w)`` in pixels of a field of ``shape`` fitted into the square panel box."""
+    s = _PANEL / max(shape)
+    return max(1, round(shape[0] * s)), max(1, round(shape[1] * s))
+
+
+def _upscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an ``(h, w, 3)`` image to ``size``."""
+    rows = np.arange(size[0]) * image.shape[0] // size[0]
+    cols = np.arange(size[1]) * image.shape[1] // size[1]
+    return image[rows[:, None], cols[None, :]]
+
+
+def draw_heat_frame(x_true: np.ndarray, y_target: np.ndarray, x: np.ndarray | None, *,
+                    nu_t: float, info: dict[str, float] | None = None) -> np.ndarray:
+    """One ``(440, 640, 3) uint8`` frame with three colour-map panels side by side: the true
+    initial field ``x*``, the observation ``y* = P(x*)`` and the reconstruction ``x``.
+
+    ``x*`` and ``x`` share colour limits: the range of ``x*`` widened to the 1st–99th percentile
+    range of ``x`` (so a few wild cells of ``x`` don't wash out the picture; cells beyond the
+    limits are clipped). ``y*`` has its own limits (diffusion lowers the peaks). Each panel has a
+    title and a colour bar with its limits; below them, the metrics of the step.
+
+    Args:
+        x_true: ``x*``, shape ``(H, W)``.
+        y_target: ``y*``, shape ``(H, W)``.
+        x: The last action, shape ``(H, W)``, or ``None`` before the step (a blank panel).
+        nu_t: ``νt`` of the physics (for the caption).
+        info: The step's ``{"x_error": ..., "y_loss": ...}``, or ``None``.
+    """
+    try:  # lazily, and only the font module: no display, no audio
+        import pygame
+    except ImportError as exc:  # pragma: no cover - pygame is a declared dependency
+        raise ImportError("Rendering needs pygame: pip install pygame") from exc
+    if not pygame.font.get_init():
+        pygame.font.init()
+    height, width, _ = FRAME_SHAPE
+    image = np.empty(FRAME_SHAPE, dtype=np.uint8)
+    image[:] = _BG
+
+    x_true = np.asarray(x_true, dtype=np.float64)
+    y_target = np.asarray(y_target, dtype=np.float64)
+    lo, hi = float(x_true.min()), float(x_true.max())
+    if x is not None:
+        x = np.asarray(x, dtype=np.float64)
+        finite = x[np.isfinite(x)]
+        if finite.size:
+            p_lo, p_hi = np.percentile(finite, [1.0, 99.0])
+            lo, hi = min(lo, float(p_lo)), max(hi, float(p_hi))
+    if hi <= lo:
+        hi = lo + 1.0
+    y_lo, y_hi = float(y_target.min()), float(y_target.max())
+    if y_hi <= y_lo:
+        y_hi = y_lo + 1.0
+
+    ph, pw = _panel_size(x_true.shape)
+    lefts = [_MARGIN + i * (_PANEL + _MARGIN) + (_PANEL - pw) // 2 for i in range(3)]
+    top = _PANEL_TOP + (_PANEL - ph) // 2
+    bar_top = _PANEL_TOP + _PANEL + 8
+    panels = [(x_true, lo, hi, "true initial x*"), (y_target, y_lo, y_hi, "observed y* = P(x*)"),
+              (x, lo, hi, "reconstruction x (action)")]
+    gradient = colorize(np.linspace(0.0, 1.0, pw)[None, :], 0.0, 1.0)
+    for left, (field, f_lo, f_hi, _) in zip(lefts, panels, strict=True):
+        if field is None:
+            image[top:top + ph, left:left + pw] = _BLANK
+            continue
+        image[top:top + ph, left:left + pw] = _upscale(colorize(field, f_lo, f_hi), (ph, pw))
+        image[bar_top:bar_top + _BAR_H, left:left + pw] = gradient
+
+    surf = pygame.surfarray.make_surface(np.transpose(image, (1, 0, 2)))
+    font, big = pygame.font.Font(None, 20), pygame.font.Font(None, 24)
+
+    def text(s: str, pos: tuple[int, int], f: Any = font, anchor: str = "topleft") -> None:
+        img = f.render(s, True, _INK)
+        surf.blit(img, img.get_rect(**{anchor: pos}))
+
+    text(_TITLE, (_MARGIN, 12), big)
+    h, w = x_true.shape
+    text(f"{h}x{w} cells   nu*t = {nu_t:g}", (width - _MARGIN, 12), big, anchor="topright")
+    for left, (field, f_lo, f_hi, title) in zip(lefts, panels, strict=True):
+        centre = left + pw // 2
+        text(title, (centre, _PANEL_TOP - 8), anchor="midbottom")
+        if field is None:
+            text("no action yet", (centre, top + ph // 2), anchor="center")
+            continue
+        text(f"{f_lo:.3g}", (left, bar_top + _BAR_H + 3))
+        text(f"{f_hi:.3g}", (left + pw, bar_top + _BAR_H + 3), anchor="topright")
+    lines = ["x* and x share colour limits; y* has its own."]
+    if info is not None:
+        lines += [f"x_error = sum |x - x*| = {info['x_error']:.4g}",
+                  f"y_loss = 1/2 |P(x) - y*|^2 = {info['y_loss']:.4g}   "
+                  f"(reward = {-info['y_loss']:.4g})"]
+    for i, line in enumerate(lines):
+        text(line, (_MARGIN, bar_top + _BAR_H + 30 + 22 * i), big if i else font)
+    frame = pygame.surfarray.array3d(surf)  # (W, H, 3)
+    assert frame.shape[:2] == (width, height)
+    return np.ascontiguousarray(np.transpose(frame, (1, 0, 2)), dtype=np.uint8)
