@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ __all__ = [
     "REFERENCE_LR",
     "InverseTrainConfig",
     "InverseTrainResult",
+    "check_run_settings",
     "evaluate_distance",
     "iteration_loss",
     "last_fraction_mean",
@@ -68,6 +69,36 @@ def reference_lr(method: str, xi: float) -> float:
     if method not in REFERENCE_LR:
         raise ValueError(f"Unknown method {method!r}; choose one of {list(METHODS)}.")
     return REFERENCE_LR[method] / (xi**2 if method == "sgd" else 1.0)
+
+
+def check_run_settings(config: Any, positive: Sequence[str]) -> None:
+    """Checks shared by the single-step training configs (sine, heat).
+
+    ``config`` has ``method``, ``sip_optimizer``, ``proxy_loss``, ``batch_size``, ``eval_size``,
+    ``iterations`` and ``time_budget``; every name in ``positive`` must be a finite number > 0.
+
+    Raises:
+        ValueError: Naming the first invalid setting.
+    """
+    if config.method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {config.method!r}.")
+    if config.sip_optimizer not in OPTIMIZERS:
+        raise ValueError(f"sip_optimizer must be one of {sorted(OPTIMIZERS)}, got "
+                         f"{config.sip_optimizer!r}.")
+    if config.proxy_loss not in ("l1", "l2"):
+        raise ValueError(f"proxy_loss must be 'l1' or 'l2', got {config.proxy_loss!r}.")
+    for name in positive:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    if config.batch_size < 1 or config.eval_size < 1:
+        raise ValueError("batch_size and eval_size must be ≥ 1.")
+    if config.iterations < 0 or not (math.isfinite(config.time_budget)
+                                     and config.time_budget >= 0):
+        raise ValueError("iterations and time_budget must be ≥ 0.")
+    if config.iterations == 0 and config.time_budget == 0:
+        raise ValueError("Set iterations > 0 or time_budget > 0 (or both); with neither "
+                         "the run would never stop.")
 
 
 @dataclass
@@ -116,27 +147,9 @@ class InverseTrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}.")
-        if self.sip_optimizer not in OPTIMIZERS:
-            raise ValueError(f"sip_optimizer must be one of {sorted(OPTIMIZERS)}, got "
-                             f"{self.sip_optimizer!r}.")
-        if self.proxy_loss not in ("l1", "l2"):
-            raise ValueError(f"proxy_loss must be 'l1' or 'l2', got {self.proxy_loss!r}.")
-        for name in ("lr", "eta", "max_loss_change", "xi", "gamma"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+        check_run_settings(self, ("lr", "eta", "max_loss_change", "xi", "gamma"))
         if not math.isfinite(self.phi):
             raise ValueError(f"phi must be finite, got {self.phi!r}.")
-        if self.batch_size < 1 or self.eval_size < 1:
-            raise ValueError("batch_size and eval_size must be ≥ 1.")
-        if self.iterations < 0 or not (math.isfinite(self.time_budget)
-                                       and self.time_budget >= 0):
-            raise ValueError("iterations and time_budget must be ≥ 0.")
-        if self.iterations == 0 and self.time_budget == 0:
-            raise ValueError("Set iterations > 0 or time_budget > 0 (or both); with neither "
-                             "the run would never stop.")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
 

@@ -16,13 +16,13 @@ elsewhere in the suite keep their own settings.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 from hypothesis import HealthCheck, settings
+from script_loading import load_script as _load_script
 
 PROFILE = os.environ.get("SIPENV_HYPOTHESIS_PROFILE", "ci")
 SCALE = {"ci": 1, "thorough": 20}
@@ -63,12 +63,4 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def load_script(path: str) -> ModuleType:
     """Import a CLI script (e.g. ``"scripts/train.py"``) as a module, to call its ``main``."""
-    name = f"reliability_{Path(path).stem}_cli"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses in the script look their module up
-    spec.loader.exec_module(module)
-    return module
+    return _load_script(path, prefix="reliability_")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,17 +10,13 @@ from types import ModuleType
 import imageio.v3 as iio
 import pytest
 import torch
+from script_loading import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(Path(path).stem + "_cli", ROOT / path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path)
 
 
 train = _load("scripts/train.py")

@@ -1,0 +1,60 @@
+"""scripts/reproduce_heat.py end to end on a tiny budget, and its configuration errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from script_loading import load_script
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(path: str) -> ModuleType:
+    return load_script(path)
+
+
+heat = _load("scripts/reproduce_heat.py")
+
+
+def test_quick_settings_are_what_the_docstring_says() -> None:
+    q = heat.quick(heat.Args())
+    assert (q.budget, q.coarse_budget, q.batch_size, q.eval_size) == (120.0, 30.0, 32, 64)
+    assert q.lr_factors == heat.Args().lr_factors and q.methods == ("sip", "adam", "sgd")
+
+
+def test_tiny_run_writes_every_output(tmp_path: Path) -> None:
+    out = tmp_path / "heat"
+    assert heat.main(["--out", str(out), "--budget", "0.3", "--coarse-budget", "0.2",
+                      "--coarse-factors", "1", "1000", "--lr-factors", "1", "--batch-size", "2",
+                      "--eval-size", "4", "--eval-points", "2", "--workers", "1",
+                      "--methods", "sip", "adam"]) == 0
+    for name in ("results.json", "results.md", "curves.png", "examples.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "results.json").read_text())
+    assert len(report["coarse_runs"]) == 4 and len(report["runs"]) == 2
+    # Adam at 1000× its rate diverges or loses; the fine stage centres on the validation winner.
+    coarse_adam = [r for r in report["coarse_runs"] if r["method"] == "adam"]
+    best_coarse = min(coarse_adam, key=lambda r: r["late_val_x_error"] or float("inf"))
+    fine_adam = next(r for r in report["runs"] if r["method"] == "adam")
+    assert fine_adam["lr_factor"] == best_coarse["lr_factor"]
+    assert set(report["bars"]) >= {"sip_over_adam", "bar"}
+    assert "SIP / Adam" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(("flags", "match"), [
+    (["--methods", "newton"], "methods"), (["--budget", "0"], "budget"),
+    (["--lr-factors", "-1"], "lr_factors"), (["--workers", "0"], "workers"),
+    (["--device", "cuda:7"], "CUDA"),
+])
+def test_bad_settings_are_reported(flags: list[str], match: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    if "cuda:7" in flags:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here")
+    assert heat.main(["--out", str(tmp_path / "x"), *flags]) == 1
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing written for a bad configuration
