@@ -71,9 +71,19 @@ def digest() -> str:
 
 
 def _in_process() -> str:
+    """The digest computed here, with one torch thread like the child processes: torch's CPU
+    FFTs split work by thread count, which may change the last bit of a float (bit-identical
+    results are promised for the same thread count, not across thread counts)."""
+    import torch
+
     namespace: dict[str, Any] = {}
-    exec(compile(ROLLOUT_SCRIPT, "<rollout>", "exec"), namespace)
-    return str(namespace["digest"]())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exec(compile(ROLLOUT_SCRIPT, "<rollout>", "exec"), namespace)
+        return str(namespace["digest"]())
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_env_rollouts_are_identical_across_processes_and_hash_seeds() -> None:
