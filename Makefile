@@ -30,5 +30,11 @@ test-slow: install
 bench: install
 	$(PY) benchmarks/bench_envs.py
 
+# sipenv vs PhiFlow and controlgym (docs/performance.md); QUICK=1 for the ≤ 10 min version.
+.PHONY: bench-peers
+bench-peers: install
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench_peers.py $(if $(QUICK),--quick,)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -31,6 +31,15 @@ breaks the condition, naming the number of sub-steps needed. Until then the chec
 back to the host (one sync per step); pass ``check_cfl=False`` to skip it, e.g. for GPU
 throughput once the settings are known to be safe.
 
+Speed option: ``diffuse_every_substep=False`` applies the exact diffusion once per step,
+``exp(−ν k² dt)`` after the ``S`` advection sub-steps (Lie splitting at the step instead of the
+sub-step). That removes the FFT pair and the multiply (3 of 11 tensor operations) from every
+sub-step but the last; at these sizes the cost is the number of operations, so steps and their
+backward passes get markedly faster (``docs/performance.md`` has the measured ratio). The
+splitting error grows from ``O(τ)`` to ``O(dt)``: ``benchmarks/bench_peers.py`` records both
+variants' error against an independent fine-grid solution, and the default stays the sub-step
+splitting that the reference setting prescribes.
+
 Forcing is additive, so ``force_for`` is exact: ``f = (s' − P₀(s)) / dt``.
 
 Inverse simulator
@@ -73,7 +82,9 @@ which differentiates some 13 operations per sub-step. The adjoint is itself diff
 respect to its cotangent, so the double-backward Jacobian-vector products of the Gauss–Newton
 inverse (:mod:`sipenv.physics.generic_inverse`) work; second derivatives with respect to the
 state drop the flux curvature there (use ``analytic_derivatives=False`` for exact
-Hessian-vector products).
+Hessian-vector products). The backward pass needs the ``S`` sub-step states of every step;
+``save_substeps=False`` keeps only each step's input and recomputes them (``S``× less memory,
+one more forward step per backward step, identical results).
 """
 
 from __future__ import annotations
@@ -145,6 +156,13 @@ class BurgersPhysics:
             double-backward Jacobian products need), but second derivatives with respect to the
             state drop the flux curvature; ``False`` differentiates every operation with plain
             autograd (exact to any order, slower).
+        save_substeps: With ``analytic_derivatives``, keep every sub-step state of a step for its
+            backward pass (``True``: ``S`` fields per step) or only the step's input and recompute
+            the sub-steps in the backward pass (``False``: ``S``× less memory for a rollout, at
+            the cost of one more forward step per backward step; results are identical).
+        diffuse_every_substep: Apply the exact diffusion after every advection sub-step
+            (``True``, the reference splitting) or once per step after the last one (``False``:
+            faster, splitting error ``O(dt)`` instead of ``O(τ)``; see the module docstring).
 
     Raises:
         ValueError: If a parameter is non-finite, non-positive or of the wrong type.
@@ -169,6 +187,8 @@ class BurgersPhysics:
     inverse_iterations: int = 10
     check_cfl: bool = True
     analytic_derivatives: bool = True
+    save_substeps: bool = True
+    diffuse_every_substep: bool = True
     _cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -185,7 +205,8 @@ class BurgersPhysics:
             raise ValueError(f"max_gain must be ≥ 1 (1 disables inverse diffusion), got "
                              f"{self.max_gain}.")
         _check_int("inverse_iterations", self.inverse_iterations, 0)
-        for name in ("check_cfl", "analytic_derivatives"):
+        for name in ("check_cfl", "analytic_derivatives", "save_substeps",
+                     "diffuse_every_substep"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}.")
 
@@ -217,16 +238,30 @@ class BurgersPhysics:
         m = torch.arange(self.n // 2 + 1, device=device, dtype=torch.float64)
         return (2 * math.pi / self.length * m).to(dtype)
 
+    @property
+    def _diffusions(self) -> int:
+        """Diffusions per step: ``S``, or 1 without ``diffuse_every_substep``."""
+        return self.substeps if self.diffuse_every_substep else 1
+
+    @property
+    def _diffusion_dt(self) -> float:
+        return self.dt / self._diffusions
+
+    def _diffuses(self, j: int) -> bool:
+        """Whether sub-step ``j`` (0-based) ends with a diffusion."""
+        return self.diffuse_every_substep or j == self.substeps - 1
+
     def _factors(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         key = (device, dtype)
         cached = self._cache.get(key)
         if cached is None:
-            x = self.nu * self.wavenumbers(device) ** 2 * self.sub_dt  # ν k² τ ≥ 0
+            nu_k2 = self.nu * self.wavenumbers(device) ** 2
+            x = nu_k2 * self._diffusion_dt  # ν k² τ (or ν k² dt, once per step) ≥ 0
             decay = torch.exp(-x)
-            # Inverse diffusion per sub-step; total gain over the S sub-steps ≤ max_gain.
-            gain = torch.exp(torch.clamp(x, max=math.log(self.max_gain) / self.substeps))
+            # Inverse diffusion per diffusion; total gain over a step ≤ max_gain.
+            gain = torch.exp(torch.clamp(x, max=math.log(self.max_gain) / self._diffusions))
             # Weight of the inverse's update per mode: min(1, max_gain · exp(−2 ν k² dt)).
-            trust = torch.clamp(self.max_gain * torch.exp(-2 * self.substeps * x), max=1.0)
+            trust = torch.clamp(self.max_gain * torch.exp(-2 * nu_k2 * self.dt), max=1.0)
             cached = tuple(t.to(dtype) for t in (decay, gain, trust))
             self._cache[key] = cached
         return cached
@@ -260,8 +295,8 @@ class BurgersPhysics:
     def _advect(self, u: torch.Tensor, ratio: float) -> torch.Tensor:
         """One upwind (Engquist–Osher) Euler sub-step, ``ratio = τ/Δx``."""
         pos, neg = u.clamp_min(0.0), u.clamp_max(0.0)
-        # 2 F_{i+½} = max(u_i, 0)² + min(u_{i+1}, 0)²
-        flux2 = pos * pos + torch.roll(neg * neg, -1, dims=-1)
+        # 2 F_{i+½} = max(u_i, 0)² + min(u_{i+1}, 0)²  (addcmul: one pass over memory fewer)
+        flux2 = torch.addcmul(torch.roll(neg * neg, -1, dims=-1), pos, pos)
         return torch.add(u, flux2 - torch.roll(flux2, 1, dims=-1), alpha=-0.5 * ratio)
 
     def _diffuse(self, u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -284,10 +319,12 @@ class BurgersPhysics:
         decay = self._factors(state.device, state.dtype)[0]
         ratio = self.sub_dt / self.dx
         u, inputs = state, []
-        for _ in range(self.substeps):
+        for j in range(self.substeps):
             if keep:
                 inputs.append(u)
-            u = self._diffuse(self._advect(u, ratio), decay)
+            u = self._advect(u, ratio)
+            if self._diffuses(j):
+                u = self._diffuse(u, decay)
         return u, inputs
 
     def tangent(self, inputs: torch.Tensor, du: torch.Tensor) -> torch.Tensor:
@@ -298,10 +335,12 @@ class BurgersPhysics:
         """
         decay = self._factors(du.device, du.dtype)[0]
         half = 0.5 * self.sub_dt / self.dx
-        for u in inputs:
+        for j, u in enumerate(inputs):
             pos, neg = u.clamp_min(0.0), u.clamp_max(0.0)
             dq = 2 * pos * du + torch.roll(2 * neg * du, -1, dims=-1)
-            du = self._diffuse(torch.add(du, dq - torch.roll(dq, 1, dims=-1), alpha=-half), decay)
+            du = torch.add(du, dq - torch.roll(dq, 1, dims=-1), alpha=-half)
+            if self._diffuses(j):
+                du = self._diffuse(du, decay)
         return du
 
     def adjoint(self, inputs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -312,10 +351,13 @@ class BurgersPhysics:
         """
         decay = self._factors(w.device, w.dtype)[0]
         ratio = self.sub_dt / self.dx
-        for u in reversed(inputs.unbind(0)):
-            w = self._diffuse(w, decay)
-            q2 = (-ratio) * (w - torch.roll(w, -1, dims=-1))  # 2 q̄
-            w = w + u.clamp_min(0.0) * q2 + u.clamp_max(0.0) * torch.roll(q2, 1, dims=-1)
+        for j in reversed(range(inputs.shape[0])):
+            u = inputs[j]
+            if self._diffuses(j):
+                w = self._diffuse(w, decay)
+            d = w - torch.roll(w, -1, dims=-1)  # 2 q̄ = −ratio · d; fused into two addcmuls
+            w = torch.addcmul(w, u.clamp_min(0.0), d, value=-ratio)
+            w = torch.addcmul(w, u.clamp_max(0.0), torch.roll(d, 1, dims=-1), value=-ratio)
         return w
 
     def reverse_step(self, state: torch.Tensor) -> torch.Tensor:
@@ -328,8 +370,10 @@ class BurgersPhysics:
         gain = self._factors(state.device, state.dtype)[1]
         ratio = self.sub_dt / self.dx
         u = state
-        for _ in range(self.substeps):
-            u = -self._advect(-self._diffuse(u, gain), ratio)
+        for j in reversed(range(self.substeps)):
+            if self._diffuses(j):
+                u = self._diffuse(u, gain)
+            u = -self._advect(-u, ratio)
         return u
 
     # --- forward and inverse simulators -----------------------------------------------------
@@ -515,6 +559,8 @@ class _FreeStep(torch.autograd.Function):
     @staticmethod
     def forward(state: torch.Tensor, physics: BurgersPhysics
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not physics.save_substeps:  # the backward pass recomputes them from `state`
+            return physics._substeps(state)[0], state.detach()
         out, inputs = physics._substeps(state, keep=True)
         return out, torch.stack(inputs)
 
@@ -526,14 +572,21 @@ class _FreeStep(torch.autograd.Function):
         ctx.save_for_forward(output[1])
 
     @staticmethod
+    def _inputs(ctx: Any) -> torch.Tensor:
+        """The ``(S, B, N)`` sub-step inputs: saved, or recomputed from the step's input."""
+        (saved,) = ctx.saved_tensors
+        if ctx.physics.save_substeps:
+            return saved
+        with torch.no_grad():
+            return torch.stack(ctx.physics._substeps(saved, keep=True)[1])
+
+    @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[Any, ...]:
-        (inputs,) = ctx.saved_tensors
-        return _FreeStepAdjoint.apply(grad, inputs, ctx.physics), None
+        return _FreeStepAdjoint.apply(grad, _FreeStep._inputs(ctx), ctx.physics), None
 
     @staticmethod
     def jvp(ctx: Any, tangent: torch.Tensor, _: Any) -> tuple[Any, ...]:
-        (inputs,) = ctx.saved_tensors
-        return ctx.physics.tangent(inputs, tangent), None
+        return ctx.physics.tangent(_FreeStep._inputs(ctx), tangent), None
 
 
 class _FreeStepAdjoint(torch.autograd.Function):
