@@ -42,6 +42,14 @@ def test_tiny_run_writes_every_output(tmp_path: Path) -> None:
     assert fine_adam["lr_factor"] == best_coarse["lr_factor"]
     assert set(report["bars"]) >= {"sip_over_adam", "bar"}
     assert "SIP / Adam" in (out / "results.md").read_text()
+    assert report["table"][0]["test_x_error_late"] is not None
+    # Re-scoring the saved runs reproduces the picks and the table without training.
+    again = tmp_path / "again"
+    assert heat.main(["--from-json", str(out / "results.json"), "--out", str(again)]) == 0
+    rescored = json.loads((again / "results.json").read_text())
+    assert rescored["best"] == report["best"] and rescored["table"] == report["table"]
+    assert (again / "examples.png").is_file()
+    assert heat.main(["--from-json", str(tmp_path / "missing.json"), "--out", str(again)]) == 1
 
 
 @pytest.mark.parametrize(("flags", "match"), [
