@@ -13,46 +13,24 @@ from sipenv.envs.core import ControlCore, Rollout
 
 __all__ = ["ENV_IDS", "ControlCore", "ControlEnv", "ControlVectorEnv", "Rollout"]
 
-ENV_IDS: tuple[str, ...] = (
-    "sip/ControlledDiffusion-v0",
-    "sip/SineInversion-v0",
-    "sip/ControlledBurgers-v0",
-    "sip/CorrectedBurgers-v0",
-    "sip/HeatInverse-v0",
-)
+_ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    # id: (module under sipenv.envs, class prefix); the classes are <prefix>Env and
+    # <prefix>VectorEnv.
+    "sip/ControlledDiffusion-v0": ("controlled_diffusion", "ControlledDiffusion"),
+    "sip/SineInversion-v0": ("sine_inversion", "SineInversion"),
+    "sip/ControlledBurgers-v0": ("controlled_burgers", "ControlledBurgers"),
+    "sip/CorrectedBurgers-v0": ("corrected_burgers", "CorrectedBurgers"),
+    "sip/HeatInverse-v0": ("heat_inverse", "HeatInverse"),
+}
+
+ENV_IDS: tuple[str, ...] = tuple(_ENTRY_POINTS)
 
 
 def _register() -> None:
-    if "sip/ControlledDiffusion-v0" not in registry:
-        register(
-            id="sip/ControlledDiffusion-v0",
-            entry_point="sipenv.envs.controlled_diffusion:ControlledDiffusionEnv",
-            vector_entry_point="sipenv.envs.controlled_diffusion:ControlledDiffusionVectorEnv",
-        )
-    if "sip/ControlledBurgers-v0" not in registry:
-        register(
-            id="sip/ControlledBurgers-v0",
-            entry_point="sipenv.envs.controlled_burgers:ControlledBurgersEnv",
-            vector_entry_point="sipenv.envs.controlled_burgers:ControlledBurgersVectorEnv",
-        )
-    if "sip/CorrectedBurgers-v0" not in registry:
-        register(
-            id="sip/CorrectedBurgers-v0",
-            entry_point="sipenv.envs.corrected_burgers:CorrectedBurgersEnv",
-            vector_entry_point="sipenv.envs.corrected_burgers:CorrectedBurgersVectorEnv",
-        )
-    if "sip/SineInversion-v0" not in registry:
-        register(
-            id="sip/SineInversion-v0",
-            entry_point="sipenv.envs.sine_inversion:SineInversionEnv",
-            vector_entry_point="sipenv.envs.sine_inversion:SineInversionVectorEnv",
-        )
-    if "sip/HeatInverse-v0" not in registry:
-        register(
-            id="sip/HeatInverse-v0",
-            entry_point="sipenv.envs.heat_inverse:HeatInverseEnv",
-            vector_entry_point="sipenv.envs.heat_inverse:HeatInverseVectorEnv",
-        )
+    for env_id, (module, prefix) in _ENTRY_POINTS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=f"sipenv.envs.{module}:{prefix}Env",
+                     vector_entry_point=f"sipenv.envs.{module}:{prefix}VectorEnv")
 
 
 _register()
