@@ -97,6 +97,8 @@ from typing import Any
 
 import torch
 
+from sipenv.physics.diffusion import smooth_periodic_fields
+
 __all__ = ["BurgersPhysics", "BurgersTaskSampler", "periodic_gaussian"]
 
 
@@ -450,18 +452,8 @@ class BurgersPhysics:
             ValueError: If ``max_mode`` is not in ``[1, N/2)`` or ``batch < 1``.
         """
         _check_int("batch", batch, 1)
-        if not isinstance(max_mode, numbers.Integral) or not 1 <= max_mode < self.n // 2:
-            raise ValueError(f"max_mode must be an int in [1, {self.n // 2 - 1}] for "
-                             f"n={self.n}, got {max_mode!r}.")
-        coeffs = torch.randn(batch, max_mode, 2, generator=generator, device=generator.device,
-                             dtype=torch.float64)
-        m = torch.arange(1, max_mode + 1, device=generator.device, dtype=torch.float64)
-        spec = torch.zeros(batch, self.n // 2 + 1, device=generator.device,
-                           dtype=torch.complex128)
-        spec[:, 1:max_mode + 1] = torch.complex(coeffs[..., 0], -coeffs[..., 1]) * (
-            amplitude * self.n / 2 / m)
-        out = torch.fft.irfft(spec, n=self.n, dim=-1)
-        return out.to(device=device if device is not None else generator.device, dtype=dtype)
+        return smooth_periodic_fields(self.n, batch, generator, max_mode=max_mode,
+                                      amplitude=amplitude, device=device, dtype=dtype)
 
     def _uniform(self, batch: int, generator: torch.Generator, low: float,
                  high: float) -> torch.Tensor:

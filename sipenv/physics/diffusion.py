@@ -40,13 +40,37 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["DiffusionPhysics", "ExactDiffusionBase"]
+__all__ = ["DiffusionPhysics", "ExactDiffusionBase", "smooth_periodic_fields"]
 
 
 def _check_finite_positive(name: str, value: float) -> None:
     if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
             and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+
+
+def smooth_periodic_fields(n: int, batch: int, generator: torch.Generator, *, max_mode: int,
+                           amplitude: float, device: torch.device | str | None,
+                           dtype: torch.dtype) -> torch.Tensor:
+    """``(batch, n)`` fields ``amplitude · Σ_{m=1}^{max_mode} (a_m cos + b_m sin)(2π m x/L) / m``
+    with ``a_m, b_m ~ N(0, 1)`` drawn from ``generator`` (on ``generator.device``); the sampler
+    of every 1-D model.
+
+    Raises:
+        ValueError: If ``max_mode`` is not an int in ``[1, n/2)``.
+    """
+    if not isinstance(max_mode, numbers.Integral) or not 1 <= max_mode < n // 2:
+        raise ValueError(f"max_mode must be an int in [1, {n // 2 - 1}] for n={n}, "
+                         f"got {max_mode!r}.")
+    coeffs = torch.randn(batch, max_mode, 2, generator=generator, device=generator.device,
+                         dtype=torch.float64)
+    m = torch.arange(1, max_mode + 1, device=generator.device, dtype=torch.float64)
+    spec = torch.zeros(batch, n // 2 + 1, device=generator.device, dtype=torch.complex128)
+    # irfft of X_m = (N/2)(a − i b) gives a cos + b sin (for 0 < m < N/2).
+    spec[:, 1:max_mode + 1] = torch.complex(coeffs[..., 0], -coeffs[..., 1]) * (
+        amplitude * n / 2 / m)
+    out = torch.fft.irfft(spec, n=n, dim=-1)
+    return out.to(device=device if device is not None else generator.device, dtype=dtype)
 
 
 class ExactDiffusionBase:
@@ -254,16 +278,5 @@ class DiffusionPhysics(ExactDiffusionBase):
         """
         if batch < 1:
             raise ValueError(f"batch must be ≥ 1, got {batch}.")
-        if not 1 <= max_mode < self.n // 2:
-            raise ValueError(f"max_mode must be in [1, {self.n // 2 - 1}] for n={self.n}, "
-                             f"got {max_mode}.")
-        coeffs = torch.randn(batch, max_mode, 2, generator=generator, device=generator.device,
-                             dtype=torch.float64)
-        m = torch.arange(1, max_mode + 1, device=generator.device, dtype=torch.float64)
-        spec = torch.zeros(batch, self.n // 2 + 1, device=generator.device,
-                           dtype=torch.complex128)
-        # irfft of X_m = (N/2)(a − i b) gives a cos + b sin (for 0 < m < N/2).
-        spec[:, 1:max_mode + 1] = torch.complex(coeffs[..., 0], -coeffs[..., 1]) * (
-            amplitude * self.n / 2 / m)
-        out = torch.fft.irfft(spec, n=self.n, dim=-1)
-        return out.to(device=device if device is not None else generator.device, dtype=dtype)
+        return smooth_periodic_fields(self.n, batch, generator, max_mode=max_mode,
+                                      amplitude=amplitude, device=device, dtype=dtype)
