@@ -42,6 +42,22 @@ splitting that the reference setting prescribes.
 
 Forcing is additive, so ``force_for`` is exact: ``f = (s' − P₀(s)) / dt``.
 
+Semi-Lagrangian option: ``advection="semi_lagrangian"`` replaces each sub-step by PhiFlow's
+Burgers step (its demo's ``diffuse`` then ``advect.semi_lagrangian``): the exact diffusion of
+length ``τ``, then every cell takes the value at its departure point, linearly interpolated::
+
+    u ← D_τ u,      u_i ← u(x_i − u_i τ)     (linear interpolation between the two cells around it)
+
+It is unconditionally stable (linear interpolation and the exact heat kernel are both monotone, so
+``max|u|`` never grows without force), needs no CFL sub-steps (default ``substeps=1``: one step per
+``dt``, about 11 tensor operations instead of about 220) and no host sync for a CFL check, and
+agrees with PhiFlow's step to float32 round-off (``benchmarks/bench_peers.py`` checks this before
+timing). The price is accuracy and conservation: it is not conservative (the mean drifts at
+shocks), its interpolation smears a front over several cells, and it moves shocks at the wrong
+speed when ``max|u| τ / Δx`` is large — about 3× the upwind scheme's one-step error on smooth
+fields at the defaults (``docs/performance.md``). It is differentiated by plain autograd
+(``analytic_derivatives`` and ``save_substeps`` concern the upwind scheme only).
+
 Inverse simulator
 -----------------
 ``inverse_step(next_state, force, state)`` solves ``P₀(s) = y``, ``y = next_state − dt · f``, for
@@ -99,7 +115,9 @@ import torch
 
 from sipenv.physics.diffusion import smooth_periodic_fields
 
-__all__ = ["BurgersPhysics", "BurgersTaskSampler", "periodic_gaussian"]
+__all__ = ["ADVECTION_SCHEMES", "BurgersPhysics", "BurgersTaskSampler", "periodic_gaussian"]
+
+ADVECTION_SCHEMES = ("upwind", "semi_lagrangian")
 
 
 def _check_finite_positive(name: str, value: float) -> None:
@@ -144,14 +162,20 @@ class BurgersPhysics:
         length: Domain length ``L`` (> 0).
         nu: Viscosity ``ν`` (> 0).
         dt: Time step (> 0).
-        substeps: Advection/diffusion sub-steps per step (≥ 1). Stable while
-            ``max|u| · dt / (substeps · Δx) ≤ 1``.
+        substeps: Advection/diffusion sub-steps per step (≥ 1). Default (``None``): 20 for the
+            upwind scheme, stable while ``max|u| · dt / (substeps · Δx) ≤ 1``; 1 for the
+            semi-Lagrangian scheme, stable for any ``dt``.
+        advection: ``"upwind"`` (default: conservative Engquist–Osher upwind sub-steps, exact
+            mean, sharp shocks, CFL-limited) or ``"semi_lagrangian"`` (PhiFlow's scheme: one
+            unconditionally stable step per ``dt``, ~20× fewer operations, about 3× less
+            accurate; module docstring).
         max_gain: Largest total amplification of a Fourier mode by the inverse diffusion in
             :meth:`inverse_step` (≥ 1).
         inverse_iterations: Defect-correction iterations of :meth:`inverse_step` (≥ 0; each costs
             one forward and one time-reversed step).
         check_cfl: Warn (``RuntimeWarning``) when a state passed to :meth:`step` breaks the CFL
-            condition (costs one host sync per step).
+            condition (costs one host sync per step; the semi-Lagrangian scheme has no CFL
+            condition and never checks).
         analytic_derivatives: Differentiate the step with hand-written tangent/adjoint sweeps
             (one autograd node per step; backward 3–5× faster than plain autograd). Their
             derivatives with respect to the cotangent are exact too (what Gauss–Newton's
@@ -162,6 +186,7 @@ class BurgersPhysics:
             backward pass (``True``: ``S`` fields per step) or only the step's input and recompute
             the sub-steps in the backward pass (``False``: ``S``× less memory for a rollout, at
             the cost of one more forward step per backward step; results are identical).
+            Upwind only: ``False`` with ``advection="semi_lagrangian"`` raises.
         diffuse_every_substep: Apply the exact diffusion after every advection sub-step
             (``True``, the reference splitting) or once per step after the last one (``False``:
             faster, splitting error ``O(dt)`` instead of ``O(τ)``; see the module docstring).
@@ -184,7 +209,8 @@ class BurgersPhysics:
     length: float = 1.0
     nu: float = 0.003
     dt: float = 0.03
-    substeps: int = 20
+    substeps: int | None = None
+    advection: str = "upwind"
     max_gain: float = 100.0
     inverse_iterations: int = 10
     check_cfl: bool = True
@@ -201,6 +227,11 @@ class BurgersPhysics:
         _check_finite_positive("length", self.length)
         _check_finite_positive("nu", self.nu)
         _check_finite_positive("dt", self.dt)
+        if self.advection not in ADVECTION_SCHEMES:
+            raise ValueError(f"advection must be one of {ADVECTION_SCHEMES}, got "
+                             f"{self.advection!r}.")
+        if self.substeps is None:  # the scheme's default, fixed here (the dataclass is frozen)
+            object.__setattr__(self, "substeps", 20 if self.advection == "upwind" else 1)
         _check_int("substeps", self.substeps, 1)
         _check_finite_positive("max_gain", self.max_gain)
         if self.max_gain < 1:
@@ -211,6 +242,11 @@ class BurgersPhysics:
                      "diffuse_every_substep"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}.")
+        if self.advection == "semi_lagrangian" and not self.save_substeps:
+            raise ValueError(
+                "save_substeps=False applies to the upwind scheme's hand-written derivatives; "
+                "the semi-Lagrangian scheme is differentiated by autograd (it saves about five "
+                "fields per sub-step). Leave save_substeps=True.")
 
     # --- grid and factors -------------------------------------------------------------------
 
@@ -220,14 +256,21 @@ class BurgersPhysics:
         return self.length / self.n
 
     @property
+    def n_substeps(self) -> int:
+        """Sub-steps per step ``S`` (``substeps`` with its scheme default filled in)."""
+        assert self.substeps is not None  # set in __post_init__
+        return self.substeps
+
+    @property
     def sub_dt(self) -> float:
         """Sub-step ``τ = dt / substeps``."""
-        return self.dt / self.substeps
+        return self.dt / self.n_substeps
 
     @property
     def max_stable_speed(self) -> float:
-        """Largest ``max|u|`` the CFL condition allows: ``Δx / τ``."""
-        return self.dx / self.sub_dt
+        """Largest ``max|u|`` the CFL condition allows: ``Δx / τ`` (upwind), or ``inf`` for the
+        unconditionally stable semi-Lagrangian scheme."""
+        return self.dx / self.sub_dt if self.advection == "upwind" else math.inf
 
     @property
     def grid(self) -> torch.Tensor:
@@ -243,15 +286,17 @@ class BurgersPhysics:
     @property
     def _diffusions(self) -> int:
         """Diffusions per step: ``S``, or 1 without ``diffuse_every_substep``."""
-        return self.substeps if self.diffuse_every_substep else 1
+        return self.n_substeps if self.diffuse_every_substep else 1
 
     @property
     def _diffusion_dt(self) -> float:
         return self.dt / self._diffusions
 
     def _diffuses(self, j: int) -> bool:
-        """Whether sub-step ``j`` (0-based) ends with a diffusion."""
-        return self.diffuse_every_substep or j == self.substeps - 1
+        """Whether sub-step ``j`` (0-based) has a diffusion: every one, or only the last
+        (upwind: diffusion after the advection) / the first (semi-Lagrangian: before it)."""
+        return self.diffuse_every_substep or j == (
+            self.n_substeps - 1 if self.advection == "upwind" else 0)
 
     def _factors(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         key = (device, dtype)
@@ -264,7 +309,8 @@ class BurgersPhysics:
             gain = torch.exp(torch.clamp(x, max=math.log(self.max_gain) / self._diffusions))
             # Weight of the inverse's update per mode: min(1, max_gain · exp(−2 ν k² dt)).
             trust = torch.clamp(self.max_gain * torch.exp(-2 * nu_k2 * self.dt), max=1.0)
-            cached = tuple(t.to(dtype) for t in (decay, gain, trust))
+            cells = torch.arange(self.n, device=device, dtype=torch.float64)  # departure base
+            cached = tuple(t.to(dtype) for t in (decay, gain, trust, cells))
             self._cache[key] = cached
         return cached
 
@@ -289,12 +335,54 @@ class BurgersPhysics:
                 f"Burgers CFL number max|u|·τ/Δx = {cfl:.2f} > 1 (max|u| = {speed:.3g}, "
                 f"τ = dt/substeps = {self.sub_dt:.3g}, Δx = {self.dx:.3g}): the upwind scheme is "
                 f"unstable. Increase substeps to ≥ {needed} (now {self.substeps}), or lower dt, "
-                f"or keep velocities smaller (e.g. a smaller force_scale).",
+                f"or keep velocities smaller (e.g. a smaller force_scale), or use "
+                f"advection='semi_lagrangian' (stable for any dt, less accurate).",
                 RuntimeWarning, stacklevel=3)
 
     # --- the scheme ------------------------------------------------------------------------------
 
     def _advect(self, u: torch.Tensor, ratio: float) -> torch.Tensor:
+        """One advection sub-step of the chosen scheme, ``ratio = τ/Δx``."""
+        if self.advection == "upwind":
+            return self._upwind(u, ratio)
+        return self._semi_lagrangian(u, ratio)
+
+    def _semi_lagrangian(self, u: torch.Tensor, ratio: float) -> torch.Tensor:
+        """``u_i ← u(x_i − u_i τ)`` by periodic linear interpolation, ``ratio = τ/Δx``."""
+        cells = self._factors(u.device, u.dtype)[3]
+        return self._interpolate(u, torch.add(cells, u, alpha=-ratio))
+
+    def _semi_lagrangian_reverse(self, v: torch.Tensor, ratio: float) -> torch.Tensor:
+        """Approximate inverse of :meth:`_semi_lagrangian`: ``w(x) = v(x + w(x) τ)``.
+
+        Values travel along characteristics, so the state one sub-step earlier satisfies this
+        implicit relation; two fixed-point sweeps from ``w = v`` (the first is the plain
+        reversed step ``−SL(−v)``) make the defect correction of :meth:`inverse_step` converge
+        about 4× further at one sub-step per ``dt``, where the departure points lie several
+        cells away.
+        """
+        cells = self._factors(v.device, v.dtype)[3]
+        w = v
+        for _ in range(2):
+            w = self._interpolate(v, torch.add(cells, w, alpha=ratio))
+        return w
+
+    def _interpolate(self, u: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """``u`` at positions ``pos`` (in cells, any real value), periodic linear interpolation.
+
+        Seven tensor operations, all differentiable (``floor`` has zero derivative, so the
+        derivative flows through the gathered values and the interpolation weight). Indices stay
+        in range for any input, so inf/NaN propagate as values instead of raising.
+        """
+        left = pos.floor()
+        weight = pos - left
+        index = left.long()
+        n = self.n  # wrap into [0, N): a bit mask when N is a power of two (4× faster)
+        index = index.bitwise_and_(n - 1) if n & (n - 1) == 0 else index.remainder_(n)
+        wrapped = torch.cat((u, u[:, :1]), dim=-1)  # u_N = u_0: the right neighbour of N − 1
+        return torch.lerp(wrapped.gather(-1, index), wrapped.gather(-1, index + 1), weight)
+
+    def _upwind(self, u: torch.Tensor, ratio: float) -> torch.Tensor:
         """One upwind (Engquist–Osher) Euler sub-step, ``ratio = τ/Δx``."""
         pos, neg = u.clamp_min(0.0), u.clamp_max(0.0)
         # 2 F_{i+½} = max(u_i, 0)² + min(u_{i+1}, 0)²  (addcmul: one pass over memory fewer)
@@ -311,7 +399,8 @@ class BurgersPhysics:
         backward and forward-mode derivatives are the hand-written adjoint / tangent sweeps
         (:meth:`tangent`, :meth:`adjoint`) through the saved sub-step states.
         """
-        if self.analytic_derivatives and torch.is_grad_enabled() and state.requires_grad:
+        if (self.analytic_derivatives and self.advection == "upwind"
+                and torch.is_grad_enabled() and state.requires_grad):
             return _FreeStep.apply(state, self)[0]
         return self._substeps(state)[0]
 
@@ -320,12 +409,15 @@ class BurgersPhysics:
         """The ``S`` sub-steps; returns the result and (if ``keep``) each sub-step's input."""
         decay = self._factors(state.device, state.dtype)[0]
         ratio = self.sub_dt / self.dx
+        upwind = self.advection == "upwind"
         u, inputs = state, []
-        for j in range(self.substeps):
+        for j in range(self.n_substeps):
             if keep:
                 inputs.append(u)
+            if not upwind and self._diffuses(j):  # semi-Lagrangian: diffuse, then advect
+                u = self._diffuse(u, decay)
             u = self._advect(u, ratio)
-            if self._diffuses(j):
+            if upwind and self._diffuses(j):
                 u = self._diffuse(u, decay)
         return u, inputs
 
@@ -334,7 +426,9 @@ class BurgersPhysics:
 
         Per sub-step, at its input ``u``: ``δq = 2 max(u,0) δu + R₋₁(2 min(u,0) δu)``,
         ``δu ← D(δu − (τ/2Δx)(δq − R₁ δq))`` with ``(R_s x)_i = x_{i−s}`` and ``D`` the diffusion.
+        Upwind scheme only (the semi-Lagrangian one is differentiated by autograd).
         """
+        self._require_upwind("tangent")
         decay = self._factors(du.device, du.dtype)[0]
         half = 0.5 * self.sub_dt / self.dx
         for j, u in enumerate(inputs):
@@ -350,7 +444,9 @@ class BurgersPhysics:
 
         The transpose of :meth:`tangent`, sub-steps in reverse: ``w ← D w`` (``D`` is
         symmetric), ``q̄ = −(τ/2Δx)(w − R₋₁ w)``, ``w ← w + 2 max(u,0) q̄ + 2 min(u,0) R₁ q̄``.
+        Upwind scheme only.
         """
+        self._require_upwind("adjoint")
         decay = self._factors(w.device, w.dtype)[0]
         ratio = self.sub_dt / self.dx
         for j in reversed(range(inputs.shape[0])):
@@ -362,20 +458,34 @@ class BurgersPhysics:
             w = torch.addcmul(w, u.clamp_max(0.0), torch.roll(d, 1, dims=-1), value=-ratio)
         return w
 
+    def _require_upwind(self, name: str) -> None:
+        if self.advection != "upwind":
+            raise NotImplementedError(
+                f"{name} is the upwind scheme's hand-written derivative; with "
+                f"advection={self.advection!r} use torch.func.jvp / torch.autograd instead.")
+
     def reverse_step(self, state: torch.Tensor) -> torch.Tensor:
         """``Q(y)``: the time-reversed scheme, an approximate inverse of :meth:`free_step`.
 
-        Sub-steps in reverse order: clamped inverse diffusion, then advection with the velocity
-        reversed (``−A(−u)``). Exact for neither the upwind dissipation nor shocks; it is the
+        Sub-steps in reverse order, each reversed: clamped inverse diffusion and advection with
+        the velocity reversed (upwind: ``−A(−u)``; semi-Lagrangian: the implicit characteristic
+        relation, :meth:`_semi_lagrangian_reverse`), in the opposite order to the forward
+        sub-step. Exact for neither the schemes' dissipation nor shocks; it is the
         preconditioner of :meth:`inverse_step`.
         """
         gain = self._factors(state.device, state.dtype)[1]
         ratio = self.sub_dt / self.dx
+        upwind = self.advection == "upwind"
         u = state
-        for j in reversed(range(self.substeps)):
-            if self._diffuses(j):
-                u = self._diffuse(u, gain)
-            u = -self._advect(-u, ratio)
+        for j in reversed(range(self.n_substeps)):
+            if upwind:
+                if self._diffuses(j):
+                    u = self._diffuse(u, gain)
+                u = -self._upwind(-u, ratio)
+            else:
+                u = self._semi_lagrangian_reverse(u, ratio)
+                if self._diffuses(j):
+                    u = self._diffuse(u, gain)
         return u
 
     # --- forward and inverse simulators -----------------------------------------------------
@@ -395,9 +505,9 @@ class BurgersPhysics:
         """
         self._check("state", state)
         self._check("force", force)
-        if self.check_cfl:
+        if self.check_cfl and self.advection == "upwind":
             self._warn_if_unstable(state)
-        return self.free_step(state) + self.dt * force
+        return torch.add(self.free_step(state), force, alpha=self.dt)  # one op, not two
 
     def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
                      state: torch.Tensor) -> torch.Tensor:

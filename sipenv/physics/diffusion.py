@@ -152,6 +152,16 @@ class ExactDiffusionBase:
         spec = self.to_spectral(state).mul_(d)
         return self.from_spectral(spec.addcmul_(g, self.to_spectral(force)))
 
+    def free_step(self, state: torch.Tensor) -> torch.Tensor:
+        """``P₀(s)``: one exact step without a source, ``ŝ ← d ŝ`` (3 tensor operations).
+
+        The same operator as PhiFlow's ``diffuse.fourier``; :meth:`step` with a zero force gives
+        the same values at about 1.7× the cost (it also transforms the force).
+        """
+        self._check("state", state)
+        d = self._factors(state.device, state.dtype)[0]
+        return self.from_spectral(self.to_spectral(state).mul_(d))
+
     def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
                      state: torch.Tensor) -> torch.Tensor:
         """Local inverse of :meth:`step` with respect to the state, around ``state``.
