@@ -16,14 +16,17 @@ _TITLE = "sip/ControlledBurgers-v0"
 
 
 def make_core(*, n: int = 128, length: float = 1.0, nu: float = 0.003, dt: float = 0.03,
-              substeps: int = 20, horizon: int = 32, force_scale: float = 2.0,
-              force_penalty: float = 1e-3, force_amplitude: float = 0.05 * 32,
-              max_gain: float = 100.0, inverse_iterations: int = 10,
-              check_cfl: bool = True) -> ControlCore:
+              substeps: int | None = None, advection: str = "upwind", horizon: int = 32,
+              force_scale: float = 2.0, force_penalty: float = 1e-3,
+              force_amplitude: float = 0.05 * 32, max_gain: float = 100.0,
+              inverse_iterations: int = 10, check_cfl: bool = True,
+              diffuse_every_substep: bool = True, save_substeps: bool = True) -> ControlCore:
     """Build the functional core of ``sip/ControlledBurgers-v0`` (see the env's Arguments)."""
     physics = BurgersPhysics(n=n, length=length, nu=nu, dt=dt, substeps=substeps,
-                             max_gain=max_gain, inverse_iterations=inverse_iterations,
-                             check_cfl=check_cfl)
+                             advection=advection, max_gain=max_gain,
+                             inverse_iterations=inverse_iterations, check_cfl=check_cfl,
+                             diffuse_every_substep=diffuse_every_substep,
+                             save_substeps=save_substeps)
     sampler = BurgersTaskSampler(physics, horizon=horizon, force_amplitude=force_amplitude)
     return ControlCore(physics=physics, horizon=horizon, force_scale=force_scale,
                        force_penalty=force_penalty, task_sampler=sampler)
@@ -85,9 +88,15 @@ class ControlledBurgersEnv(ControlEnv):
     ## Arguments
 
     - ``n=128``: grid cells; ``length=1.0``: domain length; ``nu=0.003``: viscosity;
-      ``dt=0.03``: step; ``substeps=20``: advection/diffusion sub-steps per step (the CFL limit
-      is ``max|u| ≤ n · substeps / (length · dt)``; a ``RuntimeWarning`` names the cure when a
-      state exceeds it); ``horizon=32``: steps per episode.
+      ``dt=0.03``: step; ``substeps``: advection/diffusion sub-steps per step (default 20 for
+      the upwind scheme, whose CFL limit is ``max|u| ≤ n · substeps / (length · dt)``; a
+      ``RuntimeWarning`` names the cure when a state exceeds it); ``horizon=32``: steps per
+      episode.
+    - ``advection="upwind"``: the scheme. ``"semi_lagrangian"`` is PhiFlow's (one
+      unconditionally stable step per ``dt`` by default, ~10× faster, less accurate, a weaker
+      local inverse on shocks; targets are then simulated with it too, so it is a different
+      task). ``diffuse_every_substep=True``, ``save_substeps=True``: the upwind scheme's speed
+      options (:class:`sipenv.physics.BurgersPhysics`; ``docs/performance.md`` measures them).
     - ``force_scale=2.0``: force per unit action; ``force_penalty=1e-3``: force-cost weight.
     - ``force_amplitude=1.6``: peak of the force that generates targets (``0.05 · 32``).
     - ``max_gain=100``, ``inverse_iterations=10``: the physics' local inverse simulator.

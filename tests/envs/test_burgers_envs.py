@@ -181,12 +181,53 @@ def test_bad_actions_raise_and_leave_the_state_unchanged(action: Any, match: str
     {"nu": 0}, {"dt": -0.1}, {"n": 3}, {"substeps": 0}, {"horizon": 0}, {"force_scale": 0.0},
     {"force_penalty": -1.0}, {"force_amplitude": 0.0}, {"max_gain": 0.5},
     {"inverse_iterations": -1}, {"dtype": "float16"}, {"render_mode": "bogus"},
+    {"advection": "weno"}, {"advection": "semi_lagrangian", "save_substeps": False},
+    {"diffuse_every_substep": "no"},
 ])
 def test_invalid_make_kwargs_raise(kwargs: dict[str, Any]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError):
             _make(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"advection": "semi_lagrangian"},
+    {"advection": "semi_lagrangian", "substeps": 4},
+    {"diffuse_every_substep": False},
+    {"save_substeps": False},
+])
+def test_physics_options_reach_the_physics_and_the_targets(kwargs: dict[str, Any]) -> None:
+    """The scheme keywords configure both the dynamics and the target simulation, and the env
+    still passes the checker and reaches its targets under the generating force."""
+    env = _make(dtype="float64", **kwargs)
+    phys = env.unwrapped.core.physics
+    for key, value in kwargs.items():
+        assert getattr(phys, key) == value
+    assert env.unwrapped.core.task_sampler.physics is phys
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env.unwrapped)
+    gen = torch.Generator().manual_seed(0)
+    s0, target, force = env.unwrapped.core.task_sampler.with_forces(1, gen)
+    env.reset(options={"initial_state": s0[0].numpy(), "target": target[0].numpy()})
+    action = (force[0] / env.unwrapped.core.force_scale).numpy()
+    for _ in range(env.unwrapped.core.horizon):
+        _, _, terminated, _, info = env.step(action)
+    assert terminated and info["target_error"] < 1e-6
+
+
+def test_semi_lagrangian_is_a_different_task_and_never_warns_about_cfl() -> None:
+    default, sl = _make(), _make(advection="semi_lagrangian")
+    assert sl.unwrapped.core.physics.substeps == 1 and default.unwrapped.core.physics.substeps == 20
+    assert not np.allclose(default.reset(seed=0)[0], sl.reset(seed=0)[0])  # targets differ
+    fast = np.zeros(N)
+    fast[10] = 8.0  # breaks the upwind CFL limit (see the next test); no limit here
+    sl.reset(seed=0, options={"initial_state": fast})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        obs, *_ = sl.step(np.zeros(N, np.float32))
+    assert np.isfinite(obs).all() and np.abs(obs[:N]).max() <= 8.0 + 1e-5
 
 
 def test_unstable_initial_state_warns_once_with_the_cure() -> None:
