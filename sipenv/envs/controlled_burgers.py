@@ -92,10 +92,10 @@ class ControlledBurgersEnv(ControlEnv):
       the upwind scheme, whose CFL limit is ``max|u| ≤ n · substeps / (length · dt)``; a
       ``RuntimeWarning`` names the cure when a state exceeds it); ``horizon=32``: steps per
       episode.
-    - ``advection="upwind"``: the scheme. ``"semi_lagrangian"`` is PhiFlow's (one
-      unconditionally stable step per ``dt`` by default, ~10× faster, less accurate, a weaker
-      local inverse on shocks; targets are then simulated with it too, so it is a different
-      task). ``diffuse_every_substep=True``, ``save_substeps=True``: the upwind scheme's speed
+    - ``advection="upwind"``: the scheme. ``"semi_lagrangian"`` is PhiFlow's: one
+      unconditionally stable step per ``dt`` by default and many times faster, but not
+      conservative (shocks stall, mass is lost at fronts) and with a weaker local inverse on
+      shocks; targets are then simulated with it too, so it is a different task. ``diffuse_every_substep=True``, ``save_substeps=True``: the upwind scheme's speed
       options (:class:`sipenv.physics.BurgersPhysics`; ``docs/performance.md`` measures them).
     - ``force_scale=2.0``: force per unit action; ``force_penalty=1e-3``: force-cost weight.
     - ``force_amplitude=1.6``: peak of the force that generates targets (``0.05 · 32``).

@@ -48,15 +48,21 @@ length ``τ``, then every cell takes the value at its departure point, linearly 
 
     u ← D_τ u,      u_i ← u(x_i − u_i τ)     (linear interpolation between the two cells around it)
 
-It is unconditionally stable (linear interpolation and the exact heat kernel are both monotone, so
-``max|u|`` never grows without force), needs no CFL sub-steps (default ``substeps=1``: one step per
-``dt``, about 11 tensor operations instead of about 220) and no host sync for a CFL check, and
-agrees with PhiFlow's step to float32 round-off (``benchmarks/bench_peers.py`` checks this before
-timing). The price is accuracy and conservation: it is not conservative (the mean drifts at
-shocks), its interpolation smears a front over several cells, and it moves shocks at the wrong
-speed when ``max|u| τ / Δx`` is large — about 3× the upwind scheme's one-step error on smooth
-fields at the defaults (``docs/performance.md``). It is differentiated by plain autograd
-(``analytic_derivatives`` and ``save_substeps`` concern the upwind scheme only).
+It is unconditionally stable (linear interpolation never overshoots, so without force ``max|u|``
+grows only by the ringing of the grid's spectral heat kernel, ≲ 1e-4 of a jump), needs no CFL
+sub-steps (default ``substeps=1``: one step per ``dt``, about 12 tensor operations instead of
+about 220) and no host sync for a CFL check, and agrees with PhiFlow's step to float32 round-off
+(``benchmarks/bench_peers.py`` checks this before timing). The price is physics: the scheme is
+not conservative, and it gets shocks wrong. Ahead of a shock into still fluid, and behind a
+rarefaction, the departure point samples ``u = 0``; so on the Riemann problem of
+``tests/physics/test_burgers.py`` the shock stalls (at 0.51 instead of 0.65 after 10 steps) and
+the plateau loses 97 % of its mass at one sub-step per ``dt`` (43 % at 20 sub-steps), where the
+upwind default puts the shock within two cells and conserves the mean exactly
+(``tests/physics/test_burgers_semi_lagrangian.py``). On smooth fields one step is about 3× less
+accurate than upwind at N = 128 (``docs/performance.md``). Use it for speed, or to reproduce
+PhiFlow's numbers; keep the default for shock-forming tasks such as the reference ones. It is
+differentiated by plain autograd (``analytic_derivatives`` and ``save_substeps`` concern the
+upwind scheme only).
 
 Inverse simulator
 -----------------
@@ -84,6 +90,14 @@ Accuracy (measured in ``tests/physics/test_burgers.py``, relative L2 errors at t
   ≈ 3e-3 for the median state and up to ≈ 0.2 for the steepest;
 * as a local inverse, started 10 % away from the preimage (how SIP uses it): ≈ 4e-4 median and
   ≤ 3e-2 worst on the reference states.
+
+With ``advection="semi_lagrangian"`` (``tests/physics/test_burgers_semi_lagrangian.py``; the
+departure points lie several cells away, so the reversed step is a cruder preconditioner):
+from the next state ≈ 4e-4 median and ≤ 5e-2 worst on smooth states at one sub-step per ``dt``
+(≈ 6e-5 and ≤ 1.5e-3 with ``substeps=4``). On the steep reference states it is weak at one
+sub-step: median 0.13 (worst 0.9) from the next state, 1.1e-2 (worst 5.6e-2) as a local inverse
+10 % away; with ``substeps=4``, 1.4e-3 and 1.5e-4 (32 states, seed 0). Prefer the upwind scheme,
+or ``substeps=4``, where SIP training leans on the inverse.
 
 High modes that the step damps by more than ``max_gain`` stay at their values in ``state``.
 
@@ -167,8 +181,8 @@ class BurgersPhysics:
             semi-Lagrangian scheme, stable for any ``dt``.
         advection: ``"upwind"`` (default: conservative Engquist–Osher upwind sub-steps, exact
             mean, sharp shocks, CFL-limited) or ``"semi_lagrangian"`` (PhiFlow's scheme: one
-            unconditionally stable step per ``dt``, ~20× fewer operations, about 3× less
-            accurate; module docstring).
+            unconditionally stable step per ``dt``, ~20× fewer operations; not conservative,
+            shocks stall, about 3× less accurate on smooth flow; module docstring).
         max_gain: Largest total amplification of a Fourier mode by the inverse diffusion in
             :meth:`inverse_step` (≥ 1).
         inverse_iterations: Defect-correction iterations of :meth:`inverse_step` (≥ 0; each costs
@@ -370,17 +384,19 @@ class BurgersPhysics:
     def _interpolate(self, u: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """``u`` at positions ``pos`` (in cells, any real value), periodic linear interpolation.
 
-        Seven tensor operations, all differentiable (``floor`` has zero derivative, so the
-        derivative flows through the gathered values and the interpolation weight). Indices stay
-        in range for any input, so inf/NaN propagate as values instead of raising.
+        ``u_j + w (u_{j+1} − u_j)`` with ``j = ⌊pos⌋ mod N``, ``w = pos − ⌊pos⌋``: seven tensor
+        operations, all differentiable (``floor`` has zero derivative, so the derivative flows
+        through the gathered values and the weight). Both gathers share one index tensor and the
+        fused multiply-add saves two fields, so autograd keeps about half of what ``lerp`` of two
+        gathers would. Indices stay in range for any input, so inf/NaN propagate as values.
         """
         left = pos.floor()
         weight = pos - left
         index = left.long()
         n = self.n  # wrap into [0, N): a bit mask when N is a power of two (4× faster)
         index = index.bitwise_and_(n - 1) if n & (n - 1) == 0 else index.remainder_(n)
-        wrapped = torch.cat((u, u[:, :1]), dim=-1)  # u_N = u_0: the right neighbour of N − 1
-        return torch.lerp(wrapped.gather(-1, index), wrapped.gather(-1, index + 1), weight)
+        slope = torch.roll(u, -1, dims=-1).sub_(u)  # u_{j+1} − u_j, periodic
+        return torch.addcmul(u.gather(-1, index), weight, slope.gather(-1, index))
 
     def _upwind(self, u: torch.Tensor, ratio: float) -> torch.Tensor:
         """One upwind (Engquist–Osher) Euler sub-step, ``ratio = τ/Δx``."""
