@@ -95,8 +95,9 @@ class ControlledBurgersEnv(ControlEnv):
     - ``advection="upwind"``: the scheme. ``"semi_lagrangian"`` is PhiFlow's: one
       unconditionally stable step per ``dt`` by default and many times faster, but not
       conservative (shocks stall, mass is lost at fronts) and with a weaker local inverse on
-      shocks; targets are then simulated with it too, so it is a different task. ``diffuse_every_substep=True``, ``save_substeps=True``: the upwind scheme's speed
-      options (:class:`sipenv.physics.BurgersPhysics`; ``docs/performance.md`` measures them).
+      shocks; targets are then simulated with it too, so it is a different task.
+    - ``diffuse_every_substep=True``, ``save_substeps=True``: the upwind scheme's speed options
+      (:class:`sipenv.physics.BurgersPhysics`; ``docs/performance.md`` measures them).
     - ``force_scale=2.0``: force per unit action; ``force_penalty=1e-3``: force-cost weight.
     - ``force_amplitude=1.6``: peak of the force that generates targets (``0.05 · 32``).
     - ``max_gain=100``, ``inverse_iterations=10``: the physics' local inverse simulator.
