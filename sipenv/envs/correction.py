@@ -25,24 +25,13 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, SupportsFloat
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
-from sipenv.envs.control import (
-    _as_field,
-    _seed_generator,
-    _validate_action,
-    parse_device,
-    parse_dtype,
-)
+from sipenv.envs.control import FieldEnv, FieldVectorEnv, _as_field, _seed_generator
 from sipenv.envs.core import Policy, Rollout
-from sipenv.envs.rendering import FramePresenter
 from sipenv.physics import PhysicsModel
 
 __all__ = ["CorrectionCore", "CorrectionEnv", "CorrectionVectorEnv", "block_average"]
@@ -219,11 +208,6 @@ class CorrectionCore:
         return self.step_deviations(rollout).sum(0) + self.force_penalty * cost
 
 
-def _check_render_mode(render_mode: str | None, modes: list[str]) -> None:
-    if render_mode is not None and render_mode not in modes:
-        raise ValueError(f"render_mode must be one of {modes} or None, got {render_mode!r}.")
-
-
 def _parse_initial_state(options: Any, n_fine: int, batch: int | None, device: torch.device,
                          dtype: torch.dtype) -> torch.Tensor | None:
     """The fine ``initial_state`` option (or None), validated before anything changes."""
@@ -242,34 +226,15 @@ def _parse_initial_state(options: Any, n_fine: int, batch: int | None, device: t
     return _as_field(options["initial_state"], "initial_state", shape, device, dtype)
 
 
-class CorrectionEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
+class CorrectionEnv(FieldEnv):
     """A single episode of a :class:`CorrectionCore` task behind the Gymnasium API.
 
     Subclasses build the core and carry the user-facing documentation (see
-    :class:`sipenv.envs.corrected_burgers.CorrectedBurgersEnv`).
+    :class:`sipenv.envs.corrected_burgers.CorrectedBurgersEnv`). Stepping, validation and
+    rendering are :class:`sipenv.envs.control.FieldEnv`'s.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 8}
-
-    def __init__(self, core: CorrectionCore, *, render_mode: str | None = None,
-                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 title: str = "sipenv") -> None:
-        _check_render_mode(render_mode, self.metadata["render_modes"])
-        self.core = core
-        self.physics = core.physics
-        self.horizon = core.horizon
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
-        self.render_mode = render_mode
-        self.title = title
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(core.n,), dtype=np.float32)
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(core.obs_dim,),
-                                            dtype=np.float32)
-        self.state: torch.Tensor | None = None  # (1, N)
-        self.target: torch.Tensor | None = None  # (1, T + 1, N): the reference trajectory
-        self.t = 0
-        self._last_force: np.ndarray | None = None
-        self._window: Any = None
+    core: CorrectionCore
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -284,105 +249,35 @@ class CorrectionEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         else:
             reference = self.core.reference_trajectory(fine[None]).to(self.dtype)
             s0 = reference[:, 0].clone()
-        self.state, self.target, self.t = s0, reference, 0
-        self._last_force = None
-        if self.render_mode == "human":
-            self.render()
-        return self._obs(), {"target_error": self._deviation(), "force_cost": 0.0}
-
-    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Apply the normalised correction ``action`` (shape ``(N,)``, clipped to ``[-1, 1]``).
-
-        Raises:
-            RuntimeError: Before :meth:`reset` or after the episode has ended.
-            ValueError: For a wrong shape or NaN/inf entries (the state is left unchanged).
-        """
-        if self.state is None or self.target is None:
-            raise RuntimeError("Call reset() before step().")
-        if self.t >= self.horizon:
-            raise RuntimeError(f"The episode ended after {self.horizon} steps; call reset() "
-                               "to start a new one.")
-        arr = _validate_action(action, (self.core.n,))
-        a = torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None].clamp(-1.0, 1.0)
-        self.state = self.core.step(self.state, a)
-        self.t += 1
-        force_cost = float(self.core.force_cost(a)[0])
-        deviation = self._deviation()
-        reward = -deviation - self.core.force_penalty * force_cost
-        self._last_force = (self.core.force_scale * a[0]).cpu().numpy()
-        if self.render_mode == "human":
-            self.render()
-        info = {"target_error": deviation, "force_cost": force_cost}
-        return self._obs(), float(reward), self.t >= self.horizon, False, info
-
-    def render(self) -> np.ndarray | None:
-        """``"rgb_array"``: an ``(H, W, 3) uint8`` frame (state vs. the current reference state);
-        ``"human"``: show it."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' or 'human' to gym.make.")
-            return None
-        if self.state is None or self.target is None:
-            raise RuntimeError("Call reset() before render().")
-        from sipenv.envs.rendering import draw_frame
-
-        frame = draw_frame(
-            self.physics.grid.numpy() if hasattr(self.physics, "grid") else
-            np.arange(self.core.n) / self.core.n,
-            self.state[0].detach().cpu().double().numpy(),
-            self.target[0, self.t].detach().cpu().double().numpy(), self._last_force,
-            step=self.t, horizon=self.horizon, force_limit=self.core.force_scale,
-            target_error=self._deviation(),
-            length=float(getattr(self.physics, "length", 1.0)), title=self.title)
-        return self._present(frame, self.title)
+        return self._start(s0, reference)
 
     def _obs(self) -> np.ndarray:
         assert self.state is not None
         return self.core.observe(self.state, None, self.t / self.horizon)[0].cpu().numpy()
 
-    def _deviation(self) -> float:
+    def _error(self) -> float:
+        """The deviation from the current reference state."""
         assert self.state is not None and self.target is not None
         return float(self.core.deviation(self.state, self.target[:, self.t])[0])
 
+    def _reward(self, error: float, force_cost: float, terminated: bool) -> float:
+        """Minus the deviation and the force cost, every step."""
+        return -error - self.core.force_penalty * force_cost
 
-class CorrectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+    def _frame_target(self) -> torch.Tensor:
+        assert self.target is not None
+        return self.target[0, self.t]
+
+
+class CorrectionVectorEnv(FieldVectorEnv):
     """``num_envs`` episodes of a :class:`CorrectionCore` task, stepped as one torch batch.
 
-    Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP`` (as
-    :class:`sipenv.envs.control.ControlVectorEnv`). Given the same fine initial states and
-    actions, trajectories equal those of ``num_envs`` single envs.
+    Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP`` (see
+    :class:`sipenv.envs.control.FieldVectorEnv`). Given the same fine initial states and actions,
+    trajectories equal those of ``num_envs`` single envs.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 8,
-                                "autoreset_mode": AutoresetMode.NEXT_STEP}
-
-    def __init__(self, core: CorrectionCore, *, num_envs: int = 1,
-                 render_mode: str | None = None, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32", title: str = "sipenv") -> None:
-        if (not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool)
-                or num_envs < 1):
-            raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
-        _check_render_mode(render_mode, self.metadata["render_modes"])
-        self.core = core
-        self.physics = core.physics
-        self.horizon = core.horizon
-        self.num_envs = int(num_envs)
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
-        self.render_mode = render_mode
-        self.title = title
-        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(core.n,), dtype=np.float32)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, shape=(core.obs_dim,),
-                                                   dtype=np.float32)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.state: torch.Tensor | None = None  # (B, N)
-        self.target: torch.Tensor | None = None  # (B, T + 1, N)
-        self.t = np.zeros(self.num_envs, dtype=np.int64)
-        self._prev_done = np.zeros(self.num_envs, dtype=bool)
-        self._generator: torch.Generator | None = None
-        self._last_force: torch.Tensor | None = None
-        self._force_applied = np.zeros(self.num_envs, dtype=bool)
+    core: CorrectionCore
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -398,86 +293,22 @@ class CorrectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         else:
             reference = self.core.reference_trajectory(fine).to(self.dtype)
             s0 = reference[:, 0].clone()
-        self.state, self.target = s0, reference
-        self.t[:] = 0
-        self._prev_done[:] = False
-        self._last_force = None
-        self._force_applied[:] = False
-        return self._obs(), {"target_error": self._deviation().cpu().numpy(),
-                             "force_cost": np.zeros(self.num_envs)}
+        return self._start(s0, reference)
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                          dict[str, Any]]:
-        """Step every sub-env with ``actions`` of shape ``(num_envs, N)`` (clipped to [-1, 1]).
-
-        Raises:
-            RuntimeError: Before :meth:`reset`.
-            ValueError: For a wrong shape or NaN/inf entries (no sub-env is changed).
-        """
-        if self.state is None or self.target is None or self._generator is None:
-            raise RuntimeError("Call reset() before step().")
-        arr = _validate_action(actions, (self.num_envs, self.core.n))
-        a = torch.as_tensor(arr, device=self.device, dtype=self.dtype).clamp(-1.0, 1.0)
-        state, target = self.core.step(self.state, a), self.target
-        force_cost = self.core.force_cost(a)
-        t = self.t + 1
-
-        # --- NEXT_STEP autoreset of the sub-envs whose episode ended on the previous step ---
-        reset = self._prev_done
-        if reset.any():
-            idx = torch.as_tensor(np.flatnonzero(reset), device=self.device)
-            s0, reference = self.core.sample_tasks(len(idx), self._generator,
-                                                   device=self.device, dtype=self.dtype)
-            state = state.index_copy(0, idx, s0)
-            target = target.index_copy(0, idx, reference)
-            t[reset] = 0
-            force_cost = force_cost.index_fill(0, idx, 0.0)
-        self.state, self.target, self.t = state, target, t
-        deviation = self._deviation()
-        reward = -deviation.cpu().numpy() - self.core.force_penalty * force_cost.cpu().numpy()
-        reward[reset] = 0.0
-        terminated = t >= self.horizon
-        self._prev_done = terminated.copy()
-        self._last_force = self.core.force_scale * a
-        self._force_applied = ~reset
-        info = {"target_error": deviation.cpu().numpy(), "force_cost": force_cost.cpu().numpy()}
-        return (self._obs(), reward.astype(np.float64), terminated,
-                np.zeros(self.num_envs, dtype=bool), info)
-
-    def render(self) -> tuple[np.ndarray, ...] | None:
-        """``"rgb_array"``: one ``(H, W, 3) uint8`` frame per sub-env."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' to gym.make_vec.")
-            return None
-        if self.state is None or self.target is None:
-            raise RuntimeError("Call reset() before render().")
-        from sipenv.envs.rendering import draw_frame
-
-        x = self.physics.grid.numpy() if hasattr(self.physics, "grid") else \
-            np.arange(self.core.n) / self.core.n
-        dev = self._deviation().cpu().numpy()
-        state = self.state.detach().cpu().double().numpy()
-        reference = self._reference_now().detach().cpu().double().numpy()
-        force = None if self._last_force is None else self._last_force.cpu().double().numpy()
-        return tuple(
-            draw_frame(x, state[i], reference[i],
-                       force[i] if force is not None and self._force_applied[i] else None,
-                       step=int(self.t[i]), horizon=self.horizon,
-                       force_limit=self.core.force_scale, target_error=float(dev[i]),
-                       length=float(getattr(self.physics, "length", 1.0)), title=self.title)
-            for i in range(self.num_envs))
-
-    def _reference_now(self) -> torch.Tensor:
+    def _frame_targets(self) -> torch.Tensor:
+        """Each sub-env's current reference state, ``(num_envs, N)``."""
         assert self.target is not None
         t = torch.as_tensor(self.t, device=self.device)
         return self.target[torch.arange(self.num_envs, device=self.device), t]
 
-    def _deviation(self) -> torch.Tensor:
+    def _errors(self) -> torch.Tensor:
         assert self.state is not None
-        return self.core.deviation(self.state, self._reference_now())
+        return self.core.deviation(self.state, self._frame_targets())
+
+    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
+                 terminated: np.ndarray) -> np.ndarray:
+        return -errors - self.core.force_penalty * force_cost
 
     def _obs(self) -> np.ndarray:
         assert self.state is not None
-        tf = torch.as_tensor(self.t / self.horizon, dtype=torch.float32, device=self.device)
-        return self.core.observe(self.state, None, tf).cpu().numpy()
+        return self.core.observe(self.state, None, self._time_fraction()).cpu().numpy()

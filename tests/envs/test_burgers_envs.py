@@ -424,6 +424,24 @@ def test_corrected_burgers_vector_env_equals_single_envs_and_autoresets() -> Non
     assert all(f.shape == (440, 640, 3) for f in frames.render())
 
 
+def test_corrected_burgers_vector_env_takes_torch_actions_like_numpy() -> None:
+    """The correction shell shares the control shell's stepping (FieldVectorEnv): tensors are
+    accepted, validated and clipped exactly like numpy actions."""
+    actions = _actions(8, 4, (2, NC), scale=2.0)
+    a, b = (gym.make_vec(CORR_ID, num_envs=2, vectorization_mode="vector_entry_point",
+                         horizon=3) for _ in range(2))
+    a.reset(seed=2)
+    b.reset(seed=2)
+    for act in actions:  # 4 steps of a 3-step horizon: includes an autoreset
+        out_np, out_torch = a.step(act), b.step(torch.from_numpy(act))
+        for x, y in zip(out_np[:4], out_torch[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="NaN"):
+        b.step(torch.full((2, NC), float("nan")))
+    with pytest.raises(ValueError, match="shape"):
+        b.step(torch.zeros(3, NC))
+
+
 def test_corrected_burgers_seeding_pickling_rendering_and_bad_input() -> None:
     a, b = gym.make(CORR_ID), gym.make(CORR_ID, render_mode="rgb_array")
     np.testing.assert_array_equal(a.reset(seed=8)[0], b.reset(seed=8)[0])
