@@ -93,6 +93,7 @@ def test_imports_without_sb3_and_says_how_to_install() -> None:
     ({"gamma": 1.5}, "gamma"),
     ({"clip_range": 0.0}, "clip_range"),
     ({"network": "cnn"}, "network"),
+    ({"network": "unet"}, "must be 'mlp'"),  # the U-Net is for the SIP/DP/supervised agents
     ({"lr": -1.0}, "lr"),
     ({"seed": 500_000}, "overlap the held-out eval seeds"),
 ])
