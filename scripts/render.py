@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -112,10 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         frames, info = play_episode(policy, env_id, seed=args.seed, env_kwargs=env_kwargs)
         path = save_video(frames, args.out, fps=args.fps)
-        print(f"{label} on {env_id} (seed {args.seed}): final target error "
-              f"{info['target_error']:.3g}; wrote {path}")
+        print(f"{label} on {env_id} (seed {args.seed}): {_summary(info)}; wrote {path}")
     return 0
 
+
+def _summary(info: dict[str, Any]) -> str:
+    """The final step's scalar infos, e.g. ``target_error 0.012, force_cost 0.3`` (control
+    envs) or ``x_error 231, y_loss 0.05`` (HeatInverse-v0); each env reports its own."""
+    scalars = [f"{k} {float(v):.3g}" for k, v in info.items()
+               if not k.startswith("_") and isinstance(v, (int, float, np.number))]
+    return "final " + (", ".join(scalars) if scalars else "step done")
 
 if __name__ == "__main__":
     sys.exit(main())

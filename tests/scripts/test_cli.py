@@ -92,6 +92,16 @@ def test_render_checkpoint_and_policies(trained_run: Path, tmp_path: Path) -> No
     assert render.main(["--policy", "zero", "--human"]) == 0  # headless (dummy video driver)
 
 
+@pytest.mark.parametrize("env_id,key", [("sip/HeatInverse-v0", "x_error"),
+                                         ("sip/SineInversion-v0", "x_distance")])
+def test_render_one_step_envs_reports_their_own_infos(
+        env_id: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The one-step envs report no ``target_error``; the summary names what they do report."""
+    out = tmp_path / "one_step.gif"
+    assert render.main(["--env-id", env_id, "--policy", "random", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and f"final {key} " in capsys.readouterr().out
+
+
 def test_render_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert render.main(["--policy", "zero"]) == 2  # neither --out nor --human
     assert render.main(["--policy", "zero", "--out", str(tmp_path / "x.avi")]) == 2
