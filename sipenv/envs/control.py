@@ -104,18 +104,32 @@ def _check_targets_nonzero(target: torch.Tensor) -> None:
                          "error ‖s − s*‖²/‖s*‖² is undefined for s* = 0.")
 
 
-def _parse_options(options: Any, shape: tuple[int, ...], device: torch.device,
-                   dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Validate ``reset`` options into tensors of ``shape``, before any state or RNG changes."""
+def checked_options(options: Any, accepted: tuple[str, ...], *, example: str,
+                    described: str) -> collections.abc.Mapping[str, Any]:
+    """``reset`` options as a mapping with only ``accepted`` keys (``{}`` for ``None``).
+
+    Raises:
+        ValueError: For a non-mapping (showing ``example``) or unknown keys (listing
+            ``described``), before any state or random generator changes.
+    """
     if options is None:
         return {}
     if not isinstance(options, collections.abc.Mapping):
-        raise ValueError(f"options must be a dict such as {{'initial_state': ..., 'target': ...}}, "
-                         f"got {type(options).__name__}.")
-    unknown = set(options) - {"initial_state", "target"}
+        raise ValueError(f"options must be a dict such as {example}, got "
+                         f"{type(options).__name__}.")
+    unknown = set(options) - set(accepted)
     if unknown:
         raise ValueError(f"Unknown reset options {sorted(unknown, key=str)}; accepted: "
-                         "'initial_state', 'target'.")
+                         f"{described}.")
+    return options
+
+
+def _parse_options(options: Any, shape: tuple[int, ...], device: torch.device,
+                   dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Validate ``reset`` options into tensors of ``shape``, before any state or RNG changes."""
+    options = checked_options(options, ("initial_state", "target"),
+                              example="{'initial_state': ..., 'target': ...}",
+                              described="'initial_state', 'target'")
     fields = {name: _as_field(options[name], name, shape, device, dtype) for name in options}
     if "target" in fields:
         _check_targets_nonzero(fields["target"].reshape(-1, shape[-1]))
@@ -143,6 +157,21 @@ def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+def _check_num_envs(num_envs: Any) -> int:
+    """``num_envs`` as an int ≥ 1 (numpy integers accepted, bools not), else ``ValueError``."""
+    if (not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool)
+            or num_envs < 1):
+        raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
+    return int(num_envs)
+
+
+def _check_render_mode(render_mode: str | None, modes: list[str], which: str = "") -> None:
+    """Raise ``ValueError`` unless ``render_mode`` is ``None`` or one of ``modes``."""
+    if render_mode is not None and render_mode not in modes:
+        raise ValueError(f"render_mode must be one of {modes} or None{which}, got "
+                         f"{render_mode!r}.")
+
+
 class FieldEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     """One episode of a batched field task (a control or a correction core) behind the
     Gymnasium API: validation, stepping, costs and rendering, written once.
@@ -161,9 +190,7 @@ class FieldEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     def __init__(self, core: Any, *, render_mode: str | None = None,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
                  title: str = "sipenv") -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                             f"None, got {render_mode!r}.")
+        _check_render_mode(render_mode, self.metadata["render_modes"])
         self.core = core
         self.physics = core.physics
         self.horizon = core.horizon
@@ -267,13 +294,8 @@ class FieldVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     def __init__(self, core: Any, *, num_envs: int = 1, render_mode: str | None = None,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
                  title: str = "sipenv") -> None:
-        if (not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool)
-                or num_envs < 1):
-            raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
-        num_envs = int(num_envs)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                             f"None for the vector env, got {render_mode!r}.")
+        num_envs = _check_num_envs(num_envs)
+        _check_render_mode(render_mode, self.metadata["render_modes"], " for the vector env")
         self.core = core
         self.physics = core.physics
         self.horizon = core.horizon

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sipenv.envs.control import FieldEnv, FieldVectorEnv, _as_field, _seed_generator
+from sipenv.envs.control import (
+    FieldEnv,
+    FieldVectorEnv,
+    _as_field,
+    _seed_generator,
+    checked_options,
+)
 from sipenv.envs.core import Policy, Rollout
 from sipenv.physics import PhysicsModel
 
@@ -211,15 +217,8 @@ class CorrectionCore:
 def _parse_initial_state(options: Any, n_fine: int, batch: int | None, device: torch.device,
                          dtype: torch.dtype) -> torch.Tensor | None:
     """The fine ``initial_state`` option (or None), validated before anything changes."""
-    if options is None:
-        return None
-    if not isinstance(options, dict):
-        raise ValueError(f"options must be a dict such as {{'initial_state': ...}}, got "
-                         f"{type(options).__name__}.")
-    unknown = set(options) - {"initial_state"}
-    if unknown:
-        raise ValueError(f"Unknown reset options {sorted(unknown, key=str)}; accepted: "
-                         "'initial_state' (the fine initial state).")
+    options = checked_options(options, ("initial_state",), example="{'initial_state': ...}",
+                              described="'initial_state' (the fine initial state)")
     if "initial_state" not in options:
         return None
     shape = (n_fine,) if batch is None else (batch, n_fine)

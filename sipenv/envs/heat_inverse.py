@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import collections.abc
 import functools
-from typing import Any, SupportsFloat
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
-from sipenv.envs.control import _real_array, _seed_generator, parse_device, parse_dtype
-from sipenv.envs.rendering import FramePresenter
+from sipenv.envs.control import _real_array, _seed_generator, checked_options
+from sipenv.envs.one_step import OneStepEnv, OneStepVectorEnv
 from sipenv.physics.heat import HeatPhysics
 
 __all__ = ["FRAME_SHAPE", "HeatInverseEnv", "HeatInverseVectorEnv", "draw_heat_frame",
@@ -32,15 +28,8 @@ def make_physics(*, shape: tuple[int, int] = (64, 64), nu_t: float = 8.0) -> Hea
 def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
                    dtype: torch.dtype) -> torch.Tensor | None:
     """Validate ``reset`` options (only ``"initial"``, of ``shape``) before anything changes."""
-    if options is None:
-        return None
-    if not isinstance(options, collections.abc.Mapping):
-        raise ValueError(f"options must be a dict such as {{'initial': x_true}}, got "
-                         f"{type(options).__name__}.")
-    unknown = set(options) - {"initial"}
-    if unknown:
-        raise ValueError(f"Unknown reset options {sorted(unknown, key=str)}; accepted: "
-                         "'initial' (the true initial field x*).")
+    options = checked_options(options, ("initial",), example="{'initial': x_true}",
+                              described="'initial' (the true initial field x*)")
     if "initial" not in options:
         return None
     arr = _real_array(options["initial"])
@@ -79,7 +68,16 @@ def _field_space(shape: tuple[int, int]) -> spaces.Box:
     return spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)
 
 
-class HeatInverseEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
+def _sample(physics: HeatPhysics, n: int, np_random: np.random.Generator, device: torch.device,
+            dtype: torch.dtype) -> torch.Tensor:
+    """``n`` true fields ``x*``, ``(n, H, W)``. A fresh torch generator per draw, seeded from
+    ``np_random``: the env's whole random stream lives in ``np_random`` (so it is seeded by
+    ``reset(seed=...)`` and pickles with it)."""
+    return physics.sample_initial(n, _seed_generator(np_random, device), device=device,
+                                  dtype=dtype)
+
+
+class HeatInverseEnv(OneStepEnv):
     """
     ## Description
 
@@ -152,96 +150,61 @@ class HeatInverseEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     (True, 0.0)
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
+    title = _TITLE
+    physics: HeatPhysics
 
     def __init__(self, render_mode: str | None = None, *, shape: tuple[int, int] = (64, 64),
                  nu_t: float = 8.0, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "float64") -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                             f"None, got {render_mode!r}.")
-        self.physics = make_physics(shape=shape, nu_t=nu_t)
-        self.shape = self.physics.shape
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
-        self.render_mode = render_mode
-        self.action_space = _field_space(self.shape)
-        self.observation_space = _field_space(self.shape)
+        physics = make_physics(shape=shape, nu_t=nu_t)
+        super().__init__(physics, action_space=_field_space(physics.shape),
+                         observation_space=_field_space(physics.shape), render_mode=render_mode,
+                         device=device, dtype=dtype)
+        self.shape = physics.shape
         self.x_true: torch.Tensor | None = None  # (1, H, W) the true initial field x*
         self.y_target: torch.Tensor | None = None  # (1, H, W) the observation y* = P(x*)
-        self.x: torch.Tensor | None = None  # (1, H, W) the last action (reconstruction)
-        self.done = False
-        self._last_info: dict[str, float] | None = None
-        self._window: Any = None
+        # self.x (from OneStepEnv): (1, H, W) the last action (reconstruction)
 
-    # --- Gymnasium API --------------------------------------------------------------------------
+    # --- the task: y* = P(x*), answered by a reconstruction x ---------------------------------
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw ``x*`` (or take ``options["initial"]``) and observe ``y* = P(x*)``.
+    def _parse_options(self, options: Any) -> torch.Tensor | None:
+        """``{"initial": x*}``, shape ``(H, W)``, finite; the env is left unchanged (its
+        generator included) if they are rejected."""
+        return _parse_initial(options, self.shape, self.device, self.dtype)
 
-        Raises:
-            ValueError: For unknown options, or an ``initial`` field that is not numeric, of the
-                wrong shape or not finite (the env is left unchanged, its generator included).
-        """
-        # Checked before super().reset(): a rejected reset neither reseeds nor advances the
-        # env's generator, and leaves the episode in progress untouched.
-        initial = _parse_initial(options, self.shape, self.device, self.dtype)
-        super().reset(seed=seed)
+    def _pose(self, given: torch.Tensor | None) -> None:
         # Always drawn, even when `initial` is given, so the stream of later resets is the same.
-        gen = _seed_generator(self.np_random, self.device)
-        x_true = self.physics.sample_initial(1, gen, device=self.device, dtype=self.dtype)
-        if initial is not None:
-            x_true = initial[None]
-        self.x_true = x_true
-        self.y_target = self.physics.forward(x_true)
-        self.x, self.done, self._last_info = None, False, None
-        if self.render_mode == "human":
-            self.render()
-        return self._obs(), {}
+        x_true = _sample(self.physics, 1, self.np_random, self.device, self.dtype)
+        self.x_true = x_true if given is None else given[None]
+        self.y_target = self.physics.forward(self.x_true)
 
-    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Answer ``y*`` with the reconstruction ``action`` (shape ``(H, W)``).
-
-        Raises:
-            RuntimeError: Before :meth:`reset` or after the (one-step) episode has ended.
-            ValueError: For a non-numeric action, a wrong shape or NaN/inf entries (the env is
-                left unchanged).
-        """
+    def _problem(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.x_true is None or self.y_target is None:
-            raise RuntimeError("Call reset() before step().")
-        if self.done:
-            raise RuntimeError("The episode ended after its single step; call reset() to pose a "
-                               "new problem.")
+            return None
+        return self.x_true, self.y_target
+
+    def _answer(self, action: Any) -> torch.Tensor:
         arr = _validate_action(action, self.shape)
-        x = torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None]
+        return torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None]
+
+    def _score(self, x: torch.Tensor) -> tuple[float, dict[str, Any]]:
+        assert self.x_true is not None and self.y_target is not None
         y_loss = float(self.physics.loss(x, self.y_target)[0])
         x_error = float(self.physics.x_error(x, self.x_true)[0])
-        info = {"x_error": x_error, "y_loss": y_loss}
-        self.x, self.done, self._last_info = x, True, dict(info)
-        if self.render_mode == "human":
-            self.render()
-        return self._obs(), 0.0 - y_loss, True, False, info  # 0.0 - y: never -0.0
-
-    def render(self) -> np.ndarray | None:
-        """``"rgb_array"``: return an ``(440, 640, 3) uint8`` frame; ``"human"``: show it."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' or 'human' to gym.make.")
-            return None
-        if self.x_true is None or self.y_target is None:
-            raise RuntimeError("Call reset() before render().")
-        frame = draw_heat_frame(_np(self.x_true[0]), _np(self.y_target[0]),
-                                None if self.x is None else _np(self.x[0]),
-                                nu_t=self.physics.nu_t, info=self._last_info)
-        return self._present(frame, _TITLE)
+        return 0.0 - y_loss, {"x_error": x_error, "y_loss": y_loss}  # 0.0 - y: never -0.0
 
     def _obs(self) -> np.ndarray:
         assert self.y_target is not None
         return self.y_target[0].cpu().numpy().astype(np.float32)
 
+    def _frame(self) -> np.ndarray:
+        assert self.x_true is not None and self.y_target is not None
+        return draw_heat_frame(_np(self.x_true[0]), _np(self.y_target[0]),
+                               None if self.x is None else _np(self.x[0]),
+                               nu_t=self.physics.nu_t, info=self._last_info)
 
-class HeatInverseVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+
+class HeatInverseVectorEnv(OneStepVectorEnv):
     """Native batched ``sip/HeatInverse-v0`` (same arguments as the single env).
 
     All sub-envs are scored in one batched torch call. Every step ends every episode, so
@@ -262,104 +225,61 @@ class HeatInverseVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     (8, 64, 64)
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4,
-                                "autoreset_mode": AutoresetMode.SAME_STEP}
+    physics: HeatPhysics
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
                  shape: tuple[int, int] = (64, 64), nu_t: float = 8.0,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float64") -> None:
-        if (not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool)
-                or num_envs < 1):
-            raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                             f"None for the vector env, got {render_mode!r}.")
-        self.physics = make_physics(shape=shape, nu_t=nu_t)
-        self.shape = self.physics.shape
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
-        self.num_envs = int(num_envs)
-        self.render_mode = render_mode
-        self.single_action_space = _field_space(self.shape)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.single_observation_space = _field_space(self.shape)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        physics = make_physics(shape=shape, nu_t=nu_t)
+        super().__init__(physics, num_envs=num_envs,
+                         single_action_space=_field_space(physics.shape),
+                         single_observation_space=_field_space(physics.shape),
+                         render_mode=render_mode, device=device, dtype=dtype)
+        self.shape = physics.shape
         self.x_true: torch.Tensor | None = None  # (B, H, W)
         self.y_target: torch.Tensor | None = None  # (B, H, W)
-        # The last step's problems, answers and infos (for rendering).
-        self._answered: tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                              dict[str, np.ndarray]] | None = None
+        # self.x (from OneStepVectorEnv): (B, H, W) the last actions; self._answered: their
+        # (x_true, y_target)
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw ``num_envs`` fields ``x*``, or take ``options["initial"]`` of shape
-        ``(num_envs, H, W)``."""
-        initial = _parse_initial(options, (self.num_envs, *self.shape), self.device, self.dtype)
-        super().reset(seed=seed)
-        x_true = self._sample()
-        self.x_true = x_true if initial is None else initial
+    def _parse_options(self, options: Any) -> torch.Tensor | None:
+        """``{"initial": x*}``, shape ``(num_envs, H, W)``, finite."""
+        return _parse_initial(options, (self.num_envs, *self.shape), self.device, self.dtype)
+
+    def _pose(self, given: torch.Tensor | None) -> None:
+        x_true = _sample(self.physics, self.num_envs, self.np_random, self.device, self.dtype)
+        self.x_true = x_true if given is None else given
         self.y_target = self.physics.forward(self.x_true)
-        self._answered = None
-        return self._obs(), {}
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                          dict[str, Any]]:
-        """Score ``actions`` of shape ``(num_envs, H, W)``, then pose new problems.
-
-        Raises:
-            RuntimeError: Before :meth:`reset`.
-            ValueError: For a non-numeric action, a wrong shape or NaN/inf entries (nothing is
-                changed).
-        """
+    def _problem(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.x_true is None or self.y_target is None:
-            raise RuntimeError("Call reset() before step().")
+            return None
+        return self.x_true, self.y_target
+
+    def _answer(self, actions: Any) -> torch.Tensor:
         arr = _validate_action(actions, (self.num_envs, *self.shape))
-        x = torch.as_tensor(arr, device=self.device, dtype=self.dtype)
+        return torch.as_tensor(arr, device=self.device, dtype=self.dtype)
+
+    def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        assert self.x_true is not None and self.y_target is not None
         y_loss = self.physics.loss(x, self.y_target).cpu().numpy().astype(np.float64)
         x_error = self.physics.x_error(x, self.x_true).cpu().numpy().astype(np.float64)
-        mask = np.ones(self.num_envs, dtype=bool)
-        final_obs = np.empty(self.num_envs, dtype=object)
-        final_obs[:] = list(self._obs())
-        final_info = {"x_error": x_error, "_x_error": mask.copy(),
-                      "y_loss": y_loss, "_y_loss": mask.copy()}
-        info = {"final_obs": final_obs, "_final_obs": mask.copy(), "final_info": final_info,
-                "_final_info": mask.copy()}
-        self._answered = (self.x_true, self.y_target, x,
-                          {"x_error": x_error.copy(), "y_loss": y_loss.copy()})
-        # --- SAME_STEP autoreset: every episode ended; pose new problems ---
-        self.x_true = self._sample()
-        self.y_target = self.physics.forward(self.x_true)
-        return (self._obs(), 0.0 - y_loss, mask.copy(), np.zeros(self.num_envs, dtype=bool), info)
-
-    def render(self) -> tuple[np.ndarray, ...] | None:
-        """``"rgb_array"``: one frame per sub-env, showing its last answered problem and answer
-        (or the current problem before the first step)."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' to gym.make_vec.")
-            return None
-        if self.x_true is None or self.y_target is None:
-            raise RuntimeError("Call reset() before render().")
-        if self._answered is None:
-            return tuple(draw_heat_frame(_np(self.x_true[i]), _np(self.y_target[i]), None,
-                                         nu_t=self.physics.nu_t)
-                         for i in range(self.num_envs))
-        x_true, y_target, x, info = self._answered
-        return tuple(draw_heat_frame(_np(x_true[i]), _np(y_target[i]), _np(x[i]),
-                                     nu_t=self.physics.nu_t,
-                                     info={k: float(v[i]) for k, v in info.items()})
-                     for i in range(self.num_envs))
-
-    def _sample(self) -> torch.Tensor:
-        # A fresh torch generator per draw, seeded from np_random: the env's whole random
-        # stream lives in np_random (so it is seeded by reset(seed=...) and pickles with it).
-        gen = _seed_generator(self.np_random, self.device)
-        return self.physics.sample_initial(self.num_envs, gen, device=self.device,
-                                           dtype=self.dtype)
+        return 0.0 - y_loss, {"x_error": x_error, "y_loss": y_loss}
 
     def _obs(self) -> np.ndarray:
         assert self.y_target is not None
         return self.y_target.cpu().numpy().astype(np.float32)
+
+    def _frames(self) -> tuple[np.ndarray, ...]:
+        problem = self._problem() if self._answered is None else self._answered
+        assert problem is not None
+        x_true, y_target = problem
+        info = self._last_info
+        return tuple(draw_heat_frame(_np(x_true[i]), _np(y_target[i]),
+                                     None if self.x is None else _np(self.x[i]),
+                                     nu_t=self.physics.nu_t,
+                                     info=None if info is None else
+                                     {k: float(v[i]) for k, v in info.items()})
+                     for i in range(self.num_envs))
 
 
 def _np(field: torch.Tensor) -> np.ndarray:

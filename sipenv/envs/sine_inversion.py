@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, SupportsFloat
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
-from sipenv.envs.control import parse_device, parse_dtype
-from sipenv.envs.rendering import FramePresenter
+from sipenv.envs.control import checked_options
+from sipenv.envs.one_step import OneStepEnv, OneStepVectorEnv
 from sipenv.physics.sine import SinePhysics
 
 __all__ = ["SineInversionEnv", "SineInversionVectorEnv", "draw_sine_frame", "make_physics"]
@@ -39,7 +36,10 @@ def _action_scale(physics: SinePhysics, action_scale: float | None) -> float:
 
 
 def _as_array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Validate a numeric array of ``shape`` with finite entries; returns float64."""
+    """Validate a numeric array of ``shape`` with finite entries; returns float64. Torch
+    tensors (on any device, with or without grad) are read as their values."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -53,12 +53,33 @@ def _as_array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-def _check_target_range(target: np.ndarray) -> None:
+def _parse_target(options: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Validate ``reset`` options (only ``"target"``, of ``shape``, in ``[-1, 1]``) before
+    anything changes; the target, or ``None`` if none is given."""
+    options = checked_options(options, ("target",), example="{'target': [0.5, -0.2]}",
+                              described="'target'")
+    if "target" not in options:
+        return None
+    target = _as_array(options["target"], "options['target']", shape)
     if np.abs(target).max() > 1.0:
         raise ValueError("options['target'] must lie in [-1, 1]² (the observation space).")
+    return target
 
 
-class SineInversionEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
+def _guess(action: Any, shape: tuple[int, ...], scale: float, device: torch.device,
+           dtype: torch.dtype) -> torch.Tensor:
+    """The physical guess ``x = scale · clip(action, −1, 1)`` of an ``action`` of ``shape``
+    (validated: numeric, of ``shape``, finite)."""
+    arr = np.clip(_as_array(action, "action", shape), -1.0, 1.0)
+    return scale * torch.as_tensor(arr, dtype=dtype, device=device)
+
+
+def _box() -> spaces.Box:
+    """The action and the observation space: ``Box(-1, 1, (2,), float32)``."""
+    return spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+
+class SineInversionEnv(OneStepEnv):
     """
     ## Description
 
@@ -133,94 +154,58 @@ class SineInversionEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     True
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
+    title = _TITLE
+    physics: SinePhysics
 
     def __init__(self, render_mode: str | None = None, *, xi: float = 1.0, phi: float = 0.0,
                  gamma: float = 10.0, action_scale: float | None = None,
                  max_loss_change: float = 0.2, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "float64") -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                             f"None, got {render_mode!r}.")
-        self.physics = make_physics(xi=xi, phi=phi, gamma=gamma,
-                                    max_loss_change=max_loss_change)
+        super().__init__(make_physics(xi=xi, phi=phi, gamma=gamma,
+                                      max_loss_change=max_loss_change),
+                         action_space=_box(), observation_space=_box(), render_mode=render_mode,
+                         device=device, dtype=dtype)
         self.action_scale = _action_scale(self.physics, action_scale)
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
-        self.render_mode = render_mode
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.observation_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.target: torch.Tensor | None = None  # (1, 2)
-        self.x: torch.Tensor | None = None  # (1, 2) physical guess of the last step
-        self.done = False
-        self._window: Any = None
+        # self.x (from OneStepEnv): (1, 2) physical guess of the last step
 
-    # --- Gymnasium API --------------------------------------------------------------------------
+    # --- the task: a target y*, answered by a guess x ------------------------------------------
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw a target ``y* ~ U([-1, 1]²)`` (or take ``options["target"]``).
+    def _parse_options(self, options: Any) -> np.ndarray | None:
+        """``{"target": y*}``, shape ``(2,)``, finite, in ``[-1, 1]²``."""
+        return _parse_target(options, (2,))
 
-        Raises:
-            ValueError: For unknown options or a target of the wrong shape, non-finite or outside
-                ``[-1, 1]²``.
-        """
-        super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"target"}
-        if unknown:
-            raise ValueError(f"Unknown reset options {sorted(unknown)}; accepted: 'target'.")
+    def _pose(self, given: np.ndarray | None) -> None:
+        # Drawn even when a target is given, so later resets continue the same stream.
         target = self.np_random.uniform(-1.0, 1.0, size=2)
-        if "target" in options:
-            target = _as_array(options["target"], "options['target']", (2,))
-            _check_target_range(target)
-        self.target = torch.as_tensor(target, dtype=self.dtype, device=self.device)[None]
-        self.x, self.done = None, False
-        if self.render_mode == "human":
-            self.render()
-        return self._obs(), {}
+        self.target = torch.as_tensor(target if given is None else given, dtype=self.dtype,
+                                      device=self.device)[None]
 
-    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Answer the target with the normalised guess ``action`` (shape ``(2,)``, clipped).
+    def _problem(self) -> torch.Tensor | None:
+        return self.target
 
-        Raises:
-            RuntimeError: Before :meth:`reset` or after the (one-step) episode has ended.
-            ValueError: For a wrong shape or NaN/inf entries (the env is left unchanged).
-        """
-        if self.target is None:
-            raise RuntimeError("Call reset() before step().")
-        if self.done:
-            raise RuntimeError("The episode ended after its single step; call reset() to pose a "
-                               "new target.")
-        arr = np.clip(_as_array(action, "action", (2,)), -1.0, 1.0)
-        x = self.action_scale * torch.as_tensor(arr, dtype=self.dtype, device=self.device)[None]
+    def _answer(self, action: Any) -> torch.Tensor:
+        return _guess(action, (2,), self.action_scale, self.device, self.dtype)[None]
+
+    def _score(self, x: torch.Tensor) -> tuple[float, dict[str, Any]]:
+        assert self.target is not None
         reward = -float(self.physics.loss(x, self.target)[0])
         nearest = self.physics.nearest_solution(x, self.target)
         info = {"x_distance": float((x - nearest).norm()),
                 "x": x[0].cpu().numpy().copy(), "nearest_solution": nearest[0].cpu().numpy().copy()}
-        self.x, self.done = x, True
-        if self.render_mode == "human":
-            self.render()
-        return self._obs(), reward, True, False, info
-
-    def render(self) -> np.ndarray | None:
-        """``"rgb_array"``: return an ``(440, 640, 3) uint8`` frame; ``"human"``: show it."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' or 'human' to gym.make.")
-            return None
-        if self.target is None:
-            raise RuntimeError("Call reset() before render().")
-        frame = draw_sine_frame(self.physics, self.action_scale, self.target[0].cpu().numpy(),
-                                None if self.x is None else self.x[0].cpu().numpy())
-        return self._present(frame, _TITLE)
+        return reward, info
 
     def _obs(self) -> np.ndarray:
         assert self.target is not None
         return self.target[0].cpu().numpy().astype(np.float32)
 
+    def _frame(self) -> np.ndarray:
+        assert self.target is not None
+        return draw_sine_frame(self.physics, self.action_scale, self.target[0].cpu().numpy(),
+                               None if self.x is None else self.x[0].cpu().numpy())
 
-class SineInversionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+
+class SineInversionVectorEnv(OneStepVectorEnv):
     """Native batched ``sip/SineInversion-v0`` (same arguments as the single env).
 
     Every step ends every episode, so autoreset is ``AutoresetMode.SAME_STEP``: ``step`` scores
@@ -239,91 +224,51 @@ class SineInversionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     (8, 2)
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4,
-                                "autoreset_mode": AutoresetMode.SAME_STEP}
+    physics: SinePhysics
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, *, xi: float = 1.0,
                  phi: float = 0.0, gamma: float = 10.0, action_scale: float | None = None,
                  max_loss_change: float = 0.2, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "float64") -> None:
-        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
-            raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                             f"None for the vector env, got {render_mode!r}.")
-        self.physics = make_physics(xi=xi, phi=phi, gamma=gamma,
-                                    max_loss_change=max_loss_change)
+        super().__init__(make_physics(xi=xi, phi=phi, gamma=gamma,
+                                      max_loss_change=max_loss_change),
+                         num_envs=num_envs, single_action_space=_box(),
+                         single_observation_space=_box(), render_mode=render_mode,
+                         device=device, dtype=dtype)
         self.action_scale = _action_scale(self.physics, action_scale)
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
-        self.num_envs = num_envs
-        self.render_mode = render_mode
-        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.single_observation_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.target: torch.Tensor | None = None  # (B, 2)
-        self.x: torch.Tensor | None = None  # (B, 2) last guesses (for rendering)
-        self._answered: torch.Tensor | None = None  # targets the last guesses answered
+        # self.x (from OneStepVectorEnv): (B, 2) last guesses; self._answered: their targets
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw ``num_envs`` targets, or take ``options["target"]`` of shape ``(num_envs, 2)``."""
-        super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"target"}
-        if unknown:
-            raise ValueError(f"Unknown reset options {sorted(unknown)}; accepted: 'target'.")
+    def _parse_options(self, options: Any) -> np.ndarray | None:
+        """``{"target": y*}``, shape ``(num_envs, 2)``, finite, in ``[-1, 1]²``."""
+        return _parse_target(options, (self.num_envs, 2))
+
+    def _pose(self, given: np.ndarray | None) -> None:
         target = self.np_random.uniform(-1.0, 1.0, size=(self.num_envs, 2))
-        if "target" in options:
-            target = _as_array(options["target"], "options['target']", (self.num_envs, 2))
-            _check_target_range(target)
-        self.target = torch.as_tensor(target, dtype=self.dtype, device=self.device)
-        self.x = self._answered = None
-        return self.target.cpu().numpy().astype(np.float32), {}
+        self.target = torch.as_tensor(target if given is None else given, dtype=self.dtype,
+                                      device=self.device)
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                          dict[str, Any]]:
-        """Score ``actions`` of shape ``(num_envs, 2)`` (clipped), then draw new targets.
+    def _problem(self) -> torch.Tensor | None:
+        return self.target
 
-        Raises:
-            RuntimeError: Before :meth:`reset`.
-            ValueError: For a wrong shape or NaN/inf entries (nothing is changed).
-        """
-        if self.target is None:
-            raise RuntimeError("Call reset() before step().")
-        if isinstance(actions, torch.Tensor):
-            actions = actions.detach().cpu().numpy()
-        arr = np.clip(_as_array(actions, "action", (self.num_envs, 2)), -1.0, 1.0)
-        x = self.action_scale * torch.as_tensor(arr, dtype=self.dtype, device=self.device)
+    def _answer(self, actions: Any) -> torch.Tensor:
+        return _guess(actions, (self.num_envs, 2), self.action_scale, self.device, self.dtype)
+
+    def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        assert self.target is not None
         reward = -self.physics.loss(x, self.target).cpu().numpy().astype(np.float64)
         nearest = self.physics.nearest_solution(x, self.target)
-        mask = np.ones(self.num_envs, dtype=bool)
-        final_obs = np.empty(self.num_envs, dtype=object)
-        final_obs[:] = list(self.target.cpu().numpy().astype(np.float32))
-        final_info = {"x_distance": (x - nearest).norm(dim=-1).cpu().numpy(),
-                      "_x_distance": mask.copy(), "x": x.cpu().numpy().copy(), "_x": mask.copy(),
-                      "nearest_solution": nearest.cpu().numpy().copy(),
-                      "_nearest_solution": mask.copy()}
-        info = {"final_obs": final_obs, "_final_obs": mask.copy(), "final_info": final_info,
-                "_final_info": mask.copy()}
-        # --- SAME_STEP autoreset: every episode ended; pose new targets ---
-        self._answered, self.x = self.target, x
-        self.target = torch.as_tensor(self.np_random.uniform(-1.0, 1.0, size=(self.num_envs, 2)),
-                                      dtype=self.dtype, device=self.device)
-        return (self.target.cpu().numpy().astype(np.float32), reward, mask.copy(),
-                np.zeros(self.num_envs, dtype=bool), info)
+        return reward, {"x_distance": (x - nearest).norm(dim=-1).cpu().numpy(),
+                        "x": x.cpu().numpy().copy(),
+                        "nearest_solution": nearest.cpu().numpy().copy()}
 
-    def render(self) -> tuple[np.ndarray, ...] | None:
-        """``"rgb_array"``: one frame per sub-env, showing its last answered target and guess
-        (or the current target before the first step)."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' to gym.make_vec.")
-            return None
-        if self.target is None:
-            raise RuntimeError("Call reset() before render().")
+    def _obs(self) -> np.ndarray:
+        assert self.target is not None
+        return self.target.cpu().numpy().astype(np.float32)
+
+    def _frames(self) -> tuple[np.ndarray, ...]:
         target = self.target if self._answered is None else self._answered
+        assert target is not None
         return tuple(draw_sine_frame(self.physics, self.action_scale, target[i].cpu().numpy(),
                                      None if self.x is None else self.x[i].cpu().numpy())
                      for i in range(self.num_envs))

@@ -171,11 +171,42 @@ def test_invalid_make_kwargs_raise(kwargs: dict[str, Any]) -> None:
     ({"target": [np.nan, 0.0]}, "NaN"),
     ({"target": "abc"}, "numeric"),
     ({"traget": [0.0, 0.0]}, "Unknown reset options"),
+    (3, "must be a dict"),
 ])
 def test_bad_reset_options_raise(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         _make().reset(seed=0, options=options)
 
+
+def test_tensor_actions_with_grad_are_read_as_values() -> None:
+    """Like the vector env (and the heat envs): a tensor answer, even one that needs grad."""
+    a, b = _make(), _make()
+    a.reset(seed=3)
+    b.reset(seed=3)
+    guess = np.array([0.3, -0.7], dtype=np.float32)
+    out_np = a.step(guess)
+    out_torch = b.step(torch.tensor(guess, requires_grad=True))
+    assert out_np[1] == out_torch[1]
+    np.testing.assert_array_equal(out_np[4]["x"], out_torch[4]["x"])
+
+
+
+@pytest.mark.parametrize("options", [{"target": [5.0, 5.0]}, {"target": [np.nan, 0.0]},
+                                     {"traget": [0.0, 0.0]}])
+def test_rejected_reset_changes_neither_the_episode_nor_the_stream(
+        options: dict[str, Any]) -> None:
+    """Options are checked before reseeding: a rejected ``reset(seed=5, ...)`` leaves the target
+    and the generator as they were after ``reset(seed=0)``."""
+    env, ref = _make(), _make()
+    obs0, _ = env.reset(seed=0)
+    ref.reset(seed=0)
+    state = env.unwrapped.np_random.bit_generator.state
+    with pytest.raises(ValueError):
+        env.reset(seed=5, options=options)
+    assert env.unwrapped.np_random.bit_generator.state == state
+    np.testing.assert_array_equal(env.unwrapped.target[0].numpy().astype(np.float32),
+                                  obs0)  # the episode is untouched
+    np.testing.assert_array_equal(env.reset()[0], ref.reset()[0])  # and so is the stream
 
 # --- the documented action box --------------------------------------------------------------------
 
@@ -333,3 +364,35 @@ def test_vector_env_seeding_bad_actions_and_render() -> None:
     r.step(np.full((2, 2), 0.3))
     frames = r.render()
     assert len(frames) == 2 and all(f.shape == FRAME_SHAPE for f in frames)
+
+
+
+@pytest.mark.parametrize("options", [{"target": np.full((3, 2), 5.0)}, {"target": [0.0, 0.0]},
+                                     {"traget": np.zeros((3, 2))}])
+def test_vector_env_rejected_reset_changes_neither_the_targets_nor_the_stream(
+        options: dict[str, Any]) -> None:
+    envs, ref = _make_vec(3, xi=2.0), _make_vec(3, xi=2.0)
+    obs0, _ = envs.reset(seed=0)
+    ref.reset(seed=0)
+    with pytest.raises(ValueError):
+        envs.reset(seed=5, options=options)
+    np.testing.assert_array_equal(envs.unwrapped.target.numpy().astype(np.float32), obs0)
+    np.testing.assert_array_equal(envs.reset()[0], ref.reset()[0])
+    act = np.full((3, 2), 0.25)
+    np.testing.assert_array_equal(envs.step(act)[0], ref.step(act)[0])
+
+
+@pytest.mark.parametrize("num_envs", [np.int64(3), np.int32(3), np.uint8(3)])
+def test_vector_env_accepts_numpy_integer_num_envs(num_envs: Any) -> None:
+    envs = SineInversionVectorEnv(num_envs=num_envs)
+    assert envs.num_envs == 3 and type(envs.num_envs) is int
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (3, 2) and envs.action_space.shape == (3, 2)
+    # The same targets as with a Python int.
+    np.testing.assert_array_equal(obs, SineInversionVectorEnv(num_envs=3).reset(seed=0)[0])
+
+
+@pytest.mark.parametrize("num_envs", [True, np.bool_(True), 0, -1, np.int64(0), 2.0, "2", None])
+def test_vector_env_rejects_bad_num_envs(num_envs: Any) -> None:
+    with pytest.raises(ValueError, match="num_envs"):
+        SineInversionVectorEnv(num_envs=num_envs)
