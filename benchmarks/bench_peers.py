@@ -572,16 +572,38 @@ ENV_VARIANTS: dict[str, dict[str, Any]] = {  # label → ControlledBurgers-v0 ke
 }
 
 
-def bench_our_envs(settings: Settings) -> list[dict[str, Any]]:
+# glibc malloc settings of the "allocator tuned" rows: serve allocations up to 32 MiB from the
+# heap and never trim it, so freed tensors are reused instead of being returned to the OS and
+# faulted back in (PyTorch's CPU tuning guide makes the same point with jemalloc / tcmalloc).
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+                "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024)}
+TUNED = "glibc malloc tuned"
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
+def bench_our_envs(settings: Settings, cases: Sequence[tuple[str, int, str]] | None = None,
+                   tuned: bool = False) -> list[dict[str, Any]]:
+    """Env throughput rows of ``cases`` ``(env id, num_envs, variant)`` (default: all), and for
+    B = 1024 the cost and minor page faults of one autoreset's task draw. ``tuned`` labels rows
+    timed in a process started with :data:`TUNED_MALLOC`."""
     import gymnasium as gym
 
     import sipenv  # noqa: F401  (registers the ids)
 
     rows = []
-    cases = [(env_id, num_envs, "") for env_id in ("sip/ControlledBurgers-v0",
-                                                   "sip/ControlledDiffusion-v0")
-             for num_envs in (1, 64, 1024)]
-    cases += [("sip/ControlledBurgers-v0", 1024, variant) for variant in ENV_VARIANTS]
+    if cases is None:
+        cases = [(env_id, num_envs, "") for env_id in ("sip/ControlledBurgers-v0",
+                                                       "sip/ControlledDiffusion-v0")
+                 for num_envs in (1, 64, 1024)]
+        cases += [("sip/ControlledBurgers-v0", 1024, variant) for variant in ENV_VARIANTS]
     for env_id, num_envs, variant in cases:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
                             **ENV_VARIANTS.get(variant, {}))
@@ -613,8 +635,13 @@ def bench_our_envs(settings: Settings) -> list[dict[str, Any]]:
             timing["sample_tasks_s"] = tasks["median_s"]
             timing["sample_tasks_share_of_episode"] = tasks["median_s"] / (
                 episode * timing["median_s"])
+            before = _minor_faults()
+            core.sample_tasks(num_envs, gen)
+            timing["sample_tasks_minor_page_faults"] = _minor_faults() - before
+        label = ", ".join(x for x in (variant, TUNED if tuned else "") if x)
         rows.append({"section": "envs", "impl": f"sipenv {env_id} native vector env"
-                     + (f", {variant}" if variant else ""), "variant": variant,
+                     + (f", {label}" if label else ""), "variant": variant,
+                     "malloc_tuned": tuned,
                      "env_id": env_id, "batch": num_envs, "n": n, "steps_per_episode": episode,
                      "env_steps_per_s": rate, "cell_updates_per_s": rate * n,
                      "env_steps_per_cpu_s": num_envs / timing["median_cpu_s"], **timing})
@@ -623,6 +650,22 @@ def bench_our_envs(settings: Settings) -> list[dict[str, Any]]:
               + (f"  (new tasks at reset: {share:.0%} of an episode)" if share else ""),
               flush=True)
     return rows
+
+
+def tuned_env_rows_subprocess(settings: Settings) -> list[dict[str, Any]]:
+    """The B = 1024 Burgers env rows again, in a fresh process with :data:`TUNED_MALLOC`."""
+    cases = [("sip/ControlledBurgers-v0", 1024, "")]
+    cases += [("sip/ControlledBurgers-v0", 1024, variant) for variant in ENV_VARIANTS]
+    env = {**_subprocess_env(settings), **TUNED_MALLOC}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--env-worker", json.dumps(cases),
+           "--threads", str(settings.threads), "--seed", str(settings.seed),
+           "--repeats", str(settings.repeats), "--target-s", str(settings.target_s),
+           "--warmup-s", str(settings.warmup_s)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        print(f"  tuned-allocator env rows failed: {proc.stderr.strip()[-400:]}", flush=True)
+        return []
+    return list(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def ensure_controlgym_venv(settings: Settings) -> tuple[Path | None, str]:
@@ -772,9 +815,13 @@ def compute_bars(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     def rollout(impl: str) -> dict[str, Any] | None:
         return _find(rows, impl=impl, **roll)
 
-    def env(variant: str) -> dict[str, Any] | None:
-        return _find(rows, section="envs", env_id="sip/ControlledBurgers-v0", batch=1024,
-                     variant=variant)
+    def env(variant: str, tuned: bool = False) -> dict[str, Any] | None:
+        row = _find(rows, section="envs", env_id="sip/ControlledBurgers-v0", batch=1024,
+                    variant=variant, malloc_tuned=tuned)
+        if row is None and not tuned:  # results written before the tuned rows existed
+            row = _find(rows, section="envs", env_id="sip/ControlledBurgers-v0", batch=1024,
+                        variant=variant)
+        return row
 
     # name: (peer row, {label: sipenv row}; the first label is the judged one, and the ratio is
     # peer time / sipenv time — or sipenv rate / peer rate for the env bar)
@@ -795,7 +842,8 @@ def compute_bars(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         "env_throughput": (
             _find(rows, section="envs", env_id="burgers"),
             {f"advection={SL}": env(f"advection={SL}"), default: env(""),
-             once: env("diffuse_every_substep=False")}),
+             once: env("diffuse_every_substep=False"),
+             f"default, {TUNED}": env("", tuned=True)}),
     }
     bars: dict[str, dict[str, Any]] = {}
     for name, (peer, ours) in sides.items():
@@ -1017,10 +1065,13 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{_ms(r['q25_s'])}–{_ms(r['q75_s'])} |")
         for r in envs:
             if "sample_tasks_s" in r:
+                faults = r.get("sample_tasks_minor_page_faults")
                 lines.append(f"\n{r['impl']} @ {r['batch']}: drawing the {r['batch']} new tasks "
                              f"of an autoreset takes {_ms(r['sample_tasks_s'])} ms, "
                              f"{r['sample_tasks_share_of_episode']:.0%} of an episode's "
-                             f"{r['steps_per_episode']} steps.")
+                             f"{r['steps_per_episode']} steps"
+                             + ("" if faults is None else
+                                f"; {faults:,} minor page faults per draw") + ".")
         if result.get("controlgym", {}).get("skipped"):
             lines.append(f"\ncontrolgym rows skipped: {result['controlgym']['skipped']}")
     train = [r for r in rows if r["section"] == "training"]
@@ -1071,6 +1122,8 @@ def run(settings: Settings) -> dict[str, Any]:
     if "envs" in settings.sections:
         print("3. env throughput", flush=True)
         rows += bench_our_envs(settings)
+        print(f"  (again with {TUNED}: {TUNED_MALLOC})", flush=True)
+        rows += tuned_env_rows_subprocess(settings)
         cg_rows, result["controlgym"] = bench_controlgym(settings)
         rows += cg_rows
         if "skipped" in result["controlgym"]:
@@ -1117,6 +1170,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--no-controlgym-install", action="store_true",
                         help="skip the controlgym rows when its venv is missing")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)  # see main()
+    parser.add_argument("--env-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.target_s <= 0 or args.warmup_s < 0 or args.threads < 0 \
             or args.train_iterations < 1:
@@ -1136,7 +1190,16 @@ def main(argv: list[str] | None = None) -> None:
     # Internal: the peak-memory subprocess gets its JSON case list by --memory-worker.
     worker_parser = argparse.ArgumentParser(add_help=False)
     worker_parser.add_argument("--memory-worker")
-    worker = worker_parser.parse_known_args(argv)[0].memory_worker
+    worker_parser.add_argument("--env-worker")
+    known = worker_parser.parse_known_args(argv)[0]
+    if known.env_worker:  # the tuned-allocator env rows (see tuned_env_rows_subprocess)
+        if settings.threads > 0:
+            torch.set_num_threads(settings.threads)
+        cases = [tuple(c) for c in json.loads(known.env_worker)]
+        rows = bench_our_envs(settings, cases, tuned=True)  # type: ignore[arg-type]
+        print(json.dumps(rows, default=str))
+        return
+    worker = known.memory_worker
     if worker:
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)

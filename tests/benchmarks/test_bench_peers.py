@@ -84,6 +84,9 @@ def _fake_rows() -> list[dict[str, Any]]:
          "env_id": "sip/ControlledBurgers-v0",
          "batch": 1024, "n": 128, "env_steps_per_s": 1e5, "cell_updates_per_s": 1.28e7,
          **t(10)},
+        {"section": "envs", "impl": "sipenv burgers tuned", "variant": "", "malloc_tuned": True,
+         "env_id": "sip/ControlledBurgers-v0", "batch": 1024, "n": 128,
+         "env_steps_per_s": 4e5, "cell_updates_per_s": 5.12e7, **t(2)},
         {"section": "envs", "impl": "sipenv burgers sl", "variant": "advection=semi_lagrangian",
          "env_id": "sip/ControlledBurgers-v0", "batch": 1024, "n": 128,
          "env_steps_per_s": 1e6, "cell_updates_per_s": 1.28e8, **t(1)},
@@ -118,6 +121,9 @@ def test_compute_bars_ratios_and_verdicts() -> None:
     assert bars["env_throughput"]["ratio"] == pytest.approx(20000.0)
     assert bars["env_throughput"]["variants"][default] == {"ratio": pytest.approx(2000.0),
                                                           "met": True}
+    # the tuned-allocator row is its own variant, never mistaken for the default one
+    assert bars["env_throughput"]["variants"][f"default, {bp.TUNED}"]["ratio"] == \
+        pytest.approx(8000.0)
     memory = bars["rollout_memory"]
     assert memory["met"] is True and memory["memory_ratio"]["phiflow jit"] == pytest.approx(0.5)
     assert memory["variants"][default]["met"] is False

@@ -346,6 +346,18 @@ def test_task_sampler_targets_are_reached_by_the_generating_force() -> None:
     assert float(_rel(target, s0).median()) > 0.5  # a real task: the target differs from s0
 
 
+def test_task_sampler_chunks_change_nothing() -> None:
+    """The target rollout in chunks (to bound temporaries) gives the whole-batch rollout's
+    tasks bit for bit, for chunks that do and do not divide the batch."""
+    phys = BurgersPhysics()
+    whole = BurgersTaskSampler(phys, horizon=4, chunk=10_000).with_forces(20, _gen(21))
+    for chunk in (1, 7, 20):
+        parts = BurgersTaskSampler(phys, horizon=4, chunk=chunk).with_forces(20, _gen(21))
+        assert all(torch.equal(a, b) for a, b in zip(whole, parts, strict=True)), chunk
+    with pytest.raises(ValueError, match="chunk"):
+        BurgersTaskSampler(phys, chunk=0)
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 
