@@ -638,6 +638,16 @@ def bench_our_envs(settings: Settings, cases: Sequence[tuple[str, int, str]] | N
             before = _minor_faults()
             core.sample_tasks(num_envs, gen)
             timing["sample_tasks_minor_page_faults"] = _minor_faults() - before
+            sampler = getattr(core.task_sampler, "chunk", None)
+            if sampler is not None and not variant:  # the same draw in one whole-batch rollout
+                whole = replace(core.task_sampler, chunk=num_envs)
+                draws = time_call(lambda w=whole, g=gen, b=num_envs: w(b, g),
+                                  replace(settings, repeats=5, target_s=1e-3, warmup_s=0.0),
+                                  min_warmup_calls=1).summary()
+                before = _minor_faults()
+                whole(num_envs, gen)
+                timing["unchunked_sample_tasks_s"] = draws["median_s"]
+                timing["unchunked_sample_tasks_minor_page_faults"] = _minor_faults() - before
         label = ", ".join(x for x in (variant, TUNED if tuned else "") if x)
         rows.append({"section": "envs", "impl": f"sipenv {env_id} native vector env"
                      + (f", {label}" if label else ""), "variant": variant,
@@ -1072,6 +1082,11 @@ def markdown(result: dict[str, Any]) -> str:
                              f"{r['steps_per_episode']} steps"
                              + ("" if faults is None else
                                 f"; {faults:,} minor page faults per draw") + ".")
+            if "unchunked_sample_tasks_s" in r:
+                lines.append(f"The same draw as one whole-batch rollout (`chunk={r['batch']}`): "
+                             f"{_ms(r['unchunked_sample_tasks_s'])} ms, "
+                             f"{r['unchunked_sample_tasks_minor_page_faults']:,} minor page "
+                             "faults.")
         if result.get("controlgym", {}).get("skipped"):
             lines.append(f"\ncontrolgym rows skipped: {result['controlgym']['skipped']}")
     train = [r for r in rows if r["section"] == "training"]
