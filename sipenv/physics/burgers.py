@@ -259,8 +259,8 @@ class BurgersPhysics:
         if self.advection == "semi_lagrangian" and not self.save_substeps:
             raise ValueError(
                 "save_substeps=False applies to the upwind scheme's hand-written derivatives; "
-                "the semi-Lagrangian scheme is differentiated by autograd (it saves about five "
-                "fields per sub-step). Leave save_substeps=True.")
+                "the semi-Lagrangian scheme is differentiated by autograd (it saves an index "
+                "and two fields per sub-step). Leave save_substeps=True.")
 
     # --- grid and factors -------------------------------------------------------------------
 
