@@ -136,24 +136,27 @@ def _parse_options(options: Any, shape: tuple[int, ...], device: torch.device,
     return fields
 
 
-def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
+def _validate_action(action: Any, shape: tuple[int, ...], *, what: str = "",
+                     fix: str = "Pass finite values in [-1, 1] (larger ones are clipped)."
+                     ) -> np.ndarray:
     """Check an action (batch) for type, shape and finiteness; returns a float64 numpy array.
 
     Accepts numpy arrays, nested lists and torch tensors of bool/int/float; refuses strings,
-    bytes, complex numbers and other objects with ``ValueError``.
+    bytes, complex numbers and other objects with ``ValueError``. ``what`` says what the action
+    stands for (e.g. ``" (the reconstructed initial field)"``), ``fix`` how to mend NaN/inf.
     """
     arr = _real_array(action)
     if arr is None:
-        raise ValueError(f"action must be a numeric array of shape {shape}, got "
+        raise ValueError(f"action must be a numeric array of shape {shape}{what}, got "
                          f"{type(action).__name__}"
                          f"{f' of dtype {action.dtype}' if hasattr(action, 'dtype') else ''}.")
     if arr.shape != shape:
-        raise ValueError(f"action must have shape {shape}, got {arr.shape}.")
+        raise ValueError(f"action must have shape {shape}{what}, got {arr.shape}.")
     bad = ~np.isfinite(arr)
     if bad.any():
         where = np.argwhere(bad)[:3].tolist()
         raise ValueError(f"action contains NaN or inf (first at index {where}); the env state "
-                         "is unchanged. Pass finite values in [-1, 1] (larger ones are clipped).")
+                         f"is unchanged. {fix}")
     return arr
 
 

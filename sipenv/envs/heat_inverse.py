@@ -10,6 +10,7 @@ import torch
 from gymnasium import spaces
 
 from sipenv.envs.control import _real_array, _seed_generator, checked_options
+from sipenv.envs.control import _validate_action as _check_action
 from sipenv.envs.one_step import OneStepEnv, OneStepVectorEnv
 from sipenv.physics.heat import HeatPhysics
 
@@ -43,25 +44,9 @@ def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
 
 
 def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Check an action (batch) for type, shape and finiteness; returns a float64 numpy array.
-
-    Accepts numpy arrays, nested lists and torch tensors of bool/int/float; refuses strings,
-    bytes, complex numbers and other objects.
-    """
-    arr = _real_array(action)
-    if arr is None:
-        raise ValueError(f"action must be a numeric array of shape {shape} (the reconstructed "
-                         f"initial field), got {type(action).__name__}"
-                         f"{f' of dtype {action.dtype}' if hasattr(action, 'dtype') else ''}.")
-    if arr.shape != shape:
-        raise ValueError(f"action must have shape {shape} (the reconstructed initial field), got "
-                         f"{arr.shape}.")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        where = np.argwhere(bad)[:3].tolist()
-        raise ValueError(f"action contains NaN or inf (first at index {where}); the env state "
-                         "is unchanged. Pass a finite field, e.g. np.nan_to_num(action).")
-    return arr
+    """A reconstruction of ``shape``, checked (:func:`sipenv.envs.control._validate_action`)."""
+    return _check_action(action, shape, what=" (the reconstructed initial field)",
+                         fix="Pass a finite field, e.g. np.nan_to_num(action).")
 
 
 def _field_space(shape: tuple[int, int]) -> spaces.Box:
