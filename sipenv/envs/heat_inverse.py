@@ -12,6 +12,7 @@ from gymnasium import spaces
 from sipenv.envs.control import _real_array, _seed_generator, checked_options
 from sipenv.envs.control import _validate_action as _check_action
 from sipenv.envs.one_step import OneStepEnv, OneStepVectorEnv
+from sipenv.envs.rendering import _pygame
 from sipenv.physics.heat import HeatPhysics
 
 __all__ = ["FRAME_SHAPE", "HeatInverseEnv", "HeatInverseVectorEnv", "draw_heat_frame",
@@ -329,12 +330,7 @@ def draw_heat_frame(x_true: np.ndarray, y_target: np.ndarray, x: np.ndarray | No
         nu_t: ``νt`` of the physics (for the caption).
         info: The step's ``{"x_error": ..., "y_loss": ...}``, or ``None``.
     """
-    try:  # lazily, and only the font module: no display, no audio
-        import pygame
-    except ImportError as exc:  # pragma: no cover - pygame is a declared dependency
-        raise ImportError("Rendering needs pygame: pip install pygame") from exc
-    if not pygame.font.get_init():
-        pygame.font.init()
+    pygame = _pygame()  # lazily, and only the font module: no display, no audio
     height, width, _ = FRAME_SHAPE
     image = np.empty(FRAME_SHAPE, dtype=np.uint8)
     image[:] = _BG

@@ -11,6 +11,7 @@ from gymnasium import spaces
 
 from sipenv.envs.control import checked_options
 from sipenv.envs.one_step import OneStepEnv, OneStepVectorEnv
+from sipenv.envs.rendering import _pygame
 from sipenv.physics.sine import SinePhysics
 
 __all__ = ["SineInversionEnv", "SineInversionVectorEnv", "draw_sine_frame", "make_physics"]
@@ -316,12 +317,7 @@ def draw_sine_frame(physics: SinePhysics, scale: float, target: np.ndarray,
         target: ``y*``, shape ``(2,)``.
         x: The physical guess, shape ``(2,)``, or ``None`` before the step.
     """
-    try:  # lazily, and only the font module: no display, no audio
-        import pygame
-    except ImportError as exc:  # pragma: no cover - pygame is a declared dependency
-        raise ImportError("Rendering needs pygame: pip install pygame") from exc
-    if not pygame.font.get_init():
-        pygame.font.init()
+    pygame = _pygame()  # lazily, and only the font module: no display, no audio
     height, width, _ = FRAME_SHAPE
     surf = pygame.Surface((width, height))
     surf.fill((255, 255, 255))
