@@ -15,6 +15,10 @@ import torch
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
+# One torch thread for the whole run: the tensors in tests are small, and on a busy 2-core
+# machine torch's default pool (one thread per core) makes each case slower, not faster.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_torch_global_rng() -> None:

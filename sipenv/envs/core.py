@@ -21,7 +21,7 @@ import torch
 
 from sipenv.physics import PhysicsModel
 
-__all__ = ["ControlCore", "Policy", "Rollout", "TaskSampler"]
+__all__ = ["ControlCore", "Policy", "Rollout", "TaskCore", "TaskSampler", "core_of"]
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 """Maps a batch of observations ``(B, 2N + 1)`` to normalised actions ``(B, N)``."""
@@ -48,6 +48,68 @@ class Rollout(NamedTuple):
     states: torch.Tensor
     actions: torch.Tensor
     target: torch.Tensor
+
+
+class TaskCore(Protocol):
+    """The functional, batched core of a field task (control or correction): what the env
+    shells step and what agents differentiate through.
+
+    Shapes: states ``(B, N)``; normalised actions ``(B, N)`` in ``[-1, 1]``; the ``target`` is
+    whatever :meth:`sample_tasks` returns as the task's goal (``(B, N)`` for control, the
+    reference trajectory ``(B, T + 1, N)`` for correction). Every method is pure batched torch.
+    """
+
+    @property
+    def physics(self) -> PhysicsModel: ...
+
+    @property
+    def horizon(self) -> int: ...
+
+    @property
+    def force_scale(self) -> float: ...
+
+    @property
+    def force_penalty(self) -> float: ...
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def obs_dim(self) -> int: ...
+
+    def sample_tasks(self, batch: int, generator: torch.Generator, *,
+                     device: torch.device | str | None = ...,
+                     dtype: torch.dtype = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def observe(self, state: torch.Tensor, target: torch.Tensor,
+                time_fraction: float | torch.Tensor) -> torch.Tensor: ...
+
+    def action_to_force(self, action: torch.Tensor) -> torch.Tensor: ...
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor: ...
+
+    def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+    def force_cost(self, action: torch.Tensor) -> torch.Tensor: ...
+
+    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout: ...
+
+    def episode_loss(self, rollout: Rollout) -> torch.Tensor: ...
+
+
+def core_of(env: object) -> TaskCore:
+    """The differentiable batched core of a sipenv field env (single, vector or wrapped).
+
+    Raises:
+        TypeError: If ``env`` has no task core (e.g. a one-step inverse problem, or a
+            non-sipenv env); the message names the env.
+    """
+    inner = getattr(env, "unwrapped", env)
+    core = getattr(inner, "core", None)
+    if core is None:
+        raise TypeError(f"{type(inner).__name__} has no task core (env.unwrapped.core); only "
+                        "sipenv's control and correction envs have one.")
+    return core  # type: ignore[no-any-return]
 
 
 def _is_int(value: object) -> bool:
