@@ -26,12 +26,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,8 +39,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import sipenv
-from sipenv.physics import DiffusionPhysics
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_envs.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import display_path, environment_info, loadavg  # noqa: E402
+from sipenv.physics import DiffusionPhysics  # noqa: E402
 
 ENV_ID = "sip/ControlledDiffusion-v0"
 RATIO_BAR = 50.0
@@ -190,53 +190,6 @@ def bench_physics(settings: Settings, batch: int, n: int) -> Case:
 # --- reporting ----------------------------------------------------------------------------------
 
 
-def _display_path(path: Path) -> str:
-    """``path`` relative to the repository when inside it (results carry no absolute paths)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(path)
-
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sipenv"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out + (" (sipenv/ modified)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment_info() -> dict[str, Any]:
-    return {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "gymnasium": gym.__version__,
-        "numpy": np.__version__,
-        "sipenv": sipenv.__version__,
-        "git_commit": _git_commit(),
-        "torch_num_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        # Other processes on the machine distort timings; the load average says how busy it was.
-        "loadavg_1_5_15_at_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover - not on every platform
-        return None
-
-
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -299,7 +252,7 @@ def run(settings: Settings) -> dict[str, Any]:
     ratio = native[1024].median / sync64.median
     result = {
         "env_id": ENV_ID,
-        "settings": {k: _display_path(v) if isinstance(v, Path) else v
+        "settings": {k: display_path(v) if isinstance(v, Path) else v
                      for k, v in asdict(settings).items()},
         "environment": env_info,
         "cases": [c.summary() for c in cases],
@@ -307,7 +260,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "ratio_bar": RATIO_BAR,
         "ratio_meets_bar": ratio >= RATIO_BAR,
     }
-    env_info["loadavg_1_5_15_at_end"] = _loadavg()
+    env_info["loadavg_1_5_15_at_end"] = loadavg()
     table = markdown(cases, ratio, env_info, settings)
     settings.out.mkdir(parents=True, exist_ok=True)
     (settings.out / "bench_envs.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -47,11 +47,9 @@ skips those rows instead of installing).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -69,6 +67,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_peers.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
+from benchmarks.common import display_path, loadavg  # noqa: E402
 from benchmarks.peers import phiflow_ref  # noqa: E402
 
 SECTIONS = ("physics", "rollout", "envs", "training")
@@ -686,11 +686,11 @@ def ensure_controlgym_venv(settings: Settings) -> tuple[Path | None, str]:
     env = _subprocess_env(settings)
     if python.exists() and subprocess.run(check, capture_output=True, env=env,
                                           timeout=300).returncode == 0:
-        return python, f"reused {_display_path(venv)}"
+        return python, f"reused {display_path(venv)}"
     if not settings.controlgym_install:
-        return None, (f"no controlgym venv at {_display_path(venv)} and --no-controlgym-install"
+        return None, (f"no controlgym venv at {display_path(venv)} and --no-controlgym-install"
                       " was given")
-    print(f"  creating {_display_path(venv)} (pip install {' '.join(CONTROLGYM_PIP)}) ...",
+    print(f"  creating {display_path(venv)} (pip install {' '.join(CONTROLGYM_PIP)}) ...",
           flush=True)
     try:
         subprocess.run(["python3", "-m", "venv", str(venv)], check=True, capture_output=True,
@@ -702,7 +702,7 @@ def ensure_controlgym_venv(settings: Settings) -> tuple[Path | None, str]:
         return None, f"could not create the controlgym venv: {exc} {str(detail)[-400:]}"
     if subprocess.run(check, capture_output=True, env=env, timeout=300).returncode != 0:
         return None, "controlgym installed but does not import"
-    return python, f"created {_display_path(venv)}"
+    return python, f"created {display_path(venv)}"
 
 
 def bench_controlgym(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -899,54 +899,10 @@ def compute_bars(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return bars
 
 
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        return None
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sipenv", "agents"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=5).stdout
-        return out + (" (sipenv/ or agents/ modified)" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment_info(settings: Settings) -> dict[str, Any]:
-    import gymnasium as gym
-
-    import sipenv
-
-    return {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "gymnasium": gym.__version__,
-        "numpy": np.__version__,
-        "sipenv": sipenv.__version__,
-        "phiflow": phiflow_ref.phiflow_version(),
-        "phiml": phiflow_ref.phiml_version(),
-        "git_commit": _git_commit(),
-        "torch_num_threads": torch.get_num_threads(),
-        "threads_setting": settings.threads,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "loadavg_1_5_15_at_start": _loadavg(),
-    }
+    return common.environment_info(phiflow=phiflow_ref.phiflow_version(),
+                                   phiml=phiflow_ref.phiml_version(),
+                                   threads_setting=settings.threads)
 
 
 def _ms(x: float | None) -> str:
@@ -1121,7 +1077,7 @@ def run(settings: Settings) -> dict[str, Any]:
         print(f"Skipping {msg}", flush=True)
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {
-        "settings": {k: _display_path(v) if isinstance(v, Path) else v
+        "settings": {k: display_path(v) if isinstance(v, Path) else v
                      for k, v in asdict(settings).items() if not k.startswith("_")},
         "environment": env_info, "rows": rows, "skipped": skipped,
     }
@@ -1146,7 +1102,7 @@ def run(settings: Settings) -> dict[str, Any]:
     if "training" in settings.sections:
         print("4. training", flush=True)
         rows += bench_training(settings)
-    env_info["loadavg_1_5_15_at_end"] = _loadavg()
+    env_info["loadavg_1_5_15_at_end"] = loadavg()
     env_info["wall_time_s"] = time.perf_counter() - started
     result["bars"] = compute_bars(rows)
     write_results(result, settings.out)
