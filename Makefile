@@ -1,11 +1,13 @@
 # The README's two commands: `make demo` (install + train/evaluate/render a small SIP run) and
-# `make test` (install + ruff + mypy + pytest). `.ci/run` calls `make test`.
+# `make test` (install + ruff + mypy + pytest + a strict docs build). `.ci/run` calls `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export SDL_VIDEODRIVER ?= dummy
 export PYTHONUNBUFFERED := 1
+# mkdocs-material prints a banner about MkDocs 2.0 on every build; it is not a build warning.
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow docs bench clean
 
 install: $(VENV)/.installed
 
@@ -13,7 +15,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,rl]"
+	$(PY) -m pip install -q -e ".[dev,rl,docs]"
 	touch $@
 
 demo: install
@@ -23,6 +25,12 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q
+	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
+# The documentation site (mkdocs.yml) into site/, warnings as errors: broken links, missing
+# pages and docstrings the API reference cannot render all fail the build.
+docs: install
+	$(PY) -m mkdocs build --strict --site-dir site
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
@@ -37,4 +45,4 @@ bench-peers: install
 	$(PY) benchmarks/bench_peers.py $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
