@@ -1,13 +1,14 @@
 """Honest comparison of training methods on one control env.
 
-Protocol (DESIGN.md, "Honesty rules"):
+Protocol (the seeds are the one convention of :mod:`agents.problems`):
 
 1. **Learning-rate sweep.** Every method trains once per learning rate in its grid (≥ 4 log-spaced
    values) for ``sweep_budget`` seconds with seed ``seeds[0]``, and is scored on **validation**
-   episodes (``env.reset(seed=2_000_000 + i)``). Its best learning rate is kept; a best value on
-   the edge of the grid is flagged.
+   episodes (``env.reset(seed=VALIDATION_SEED + i)``, ``VALIDATION_SEED = 1_000_000``). Its
+   best learning rate is kept; a best value on the edge of the grid is flagged.
 2. **Final runs.** With its best learning rate, every method trains for each seed, and is scored on
-   separate **test** episodes (``env.reset(seed=1_000_000 + i)``) every ``eval_every`` iterations.
+   separate **test** episodes (``env.reset(seed=TEST_SEED + i)``, ``TEST_SEED = 2_000_000``)
+   every ``eval_every`` iterations.
    Each run lasts until it has both used ``time_budget`` seconds of training and done
    ``iterations`` iterations, so the same runs give the error at **equal wall-clock** and at
    **equal iterations**. Each is the mean of the evaluations in the last 10 % of that budget
@@ -36,12 +37,11 @@ from typing import Any, Literal
 
 import torch
 
+from agents.problems import TEST_SEED, VALIDATION_SEED
 from agents.registry import load_algorithm
 
 __all__ = ["METHODS", "CompareConfig", "Method", "rescore", "run_comparison", "write_report"]
 
-VALIDATION_SEED = 2_000_000
-TEST_SEED = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import tyro
 
 from agents.checkpoint import CheckpointError
 from agents.evaluation import evaluate_gym, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
+from agents.problems import VALIDATION_SEED
 from agents.registry import load_policy
 from sipenv.envs.control import parse_device
 
@@ -32,7 +33,7 @@ class Args:
     """Path to a run's checkpoint.pt."""
     episodes: int = 256
     """Number of held-out episodes."""
-    seed: int = 1_000_000
+    seed: int = VALIDATION_SEED
     """Episodes use env.reset(seed=seed + i)."""
     device: str = "cpu"
     """Torch device for the policy and the env."""

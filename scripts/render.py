@@ -21,6 +21,7 @@ import tyro
 from agents.checkpoint import CheckpointError
 from agents.evaluation import torch_policy_to_numpy
 from agents.playback import play_episode, save_video
+from agents.problems import VALIDATION_SEED
 from agents.registry import load_policy
 from sipenv.envs.control import parse_device
 
@@ -35,7 +36,7 @@ class Args:
     """Env to play when no checkpoint is given (a checkpoint brings its own)."""
     env_kwargs: str = "{}"
     """Extra gym.make keyword arguments as a JSON object (ignored with a checkpoint)."""
-    seed: int = 1_000_000
+    seed: int = VALIDATION_SEED
     """Seed of the episode (env.reset(seed=...))."""
     out: Path | None = None
     """Write the rollout to this .gif or .mp4 file."""

@@ -5,7 +5,8 @@
 
 A U-Net (4 levels × 16 filters, circular padding, 37.7 k parameters) reconstructs the initial
 temperature ``x*`` (4–10 hot rectangles on 64×64 cells) from its image after diffusion for
-``νt = 8`` (``sip/HeatInverse-v0``'s physics, ``agents/heat_training.py``). Every method trains the
+``νt = 8`` (``sip/HeatInverse-v0``; ``agents/heat_training.py`` on the one training loop of
+``agents/trainer.py``). Every method trains the
 same seeded network on the same seeded stream of fresh batches for the same budget of training
 work, with its own best learning rate from a two-stage sweep, both stages picked on a fixed
 **validation** batch (mean over the last quarter of a run's evaluations, so that one noisy
@@ -46,13 +47,15 @@ import numpy as np
 import torch
 import tyro
 
-from agents.heat_training import METHODS, REFERENCE_LR, HeatTrainConfig, train_summary
+from agents.heat_training import METHODS, REFERENCE_LR, heat_config, train_summary
+from agents.problems import TEST_SEED
+from agents.trainer import TrainConfig
 
 LABELS = {"sip": "SIP (Adam)", "adam": "Adam", "sgd": "SGD", "adagrad": "Adagrad",
           "adadelta": "Adadelta", "rmsprop": "RMSprop"}
 COLORS = {"sip": "C0", "adam": "C1", "sgd": "C3", "adagrad": "C4", "adadelta": "C2",
           "rmsprop": "C5"}
-PUBLISHED = {"sip": 50.4, "adam": 125.0, "sgd": 118.9}  # SIP_REFERENCE.md §2
+PUBLISHED = {"sip": 50.4, "adam": 125.0, "sgd": 118.9}  # Holl, Koltun & Thuerey 2022, Table 1
 BAR = 0.6  # issue #5: SIP's test x-error ≤ 0.6 × Adam's and ≤ 0.6 × SGD's
 
 
@@ -123,10 +126,10 @@ def validate(args: Args) -> None:
         raise ValueError(f"device={args.device!r} but CUDA is not available; use --device cpu.")
 
 
-def run_config(args: Args, method: str, factor: float, budget: float) -> HeatTrainConfig:
+def run_config(args: Args, method: str, factor: float, budget: float) -> TrainConfig:
     """The training configuration of one run at ``lr = factor × published rate``."""
-    return HeatTrainConfig(
-        method=method, lr=REFERENCE_LR[method] * factor,  # type: ignore[arg-type]
+    return heat_config(
+        method, lr=REFERENCE_LR[method] * factor,
         proxy_loss=args.proxy_loss, batch_size=args.batch_size, seed=args.seed,
         data_seed=args.data_seed, time_budget=budget, clock=args.clock,
         eval_points=args.eval_points, eval_size=args.eval_size, device=args.device)
@@ -316,7 +319,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
 
     from sipenv.physics.heat import HeatPhysics
     physics = HeatPhysics()
-    gen = torch.Generator().manual_seed(2_000_000)
+    gen = torch.Generator().manual_seed(TEST_SEED)
     x_true = physics.sample_initial(report["args"]["eval_size"], gen)[:4]
     y_star = physics.forward(x_true)
     cols = [("x* (true)", x_true.numpy()), ("y* (observed)", y_star.numpy())]
