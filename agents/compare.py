@@ -38,7 +38,7 @@ from typing import Any, Literal
 import torch
 
 from agents.problems import TEST_SEED, VALIDATION_SEED
-from agents.registry import load_algorithm
+from agents.registry import get_algorithm
 
 __all__ = ["METHODS", "CompareConfig", "Method", "rescore", "run_comparison", "write_report"]
 
@@ -144,8 +144,8 @@ class RunRecord:
 
 def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_seed: int,
            time_budget: float, iterations: int, eval_every: int) -> tuple[Any, list[dict]]:
-    config_cls, train = load_algorithm(method.algo)
-    config = config_cls(env_id=cfg.env_id, optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
+    algorithm = get_algorithm(method.algo)
+    config = algorithm.config(env_id=cfg.env_id, optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
                         batch_size=cfg.batch_size, hidden=cfg.hidden, seed=seed,
                         device=cfg.device, eval_seed=eval_seed,
                         eval_episodes=cfg.eval_episodes, eval_every=eval_every,
@@ -154,7 +154,7 @@ def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_see
                         threads=cfg.threads,
                         **dict(method.options))
     curve: list[dict] = []
-    result = train(config, write=False, progress=cfg.progress, on_eval=curve.append)
+    result = algorithm.train(config, write=False, progress=cfg.progress, on_eval=curve.append)
     return result, curve
 
 
@@ -262,10 +262,9 @@ def run_comparison(cfg: CompareConfig, log: Any = print, *, out: str | Path | No
             extra) — checked before any training starts.
     """
     cfg.validate()
-    # Import every algorithm now: a missing dependency must fail before hours of training,
-    # and modules edited on disk during a long run cannot be half-loaded later.
+    # A missing dependency must fail before hours of training.
     for name in cfg.methods:
-        load_algorithm(METHODS[name].algo)
+        get_algorithm(METHODS[name].algo)
         if METHODS[name].algo == "ppo":
             from agents.ppo import _import_sb3
 

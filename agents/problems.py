@@ -35,11 +35,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
 import sipenv  # noqa: F401  (registers the sip/ ids)
-from agents.evaluation import evaluate_torch, make_eval_tasks
+from agents.evaluation import NumpyPolicy, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
 from sipenv.envs.core import Rollout, TaskCore, core_of
 from sipenv.envs.correction import CorrectionCore
 from sipenv.physics import SpectralLinearPhysics
@@ -131,6 +132,11 @@ class Problem(ABC):
     def evaluate(self, network: nn.Module, data: Any) -> dict[str, float]:
         """Summary metrics of ``network`` (in eval mode) on one held-out set."""
 
+    @abstractmethod
+    def numpy_policy(self, network: nn.Module) -> NumpyPolicy:
+        """``network`` as a policy of the env's Gymnasium API: one numpy observation in, one
+        env action out (what ``env.step`` takes)."""
+
 
 # --- multi-step control and correction tasks ----------------------------------------------------
 
@@ -190,6 +196,9 @@ class TaskProblem(Problem):
         s0, target = data
         return evaluate_torch(network, self.core, s0, target).summary()
 
+    def numpy_policy(self, network: nn.Module) -> NumpyPolicy:
+        return torch_policy_to_numpy(network, self.device)
+
 
 # --- single-step inverse problems ----------------------------------------------------------------
 
@@ -240,6 +249,18 @@ class InverseProblem(Problem):
             x = self.predict(network, data.y_target)
         return self.batch_metrics(x, data)
 
+    def env_action(self, x: torch.Tensor) -> torch.Tensor:
+        """The env action that poses the guess ``x`` (default: ``x`` itself)."""
+        return x
+
+    def numpy_policy(self, network: nn.Module) -> NumpyPolicy:
+        def act(obs: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                y = torch.as_tensor(obs, device=self.device)[None]
+                return self.env_action(self.predict(network, y))[0].float().cpu().numpy()
+
+        return act
+
 
 class SineProblem(InverseProblem):
     """``sip/SineInversion-v0``: the rotated, ill-conditioned sine of
@@ -255,9 +276,10 @@ class SineProblem(InverseProblem):
     eval_metric = "val_x_dist"
 
     def __init__(self, env_id: str, physics: SinePhysics, device: torch.device,
-                 dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, action_scale: float = 1.0) -> None:
         super().__init__(env_id, device)
         self.physics = physics
+        self.action_scale = action_scale
         self.physics_dtype = self.network_dtype = dtype
         self.shape = (2,)
 
@@ -269,6 +291,10 @@ class SineProblem(InverseProblem):
     def reference_advice(self) -> str:
         return (f"{self.env_id} has no reference solution to regress onto (every target has "
                 "infinitely many exact solutions). Use sip or dp on it.")
+
+    def env_action(self, x: torch.Tensor) -> torch.Tensor:
+        """The env's normalised action ``x / action_scale``."""
+        return x / self.action_scale
 
     def sample(self, batch: int, generator: torch.Generator) -> InverseBatch:
         """``batch`` fresh targets ``y* ~ U([-1, 1]²)``, ``(B, 2)``; no ``x*``."""
@@ -326,10 +352,11 @@ class HeatProblem(InverseProblem):
 
 # --- building a problem from an env id -----------------------------------------------------------
 
-def _inverse_problem(env_id: str, physics: Any, device: torch.device,
+def _inverse_problem(env_id: str, env: Any, device: torch.device,
                      dtype: torch.dtype) -> InverseProblem | None:
+    physics = getattr(env, "physics", None)
     if isinstance(physics, SinePhysics):
-        return SineProblem(env_id, physics, device, dtype)
+        return SineProblem(env_id, physics, device, dtype, float(env.action_scale))
     if isinstance(physics, HeatPhysics):
         return HeatProblem(env_id, physics, device)
     return None
@@ -337,7 +364,7 @@ def _inverse_problem(env_id: str, physics: Any, device: torch.device,
 
 INVERSE_PROBLEMS: list[Callable[[str, Any, torch.device, torch.dtype], InverseProblem | None]] = [
     _inverse_problem]
-"""Builders of inverse problems from an env's physics (the first that returns one wins)."""
+"""Builders of inverse problems from an unwrapped env (the first that returns one wins)."""
 
 
 def make_problem(env_id: str, env_kwargs: str | dict[str, Any] = "{}", *,
@@ -367,9 +394,8 @@ def make_problem(env_id: str, env_kwargs: str | dict[str, Any] = "{}", *,
             core = None
         if core is not None:
             return TaskProblem(env_id, core, kwargs, torch_device, torch_dtype)
-        physics = getattr(env.unwrapped, "physics", None)
         for build in INVERSE_PROBLEMS:
-            problem = build(env_id, physics, torch_device, torch_dtype)
+            problem = build(env_id, env.unwrapped, torch_device, torch_dtype)
             if problem is not None:
                 return problem
         raise ValueError(f"{env_id} has neither a task core nor a single-step physics the "

@@ -22,9 +22,10 @@ import tyro
 
 from agents.checkpoint import CheckpointError
 from agents.evaluation import evaluate_gym, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
-from agents.problems import VALIDATION_SEED
+from agents.problems import VALIDATION_SEED, TaskProblem, make_problem
 from agents.registry import load_policy
 from sipenv.envs.control import parse_device
+from sipenv.envs.core import core_of
 
 
 @dataclass
@@ -68,10 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     env_id = ckpt["env_id"]
     env_kwargs = {**ckpt["env_kwargs"], "device": args.device,
                   "dtype": ckpt["config"].get("env_dtype", "float32")}
+    if not isinstance(make_problem(env_id, ckpt["env_kwargs"], dtype=env_kwargs["dtype"]),
+                      TaskProblem):
+        print(f"error: {args.checkpoint} is a run on the single-step inverse problem {env_id}; "
+              "evaluate.py plays multi-step control episodes. Its validation and test scores "
+              "are in the run's final_eval.json (val_*, test_*); scripts/render.py plays it "
+              "through the env.", file=sys.stderr)
+        return 2
     seeds = range(args.seed, args.seed + args.episodes)
     gym_res = evaluate_gym(torch_policy_to_numpy(policy, args.device), env_id, seeds,  # type: ignore[arg-type]
                            env_kwargs)
-    core = gym.make(env_id, **env_kwargs).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(env_id, **env_kwargs))
     s0, target = make_eval_tasks(env_id, seeds, env_kwargs)
     torch_res = evaluate_torch(policy, core, s0, target)  # type: ignore[arg-type]
     g, t = gym_res.summary(), torch_res.summary()

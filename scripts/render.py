@@ -19,9 +19,8 @@ import numpy as np
 import tyro
 
 from agents.checkpoint import CheckpointError
-from agents.evaluation import torch_policy_to_numpy
 from agents.playback import play_episode, save_video
-from agents.problems import VALIDATION_SEED
+from agents.problems import VALIDATION_SEED, make_problem
 from agents.registry import load_policy
 from sipenv.envs.control import parse_device
 
@@ -95,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         env_id = ckpt["env_id"]
         env_kwargs = {**ckpt["env_kwargs"], "dtype": ckpt["config"].get("env_dtype", "float32")}
-        policy = torch_policy_to_numpy(net, args.device)  # type: ignore[arg-type]
+        problem = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
+                               dtype=env_kwargs["dtype"])
+        policy = problem.numpy_policy(net)
         label = f"{ckpt['algo']} checkpoint"
     else:
         env_id, env_kwargs = args.env_id, json.loads(args.env_kwargs)
