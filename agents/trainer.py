@@ -58,6 +58,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "UpdateFn",
+    "build_network",
     "check_finite",
     "gradient_update",
     "make_optimizer",

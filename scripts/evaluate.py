@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
               "through the env.", file=sys.stderr)
         return 2
     seeds = range(args.seed, args.seed + args.episodes)
-    gym_res = evaluate_gym(torch_policy_to_numpy(policy, args.device), env_id, seeds,  # type: ignore[arg-type]
+    gym_res = evaluate_gym(torch_policy_to_numpy(policy, args.device), env_id, seeds,
                            env_kwargs)
     core = core_of(gym.make(env_id, **env_kwargs))
     s0, target = make_eval_tasks(env_id, seeds, env_kwargs)
-    torch_res = evaluate_torch(policy, core, s0, target)  # type: ignore[arg-type]
+    torch_res = evaluate_torch(policy, core, s0, target)
     g, t = gym_res.summary(), torch_res.summary()
     rel = abs(g["target_error_mean"] - t["target_error_mean"]) / max(t["target_error_mean"],
                                                                       1e-30)

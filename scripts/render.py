@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         env_id = ckpt["env_id"]
         env_kwargs = {**ckpt["env_kwargs"], "dtype": ckpt["config"].get("env_dtype", "float32")}
-        problem = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
-                               dtype=env_kwargs["dtype"])
-        policy = problem.numpy_policy(net)
+        task = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
+                            dtype=env_kwargs["dtype"])
+        policy = task.numpy_policy(net)
         label = f"{ckpt['algo']} checkpoint"
     else:
         env_id, env_kwargs = args.env_id, json.loads(args.env_kwargs)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(args.seed)
         if args.policy == "zero":
             def policy(obs: np.ndarray) -> np.ndarray:
-                return np.zeros(space.shape, dtype=np.float32)
+                return np.zeros(space.shape or (), dtype=np.float32)
         else:
             def policy(obs: np.ndarray) -> np.ndarray:
                 return rng.uniform(-1, 1, size=space.shape).astype(np.float32)

@@ -48,7 +48,7 @@ import torch
 import tyro
 
 from agents.heat_training import METHODS, REFERENCE_LR, heat_config, train_summary
-from agents.problems import TEST_SEED
+from agents.problems import TEST_SEED, VALIDATION_SEED
 from agents.trainer import TrainConfig
 
 LABELS = {"sip": "SIP (Adam)", "adam": "Adam", "sgd": "SGD", "adagrad": "Adagrad",
@@ -93,7 +93,8 @@ class Args:
     data_seed: int = 0
     """Training data stream seed (the same for every method)."""
     workers: int = 2
-    """Runs trained at the same time, each in its own process with one torch thread."""
+    """Runs trained at the same time, each in its own process with one torch thread (1: one
+    after another in this process, with one torch thread)."""
     device: str = "cpu"
     """Torch device ('cpu', 'cuda', ...)."""
     from_json: str | None = None
@@ -141,17 +142,26 @@ def run_jobs(args: Args, jobs: list[tuple[str, float]], budget: float, stage: st
     print(f"{stage}: {len(jobs)} runs × {budget:g} s ({args.clock} clock), {args.workers} at a "
           f"time; batch {args.batch_size}, eval batches {args.eval_size}.", flush=True)
     runs: list[dict[str, Any]] = []
-    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
-        futures = [pool.submit(train_summary, run_config(args, m, f, budget), f) for m, f in jobs]
-        for (m, _f), fut in zip(jobs, futures, strict=True):
-            r = fut.result()
+    pool: ProcessPoolExecutor | None = None
+    if args.workers == 1:  # one at a time, in this process (one torch thread, as a worker)
+        results: Any = (train_summary(run_config(args, m, f, budget), f) for m, f in jobs)
+    else:
+        ctx = mp.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
+        pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx)
+        futures = [pool.submit(train_summary, run_config(args, m, f, budget), f)
+                   for m, f in jobs]
+        results = (fut.result() for fut in futures)
+    try:
+        for (m, _f), r in zip(jobs, results, strict=True):
             r["stage"] = stage
             runs.append(r)
             print(f"  {LABELS[m]:<11} lr={r['lr']:.1e}: {r['iterations']:5d} it, "
                   f"test x-error {r['final_test_x_error'] or math.inf:8.2f}, val "
                   f"{r['final_val_x_error'] or math.inf:8.2f}   [{time.perf_counter() - t0:5.0f}"
                   f" s elapsed]", flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return runs
 
 
@@ -197,7 +207,8 @@ def late_mean(curve: list[float | None]) -> float | None:
     them is missing, i.e. the run diverged)."""
     values = curve[1:] if len(curve) > 1 else curve
     tail = values[-max(1, math.ceil(len(values) / 4)):]
-    return None if any(v is None for v in tail) else float(np.mean(tail))
+    present = [v for v in tail if v is not None]
+    return None if len(present) < len(tail) else float(np.mean(present))
 
 
 def _table(best: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -250,7 +261,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"Command: `{report['command']}`  ",
         f"Budget per run: {a['budget']:g} s of {a['clock']} time (1 torch thread), batch "
         f"{a['batch_size']}, test/validation batches of {a['eval_size']}, seeds: network "
-        f"{a['seed']}, data {a['data_seed']}, validation 1000000, test 2000000.  ",
+        f"{a['seed']}, data {a['data_seed']}, validation {VALIDATION_SEED}, test {TEST_SEED}.  ",
         f"Machine: {report['environment']['platform']}, {report['environment']['cpu_count']} "
         f"cores, torch {report['environment']['torch']}; {a['workers']} runs at a time; total "
         f"{report['elapsed_s'] / 60:.1f} min.", "",
@@ -364,7 +375,8 @@ def rescore(path: Path, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (1 if a configuration error was reported)."""
+    """Entry point; returns the exit code (2 if a configuration error was reported, as every
+    script here)."""
     args = tyro.cli(Args, args=argv)
     if args.from_json is not None:
         return rescore(Path(args.from_json), Path(args.out))
@@ -374,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         validate(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": "python scripts/reproduce_heat.py " + " ".join(

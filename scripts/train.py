@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 import tyro
 
@@ -26,7 +27,8 @@ from agents.trainer import TrainConfig, TrainingDiverged
 
 
 def main(argv: list[str] | None = None) -> int:
-    configs = {name: algorithm.config for name, algorithm in ALGORITHMS.items()}
+    configs: dict[str, Callable[..., TrainConfig]] = {
+        name: algorithm.config for name, algorithm in ALGORITHMS.items()}
     config: TrainConfig = tyro.extras.subcommand_cli_from_dict(
         configs, prog="train.py", description=__doc__, args=argv)
     try:

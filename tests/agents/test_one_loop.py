@@ -40,7 +40,7 @@ HEAT = dict(env_id="sip/HeatInverse-v0", env_kwargs='{"shape": [8, 8], "nu_t": 0
 class HandSGDConfig(TrainConfig):
     """A toy algorithm's config."""
 
-    algo: Literal["hand-sgd"] = "hand-sgd"  # type: ignore[assignment]
+    algo: Literal["hand-sgd"] = "hand-sgd"
 
 
 def hand_sgd_update(network: nn.Module, optimizer: torch.optim.Optimizer, problem: Any,
@@ -111,7 +111,7 @@ def test_a_non_finite_custom_update_stops_before_the_weights_change(tmp_path: Pa
 def test_learning_happens_on_tiny_inverse_problems(algo: str, problem: dict[str, Any],
                                                    extra: dict[str, Any]) -> None:
     algorithm = get_algorithm(algo)
-    cfg = algorithm.config(iterations=60, **{**problem, **extra})  # type: ignore[arg-type]
+    cfg = algorithm.config(iterations=60, **{**problem, **extra})
     start = algorithm.train(replace(cfg, iterations=1), write=False, progress=False)
     end = algorithm.train(cfg, write=False, progress=False)
     key = "val_x_dist" if problem is SINE else "val_x_error"

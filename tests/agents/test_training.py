@@ -21,6 +21,7 @@ from agents.evaluation import (
 from agents.networks import make_network
 from agents.registry import load_policy
 from agents.trainer import Step, TrainingDiverged, policy_from_checkpoint, run_training
+from sipenv.envs.core import core_of
 
 ENV = "sip/ControlledDiffusion-v0"
 TINY = dict(hidden=(64, 64), batch_size=16, eval_episodes=32, log_every=5, progress=False)
@@ -31,7 +32,7 @@ def _initial_error() -> float:
     cfg = sip.SIPConfig(**TINY)  # type: ignore[arg-type]
     import gymnasium as gym
 
-    core = gym.make(ENV).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(ENV))
     net = make_network("mlp", core.obs_dim, core.n, hidden=cfg.hidden, seed=cfg.seed)
     s0, target = make_eval_tasks(ENV, range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes))
     return evaluate_torch(net, core, s0, target).summary()["target_error_mean"]

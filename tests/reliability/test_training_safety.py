@@ -24,6 +24,7 @@ from reliability_support import PYTHON, ROOT, load_script, subprocess_env
 from agents import diffphys, sip
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.trainer import Step, TrainingDiverged, run_training
+from sipenv.envs.core import core_of
 
 TINY = dict(hidden=(16, 16), batch_size=8, eval_episodes=4, log_every=1, progress=False)
 
@@ -409,6 +410,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen[bytes], path: Path, iteration: i
         time.sleep(0.005)
 
 
+@pytest.mark.slow  # (≈ 16 s: three train.py processes; in-process resume is tested by default)
 def test_kill_and_resume_gives_identical_final_weights(tmp_path: Path) -> None:
     """SIGKILL a real ``scripts/train.py`` run after its iteration-10 checkpoint (mid-iteration,
     maybe mid-save), resume it with ``--resume``, and compare with an uninterrupted run of the
@@ -459,7 +461,7 @@ def test_sip_names_an_overflowing_policy_not_the_split() -> None:
 
     from agents.networks import make_network
 
-    core = gym.make("sip/ControlledDiffusion-v0", horizon=4).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make("sip/ControlledDiffusion-v0", horizon=4))
     policy = make_network("mlp", core.obs_dim, core.n, hidden=(8,), seed=0)
     with torch.no_grad():
         last = policy.net[-1]

@@ -150,6 +150,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "held-out relative terminal error" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # (≈ 7 s: a whole comparison)
 def test_compare_writes_table_json_and_plot(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     threads = torch.get_num_threads()
