@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import torch
 from reliability_support import PYTHON, subprocess_env
 
