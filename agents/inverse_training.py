@@ -35,6 +35,8 @@ from agents.sip import SIPConfig
 from agents.trainer import OPTIMIZERS, TrainConfig, TrainingDiverged, run_training
 
 __all__ = [
+    "COLORS",
+    "LABELS",
     "METHODS",
     "REFERENCE_LR",
     "UNLIMITED",
@@ -58,6 +60,14 @@ REFERENCE_LR: dict[str, float] = {
 }
 """The published learning rates on the sine problem (Holl, Koltun & Thuerey, NeurIPS 2022,
 appendix); SGD's is further divided by ``ξ²``."""
+
+LABELS: dict[str, str] = {"sip": "SIP (Adam)", "adam": "Adam", "sgd": "SGD",
+                          "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop"}
+"""How the reports name each method."""
+
+COLORS: dict[str, str] = {"sip": "C0", "adam": "C1", "sgd": "C3", "adadelta": "C2",
+                          "adagrad": "C4", "rmsprop": "C5"}
+"""The matplotlib colour of each method in the reports' plots."""
 
 UNLIMITED = 10**12
 """``iterations`` of a run that only a time budget stops."""

@@ -48,13 +48,10 @@ import torch
 import tyro
 
 from agents.heat_training import METHODS, REFERENCE_LR, heat_config, train_summary
+from agents.inverse_training import COLORS, LABELS
 from agents.problems import TEST_SEED, VALIDATION_SEED
 from agents.trainer import TrainConfig
 
-LABELS = {"sip": "SIP (Adam)", "adam": "Adam", "sgd": "SGD", "adagrad": "Adagrad",
-          "adadelta": "Adadelta", "rmsprop": "RMSprop"}
-COLORS = {"sip": "C0", "adam": "C1", "sgd": "C3", "adagrad": "C4", "adadelta": "C2",
-          "rmsprop": "C5"}
 PUBLISHED = {"sip": 50.4, "adam": 125.0, "sgd": 118.9}  # Holl, Koltun & Thuerey 2022, Table 1
 BAR = 0.6  # issue #5: SIP's test x-error ≤ 0.6 × Adam's and ≤ 0.6 × SGD's
 

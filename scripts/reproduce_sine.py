@@ -42,12 +42,16 @@ import numpy as np
 import torch
 import tyro
 
-from agents.inverse_training import METHODS, InverseTrainResult, reference_lr, sine_config, train
+from agents.inverse_training import (
+    COLORS,
+    LABELS,
+    METHODS,
+    InverseTrainResult,
+    reference_lr,
+    sine_config,
+    train,
+)
 
-LABELS = {"sip": "SIP (Adam)", "adam": "Adam", "sgd": "SGD", "adagrad": "Adagrad",
-          "adadelta": "Adadelta", "rmsprop": "RMSprop"}
-COLORS = {"sip": "C0", "adam": "C1", "sgd": "C3", "adadelta": "C2", "adagrad": "C4",
-          "rmsprop": "C5"}
 PUBLISHED_CURVES = {  # Holl, Koltun & Thuerey (NeurIPS 2022), Fig. 3; 600 s on a GPU; ≈ read off
     1.0: "everything converges; Adam ≈ 4e-4, SIP ≈ 8e-4",
     32.0: "SIP ≈ 1.3e-2; Adam ≈ 0.3; SGD/Adadelta/Adagrad/RMSprop ≈ 1.5–2",
