@@ -249,9 +249,21 @@ class InverseProblem(Problem):
             x = self.predict(network, data.y_target)
         return self.batch_metrics(x, data)
 
+    info_metric: ClassVar[tuple[str, str]]
+    """``(key of the env's step info, key of batch_metrics)`` of the main metric."""
+
     def env_action(self, x: torch.Tensor) -> torch.Tensor:
         """The env action that poses the guess ``x`` (default: ``x`` itself)."""
         return x
+
+    def as_env_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The guess the env scores when ``env_action(x)`` is stepped (default: ``x``)."""
+        return x
+
+    @abstractmethod
+    def posed(self, env: Any) -> InverseBatch:
+        """The problem an env (single, unwrapped or not) posed at its last ``reset``, as a
+        batch of one, in this problem's dtypes."""
 
     def numpy_policy(self, network: nn.Module) -> NumpyPolicy:
         def act(obs: np.ndarray) -> np.ndarray:
@@ -292,9 +304,19 @@ class SineProblem(InverseProblem):
         return (f"{self.env_id} has no reference solution to regress onto (every target has "
                 "infinitely many exact solutions). Use sip or dp on it.")
 
+    info_metric = ("x_distance", "x_dist")
+
     def env_action(self, x: torch.Tensor) -> torch.Tensor:
         """The env's normalised action ``x / action_scale``."""
         return x / self.action_scale
+
+    def as_env_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The env clips its action to ``[-1, 1]``: ``action_scale · clip(x / action_scale)``."""
+        return self.action_scale * (x / self.action_scale).clamp(-1.0, 1.0)
+
+    def posed(self, env: Any) -> InverseBatch:
+        target = env.unwrapped.target
+        return InverseBatch(target.to(device=self.device, dtype=self.physics_dtype), None)
 
     def sample(self, batch: int, generator: torch.Generator) -> InverseBatch:
         """``batch`` fresh targets ``y* ~ U([-1, 1]²)``, ``(B, 2)``; no ``x*``."""
@@ -332,9 +354,16 @@ class HeatProblem(InverseProblem):
         self.network_dtype = torch.float32
         self.shape = tuple(physics.shape)
 
+    info_metric = ("x_error", "x_error")
+
     @property
     def has_reference(self) -> bool:
         return True
+
+    def posed(self, env: Any) -> InverseBatch:
+        inner = env.unwrapped
+        return InverseBatch(inner.y_target.to(self.device, self.physics_dtype),
+                            inner.x_true.to(self.device, self.physics_dtype))
 
     def sample(self, batch: int, generator: torch.Generator) -> InverseBatch:
         """``(y*, x*)`` of ``batch`` fresh fields, float64."""

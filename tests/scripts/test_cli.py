@@ -70,7 +70,10 @@ def test_train_on_single_step_inverse_problems(algo: str, env_args: list[str], m
     assert final["iteration"] == 3 and metric in final
     assert render.main(["--checkpoint", str(tmp_path / "r" / "checkpoint.pt"), "--out",
                         str(tmp_path / "r.gif")]) == 0
-    assert evaluate.main([str(tmp_path / "r" / "checkpoint.pt")]) == 2  # (control only)
+    out = tmp_path / "eval.json"
+    assert evaluate.main([str(tmp_path / "r" / "checkpoint.pt"), "--episodes", "4",
+                          "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["relative_difference"] < 1e-4
 
 
 @pytest.mark.parametrize(("argv", "match"), [
