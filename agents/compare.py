@@ -1,13 +1,14 @@
 """Honest comparison of training methods on one control env.
 
-Protocol (DESIGN.md, "Honesty rules"):
+Protocol (the seeds are the one convention of :mod:`agents.problems`):
 
 1. **Learning-rate sweep.** Every method trains once per learning rate in its grid (≥ 4 log-spaced
    values) for ``sweep_budget`` seconds with seed ``seeds[0]``, and is scored on **validation**
-   episodes (``env.reset(seed=2_000_000 + i)``). Its best learning rate is kept; a best value on
-   the edge of the grid is flagged.
+   episodes (``env.reset(seed=VALIDATION_SEED + i)``, ``VALIDATION_SEED = 1_000_000``). Its
+   best learning rate is kept; a best value on the edge of the grid is flagged.
 2. **Final runs.** With its best learning rate, every method trains for each seed, and is scored on
-   separate **test** episodes (``env.reset(seed=1_000_000 + i)``) every ``eval_every`` iterations.
+   separate **test** episodes (``env.reset(seed=TEST_SEED + i)``, ``TEST_SEED = 2_000_000``)
+   every ``eval_every`` iterations.
    Each run lasts until it has both used ``time_budget`` seconds of training and done
    ``iterations`` iterations, so the same runs give the error at **equal wall-clock** and at
    **equal iterations**. Each is the mean of the evaluations in the last 10 % of that budget
@@ -36,12 +37,11 @@ from typing import Any, Literal
 
 import torch
 
-from agents.registry import load_algorithm
+from agents.problems import TEST_SEED, VALIDATION_SEED
+from agents.registry import get_algorithm
 
 __all__ = ["METHODS", "CompareConfig", "Method", "rescore", "run_comparison", "write_report"]
 
-VALIDATION_SEED = 2_000_000
-TEST_SEED = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,8 @@ class RunRecord:
 
 def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_seed: int,
            time_budget: float, iterations: int, eval_every: int) -> tuple[Any, list[dict]]:
-    config_cls, train = load_algorithm(method.algo)
-    config = config_cls(env_id=cfg.env_id, optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
+    algorithm = get_algorithm(method.algo)
+    config = algorithm.config(env_id=cfg.env_id, optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
                         batch_size=cfg.batch_size, hidden=cfg.hidden, seed=seed,
                         device=cfg.device, eval_seed=eval_seed,
                         eval_episodes=cfg.eval_episodes, eval_every=eval_every,
@@ -154,7 +154,7 @@ def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_see
                         threads=cfg.threads,
                         **dict(method.options))
     curve: list[dict] = []
-    result = train(config, write=False, progress=cfg.progress, on_eval=curve.append)
+    result = algorithm.train(config, write=False, progress=cfg.progress, on_eval=curve.append)
     return result, curve
 
 
@@ -262,10 +262,9 @@ def run_comparison(cfg: CompareConfig, log: Any = print, *, out: str | Path | No
             extra) — checked before any training starts.
     """
     cfg.validate()
-    # Import every algorithm now: a missing dependency must fail before hours of training,
-    # and modules edited on disk during a long run cannot be half-loaded later.
+    # A missing dependency must fail before hours of training.
     for name in cfg.methods:
-        load_algorithm(METHODS[name].algo)
+        get_algorithm(METHODS[name].algo)
         if METHODS[name].algo == "ppo":
             from agents.ppo import _import_sb3
 

@@ -1,10 +1,13 @@
-"""Differentiable-physics (DP) training: gradients of the episode loss through the rollout.
+"""Differentiable-physics (DP) training: gradients of the problem's own loss through the physics.
 
-The policy is rolled out through the env's differentiable core with autograd on, and the loss is
-the env's own objective (negative return): the relative terminal error
-``‖s_T − s*‖² / ‖s*‖²`` plus ``force_penalty · Σ_t mean(a_t²)``. Backpropagation runs through all
-``T`` physics steps; any torch optimizer (Adam, SGD, Adagrad, Adadelta, RMSprop) updates the
-network. This is the baseline SIP is measured against: same network, data stream and evaluation.
+On a control task the policy is rolled out through the env's differentiable core with autograd
+on, and the loss is the env's objective (negative return): the relative terminal error
+``‖s_T − s*‖² / ‖s*‖²`` plus ``force_penalty · Σ_t mean(a_t²)``; backpropagation runs through
+all ``T`` physics steps. On a single-step inverse problem the loss is ``½‖P(f_θ(y*)) − y*‖²``
+averaged over the batch, differentiated through ``P`` (in the physics' precision). "A plain
+optimizer through the physics" (Adam, SGD, Adagrad, Adadelta, RMSprop: ``--optimizer``) is DP
+with that optimizer. This is the baseline SIP is measured against: same network, data stream and
+evaluation.
 """
 
 from __future__ import annotations
@@ -12,13 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
-from agents.trainer import TrainConfig, TrainResult, rollout_metrics, run_training
-from sipenv.envs.core import ControlCore
+from agents.problems import InverseProblem, Problem, TaskProblem
+from agents.trainer import Algorithm, Step, TrainConfig, TrainResult
 
-__all__ = ["DPConfig", "loss_fn", "train"]
+__all__ = ["ALGORITHM", "DPConfig", "loss", "train"]
 
 
 @dataclass
@@ -28,14 +30,27 @@ class DPConfig(TrainConfig):
     algo: Literal["dp"] = "dp"
 
 
-def loss_fn(policy: nn.Module, core: ControlCore, s0: torch.Tensor, target: torch.Tensor,
-            config: DPConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean negative return of a differentiable rollout (gradients flow through the physics)."""
-    rollout = core.rollout(policy, s0, target)
-    loss = core.episode_loss(rollout).mean()
-    return loss, rollout_metrics(core, rollout)
+def loss(network: nn.Module, problem: Problem, batch: Any, config: DPConfig) -> Step:
+    """The problem's loss, differentiable through the physics, averaged over the batch.
+
+    Tasks: mean negative return of a differentiable rollout (prediction: the rollout).
+    Inverse problems: mean ``½‖P(x) − y*‖²`` of ``x = f_θ(y*)`` (prediction: ``x``).
+    """
+    del config
+    if isinstance(problem, InverseProblem):
+        x = problem.predict(network, batch.y_target)
+        value = problem.physics.loss(x.to(problem.physics_dtype), batch.y_target).mean()
+        return Step(value, x)
+    assert isinstance(problem, TaskProblem)
+    s0, target = batch
+    rollout = problem.core.rollout(network, s0, target)
+    return Step(problem.core.episode_loss(rollout).mean(), rollout)
+
+
+ALGORITHM = Algorithm("dp", DPConfig, loss=loss)
+"""DP: the problem's loss through the physics, trained with the default gradient update."""
 
 
 def train(config: DPConfig, **kwargs: Any) -> TrainResult:
-    """Train a policy with DP; see :func:`agents.trainer.run_training` for ``kwargs``."""
-    return run_training(config, loss_fn, **kwargs)
+    """Train with DP; see :func:`agents.trainer.run_training` for ``kwargs``."""
+    return ALGORITHM.train(config, **kwargs)

@@ -5,7 +5,8 @@
   numpy actions), exactly as any user of the env would.
 
 The episodes are those that ``env.reset(seed=s)`` poses for ``s`` in ``seeds``; held-out seeds
-(default ``1_000_000 …``) never overlap the training stream, which draws from its own generator.
+(default :data:`agents.problems.VALIDATION_SEED` ``+ i``) never overlap the training stream,
+which draws from its own generator.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 import sipenv  # noqa: F401  (registers the sip/ ids)
-from sipenv.envs.core import ControlCore
+from sipenv.envs.core import TaskCore
 
 __all__ = [
     "EvalResult",
@@ -76,7 +77,7 @@ def make_eval_tasks(env_id: str, seeds: Sequence[int], env_kwargs: dict[str, Any
     return torch.cat(s0), torch.cat(targets)
 
 
-def evaluate_torch(policy: Callable[[torch.Tensor], torch.Tensor], core: ControlCore,
+def evaluate_torch(policy: Callable[[torch.Tensor], torch.Tensor], core: TaskCore,
                    s0: torch.Tensor, target: torch.Tensor) -> EvalResult:
     """Evaluate ``policy`` on the tasks ``(s0, target)`` with one batched core rollout."""
     with torch.no_grad():

@@ -1,52 +1,44 @@
-"""Single-step inverse-problem training on the 2-D heat equation: SIP versus plain optimizers.
+"""The heat reproduction's view of the one training loop: SIP versus plain optimizers on
+``sip/HeatInverse-v0``.
 
-The SIP paper's heat experiment (``SIP_REFERENCE.md`` §2; ``sip/HeatInverse-v0``'s physics): a
-U-Net ``f_θ`` maps the observed, heavily diffused field ``y* = P(x*)`` to a reconstruction
-``x = f_θ(y*)`` of the initial temperature ``x*`` (4–10 hot rectangles). One iteration draws a
-fresh batch ``x*`` from a seeded stream (the same stream for every method), then either
+The SIP paper's heat experiment (Holl, Koltun & Thuerey, NeurIPS 2022, Sec. 4.3): a U-Net
+``f_θ`` maps the observed, heavily diffused field ``y* = P(x*)`` to a reconstruction
+``x = f_θ(y*)`` of the initial temperature ``x*`` (4–10 hot rectangles). Training is
+:func:`agents.trainer.run_training` on :class:`agents.problems.HeatProblem` (SIP with the
+noise-aware regularised inverse :meth:`HeatPhysics.inverse`, or a plain optimizer through the
+float64 physics = DP); this module holds only what the reproduction adds: the published rates,
+the run settings (:func:`heat_config`), the result type with its evaluation curves, and the
+worker-process summary.
 
-* **SIP** (``method="sip"``): ``x = f_θ(y*)``; Newton step on the y-loss ``ỹ = y + η (y* − y)``;
-  the **noise-aware regularised inverse** ``x̃ = P⁻¹(ỹ; x)`` (:meth:`HeatPhysics.inverse`); proxy
-  loss ``½‖x − x̃‖²`` (``"l2"``, default) or ``Σ|x − x̃|`` (``"l1"``) with ``x̃`` constant,
-  minimised by ``sip_optimizer``;
-* or **a plain optimizer** (``adam``, ``sgd``, …): gradient of ``½‖P(f_θ(y*)) − y*‖²`` through
-  the physics (float64, as the paper), averaged over the batch.
-
-Physics runs in float64, the network in float32 (the paper's split). The metric is the paper's:
-``Σ_cells |x − x*|`` averaged over a fixed test batch; the y-loss ``½‖P(x) − y*‖²`` is reported
-too. Learning rates are chosen on a separate fixed validation batch.
-
-Budgets count only training work (sampling, forward, physics, backward, update) on the chosen
-clock — ``"cpu"`` (process CPU time: robust to other jobs on a shared machine when torch uses one
-thread) or ``"wall"``; evaluations are done outside the timer, at ``eval_points`` evenly spaced
-moments of the budget, so every method is scored at the same training times.
+The metric is the paper's: ``Σ_cells |x − x*|`` averaged over the fixed test batch; the y-loss
+``½‖P(x) − y*‖²`` is reported too; learning rates are chosen on the fixed validation batch.
+Evaluations are outside the training clock, before training and at ``eval_points`` evenly
+spaced moments of the budget, so every method is scored at the same training times.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from agents.inverse_training import METHODS, check_run_settings
-from agents.networks import make_network
-from agents.sip import sip_inverse_targets
-from agents.trainer import make_optimizer, training_clock
-from sipenv.physics.heat import HeatPhysics
+from agents.inverse_training import METHODS, UNLIMITED, method_config, method_of, run_inverse
+from agents.problems import TEST_SEED
+from agents.trainer import TrainConfig
+from sipenv.envs.heat_inverse import make_physics
 
 __all__ = [
     "METHODS",
     "REFERENCE_LR",
-    "HeatTrainConfig",
     "HeatTrainResult",
-    "evaluate",
-    "iteration_loss",
+    "heat_config",
     "sweep_learning_rate",
     "train",
     "train_summary",
@@ -55,82 +47,44 @@ __all__ = [
 REFERENCE_LR: dict[str, float] = {
     "sip": 1e-3, "adam": 1e-3, "sgd": 2e-6, "adagrad": 1e-2, "adadelta": 1.0, "rmsprop": 1e-3,
 }
-"""Published rates (SIP and Adam 1e-3, SGD 2e-6; SIP_REFERENCE.md §2) and torch's defaults
-for the optimizers the paper did not run on this problem."""
+"""Published rates (SIP and Adam 1e-3, SGD 2e-6; Holl, Koltun & Thuerey, NeurIPS 2022,
+appendix) and torch's defaults for the optimizers the paper did not run on this problem."""
 
 
-@dataclass
-class HeatTrainConfig:
-    """One training run on the heat inverse problem."""
+def heat_config(method: str = "sip", *, lr: float = 1e-3, sip_optimizer: str = "adam",
+                proxy_loss: str = "l2", eta: float = 1.0, shape: tuple[int, int] = (64, 64),
+                nu_t: float = 8.0, filters: tuple[int, ...] = (16, 16, 16, 16),
+                batch_size: int = 128, seed: int = 0, data_seed: int = 0, iterations: int = 0,
+                time_budget: float = 0.0, clock: str = "cpu", eval_points: int = 10,
+                eval_size: int = 64, device: str = "cpu", threads: int = 1) -> TrainConfig:
+    """One run on ``sip/HeatInverse-v0`` with the reproduction's defaults: a U-Net with
+    ``filters`` per level (paper: 4 levels of 16, ≈ 38 k parameters), physics in float64.
 
-    method: Literal["sip", "adam", "sgd", "adagrad", "adadelta", "rmsprop"] = "sip"
-    """'sip' or a plain optimizer through the physics."""
-    lr: float = 1e-3
-    """Learning rate (of sip_optimizer for SIP)."""
-    sip_optimizer: Literal["adam", "sgd", "adagrad", "adadelta", "rmsprop"] = "adam"
-    """Optimizer that minimises SIP's proxy loss."""
-    proxy_loss: Literal["l1", "l2"] = "l2"
-    """SIP proxy loss: 'l2' = ½‖x − x̃‖², 'l1' = Σ|x − x̃|."""
-    eta: float = 1.0
-    """SIP's Newton step size on the y-loss."""
-    shape: tuple[int, int] = (64, 64)
-    """Grid of unit cells."""
-    nu_t: float = 8.0
-    """Diffusivity × time of the physics."""
-    filters: tuple[int, ...] = (16, 16, 16, 16)
-    """U-Net filters per level (paper: 4 levels of 16, ≈ 38 k parameters)."""
-    batch_size: int = 128
-    """Fresh samples per iteration (paper: 128)."""
-    seed: int = 0
-    """Network initialisation seed (identical for every method)."""
-    data_seed: int = 0
-    """Seed of the training stream (identical for every method)."""
-    iterations: int = 0
-    """Maximum iterations (0 = no limit; then time_budget must be > 0)."""
-    time_budget: float = 0.0
-    """Budget of training work in seconds on ``clock`` (0 = no limit)."""
-    clock: Literal["cpu", "wall"] = "cpu"
-    """What the budget counts: process CPU time or wall-clock time."""
-    eval_points: int = 10
-    """Number of evenly spaced evaluations of the test and validation batches."""
-    eval_size: int = 64
-    """Size of the fixed validation and test batches."""
-    val_seed: int = 1_000_000
-    """Seed of the validation batch (used to pick learning rates)."""
-    test_seed: int = 2_000_000
-    """Seed of the test batch (reported, never used for choices)."""
-    device: str = "cpu"
-    """Torch device of network and physics."""
+    ``iterations=0`` means no iteration limit (then ``time_budget`` must be > 0).
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid setting."""
-        check_run_settings(self, ("lr", "eta", "nu_t"))
-        if self.eval_points < 1:
-            raise ValueError(f"eval_points must be ≥ 1, got {self.eval_points}.")
-        if self.clock not in ("cpu", "wall"):
-            raise ValueError(f"clock must be 'cpu' or 'wall', got {self.clock!r}.")
-
-    @property
-    def optimizer(self) -> str:
-        """The torch optimizer that updates the network."""
-        return self.sip_optimizer if self.method == "sip" else self.method
-
-    def physics(self) -> HeatPhysics:
-        """The physics of this run."""
-        return HeatPhysics(shape=self.shape, nu_t=self.nu_t)
-
-    def network(self) -> nn.Module:
-        """A fresh U-Net seeded with ``seed`` (identical for every method)."""
-        cells = self.shape[0] * self.shape[1]
-        return make_network("unet", cells, cells, hidden=self.filters, spatial=self.shape,
-                            seed=self.seed, device=self.device)
+    Raises:
+        ValueError: For an unknown method, or no limit at all.
+    """
+    if iterations == 0 and not time_budget > 0:
+        raise ValueError("Set iterations > 0 or time_budget > 0 (or both); with neither the run "
+                         "would never stop.")
+    if eval_points < 1:
+        raise ValueError(f"eval_points must be ≥ 1, got {eval_points}.")
+    env_kwargs = {"shape": list(shape), "nu_t": nu_t}
+    return method_config(
+        method, sip_optimizer=sip_optimizer, proxy_loss=proxy_loss, eta=eta,
+        env_id="sip/HeatInverse-v0", env_kwargs=json.dumps(env_kwargs), env_dtype="float64",
+        network="unet", hidden=tuple(filters), lr=lr, batch_size=batch_size, seed=seed,
+        data_seed=data_seed, iterations=iterations or UNLIMITED, time_budget=time_budget,
+        clock=clock, eval_points=eval_points, eval_episodes=eval_size, device=device,
+        threads=threads, log_every=0, checkpoint_every=0, progress=False)
 
 
 @dataclass
 class HeatTrainResult:
     """What :func:`train` returns."""
 
-    config: HeatTrainConfig
+    config: TrainConfig
     network: nn.Module
     iterations: int
     train_time: float
@@ -174,122 +128,41 @@ class HeatTrainResult:
         return self.train_time / max(self.iterations, 1)
 
 
-def _batch(physics: HeatPhysics, n: int, generator: torch.Generator, device: str
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x*, y*)`` in float64 on ``device``."""
-    x_true = physics.sample_initial(n, generator, device=device)
-    return x_true, physics.forward(x_true)
+    @property
+    def method(self) -> str:
+        """``"sip"`` or the plain optimizer."""
+        return method_of(self.config)
 
 
-def iteration_loss(network: nn.Module, physics: HeatPhysics, y_target: torch.Tensor,
-                   config: HeatTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss one iteration minimises, and the (float32) predictions it came from."""
-    x = network(y_target.to(torch.float32))
-    if config.method == "sip":
-        # --- Newton step on the y-loss, noise-aware inverse, proxy loss ---
-        with torch.no_grad():
-            y = physics.forward(x.detach().to(torch.float64))
-        x_tilde = sip_inverse_targets(x.detach(), y, y_target, physics.inverse, config.eta)
-        diff = (x - x_tilde).flatten(1)
-        per_sample = (diff.abs().sum(1) if config.proxy_loss == "l1"
-                      else 0.5 * diff.pow(2).sum(1))
-        return per_sample.mean(), x
-    # --- plain optimizer: gradient through the (float64) physics ---
-    return physics.loss(x.to(torch.float64), y_target).mean(), x
+def train(config: TrainConfig, *, progress: bool = False) -> HeatTrainResult:
+    """Train one heat run (:func:`heat_config`) and collect its evaluation curves.
 
-
-def evaluate(network: nn.Module, physics: HeatPhysics, x_true: torch.Tensor,
-             y_target: torch.Tensor) -> tuple[float, float]:
-    """Mean ``Σ|x − x*|`` and mean ``½‖P(x) − y*‖²`` of ``network`` (eval mode) on a batch."""
-    was_training = network.training
-    network.eval()
-    with torch.no_grad():
-        x = network(y_target.to(torch.float32)).to(torch.float64)
-        result = (float(physics.x_error(x, x_true).mean()),
-                  float(physics.loss(x, y_target).mean()))
-    network.train(was_training)
-    return result
-
-
-def train(config: HeatTrainConfig, *, progress: bool = False) -> HeatTrainResult:
-    """Train the U-Net on the heat inverse problem with ``config.method``.
-
-    A non-finite loss stops training before the update and sets ``diverged_at`` (no exception:
+    A divergence stops training before the update and sets ``diverged_at`` (no exception:
     learning-rate sweeps expect divergence).
     """
-    config.validate()
-    physics = config.physics()
-    net = config.network()
-    optimizer = make_optimizer(config.optimizer, net.parameters(), config.lr)
-    clock = training_clock(config.clock)
-    data = torch.Generator().manual_seed(config.data_seed)
-    val = _batch(physics, config.eval_size, torch.Generator().manual_seed(config.val_seed),
-                 config.device)
-    test = _batch(physics, config.eval_size, torch.Generator().manual_seed(config.test_seed),
-                  config.device)
-    # Evaluate at evenly spaced moments of the budget (time or iterations), and at the end.
-    if config.time_budget > 0:
-        marks = [config.time_budget * (i + 1) / config.eval_points
-                 for i in range(config.eval_points)]
-    else:
-        marks = [config.iterations * (i + 1) / config.eval_points
-                 for i in range(config.eval_points)]
-    eval_times: list[float] = []
-    eval_its: list[int] = []
-    test_x: list[float] = []
-    test_y: list[float] = []
-    val_x: list[float] = []
-    train_x: list[float] = []
+    def show(record: dict[str, float]) -> None:
+        print(f"  [{method_of(config)} lr={config.lr:.2e}] t={record['time']:7.1f}s "
+              f"it={int(record['iteration']):5d} test x-error "
+              f"{record['eval_test_x_error']:8.2f}  val {record['eval_val_x_error']:8.2f}",
+              flush=True)
 
-    def record(elapsed: float, iteration: int) -> None:
-        tx, ty = evaluate(net, physics, *test)
-        vx, _ = evaluate(net, physics, *val)
-        eval_times.append(elapsed)
-        eval_its.append(iteration)
-        test_x.append(tx)
-        test_y.append(ty)
-        val_x.append(vx)
-        if progress:
-            print(f"  [{config.method} lr={config.lr:.2e}] t={elapsed:7.1f}s it={iteration:5d} "
-                  f"test x-error {tx:8.2f}  val {vx:8.2f}", flush=True)
-
-    record(0.0, 0)
-    elapsed, iteration, diverged_at = 0.0, 0, None
-    net.train()
-    while ((config.iterations == 0 or iteration < config.iterations)
-           and (config.time_budget == 0 or elapsed < config.time_budget)):
-        t0 = clock()
-        x_true, y_target = _batch(physics, config.batch_size, data, config.device)
-        loss, x = iteration_loss(net, physics, y_target, config)
-        finite = bool(torch.isfinite(loss))
-        if finite:  # never let a non-finite update reach the weights
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        elapsed += clock() - t0
-        if not finite:
-            diverged_at = iteration + 1
-            break
-        iteration += 1
-        # --- bookkeeping outside the timer ---
-        with torch.no_grad():
-            train_x.append(float(physics.x_error(x.detach().to(torch.float64), x_true).mean()))
-        progress_value = elapsed if config.time_budget > 0 else iteration
-        if marks and progress_value >= marks[0]:
-            while marks and progress_value >= marks[0]:
-                marks.pop(0)
-            record(elapsed, iteration)
-    if diverged_at is None and (not eval_its or eval_its[-1] != iteration):
-        record(elapsed, iteration)
-    net.eval()
+    run = run_inverse(config)
+    if progress:
+        for record in run.evals:
+            show(record)
+    evals = run.evals
     return HeatTrainResult(
-        config=config, network=net, iterations=iteration, train_time=elapsed,
-        eval_times=np.asarray(eval_times), eval_iterations=np.asarray(eval_its),
-        test_x_error=np.asarray(test_x), test_y_loss=np.asarray(test_y),
-        val_x_error=np.asarray(val_x), train_x_error=train_x, diverged_at=diverged_at)
+        config=config, network=run.network, iterations=run.iterations,
+        train_time=run.train_time,
+        eval_times=np.asarray([e["time"] for e in evals]),
+        eval_iterations=np.asarray([int(e["iteration"]) for e in evals]),
+        test_x_error=np.asarray([e["eval_test_x_error"] for e in evals]),
+        test_y_loss=np.asarray([e["eval_test_y_loss"] for e in evals]),
+        val_x_error=np.asarray([e["eval_val_x_error"] for e in evals]),
+        train_x_error=list(run.train.get("x_error", [])), diverged_at=run.diverged_at)
 
 
-def sweep_learning_rate(config: HeatTrainConfig, factors: Sequence[float]
+def sweep_learning_rate(config: TrainConfig, factors: Sequence[float]
                         ) -> tuple[HeatTrainResult, list[HeatTrainResult]]:
     """Train ``config`` with ``lr = factor · REFERENCE_LR[method]`` for each factor.
 
@@ -301,7 +174,7 @@ def sweep_learning_rate(config: HeatTrainConfig, factors: Sequence[float]
     """
     if not factors:
         raise ValueError("factors must not be empty.")
-    base = REFERENCE_LR[config.method]
+    base = REFERENCE_LR[method_of(config)]
     runs = [train(replace(config, lr=base * f)) for f in factors]
     return min(runs, key=lambda r: r.late_val_x_error), runs
 
@@ -310,7 +183,7 @@ def _num(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def train_summary(config: HeatTrainConfig, lr_factor: float = 1.0, examples: int = 4,
+def train_summary(config: TrainConfig, lr_factor: float = 1.0, examples: int = 4,
                   threads: int = 1) -> dict[str, Any]:
     """Train one run with ``threads`` torch threads and summarise it as JSON-able data.
 
@@ -321,13 +194,15 @@ def train_summary(config: HeatTrainConfig, lr_factor: float = 1.0, examples: int
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     res = train(config)
-    physics = config.physics()
-    _, y_star = _batch(physics, config.eval_size,
-                       torch.Generator().manual_seed(config.test_seed), config.device)
+    kwargs = json.loads(config.env_kwargs)
+    physics = make_physics(shape=tuple(kwargs["shape"]), nu_t=kwargs["nu_t"])
+    x_true = physics.sample_initial(config.eval_episodes,
+                                    torch.Generator().manual_seed(TEST_SEED),
+                                    device=config.device)
     with torch.no_grad():
-        pred = res.network(y_star[:examples].to(torch.float32))
+        pred = res.network.eval()(physics.forward(x_true)[:examples].to(torch.float32))
     return {
-        "method": config.method, "lr_factor": lr_factor, "lr": config.lr,
+        "method": method_of(config), "lr_factor": lr_factor, "lr": config.lr,
         "iterations": res.iterations, "train_time": res.train_time,
         "wall_time": time.perf_counter() - t0,
         "time_per_iteration": res.time_per_iteration, "diverged_at": res.diverged_at,

@@ -1,67 +1,76 @@
-"""Single-step inverse-problem training: SIP versus plain optimizers on ``sip/SineInversion-v0``.
+"""Single-step inverse problems on the one training loop: SIP versus plain optimizers.
 
-A network ``f_θ`` maps a target ``y*`` to a guess ``x = f_θ(y*)`` with ``P(x) ≈ y*``, for the
-rotated, ill-conditioned sine of :class:`sipenv.physics.SinePhysics` (the characterisation
-problem of Holl, Koltun & Thuerey, NeurIPS 2022). One iteration draws a fresh batch of targets
-``y* ~ U([-1, 1]²)`` from a seeded stream (the same stream for every method), then either
+What is specific to the sine and heat reproductions (``scripts/reproduce_sine.py``,
+``scripts/reproduce_heat.py``) and nothing else: the *methods* compared (``"sip"``, or a plain
+optimizer through the physics — ``"adam"``, ``"sgd"``, … — which is DP with that optimizer), the
+published learning rates, and a runner that records what the reports need. Training itself is
+:func:`agents.trainer.run_training` on the problem of ``sip/SineInversion-v0`` or
+``sip/HeatInverse-v0`` (:mod:`agents.problems`): its data stream, clock, divergence rule and
+seeds (:data:`~agents.problems.VALIDATION_SEED`, :data:`~agents.problems.TEST_SEED`).
 
-* **SIP** (``method="sip"``): ``x = f_θ(y*)``; ``y = P(x)`` without gradient; Newton step on the
-  y-loss ``ỹ = y + η (y* − y)``; local inverse ``x̃ = P⁻¹(ỹ; x)`` — one saddle-free Newton step on
-  ``½‖P(x) − ỹ‖²`` (:meth:`SinePhysics.inverse`); proxy loss ``Σ|x − x̃|`` (L1, as the published
-  code) or ``½‖x − x̃‖²`` (L2, as the book) with ``x̃`` constant, minimised by ``sip_optimizer``;
-* or **a plain optimizer** (``adam``, ``sgd``, ``adagrad``, ``adadelta``, ``rmsprop``):
-  gradient of ``½‖P(f_θ(y*)) − y*‖²`` through the physics, averaged over the batch.
-
-The metric is the paper's: the distance from each prediction to the **nearest exact solution**
-(:meth:`SinePhysics.solution_distance`), averaged over the batch, recorded every iteration on the
-training batch (before that iteration's update) and summarised as the mean over the last 10 % of
-iterations; a fixed held-out test batch is scored at the end as well.
-
-The wall-clock ``time_budget`` counts only the training work (sampling, forward, physics,
-backward, update); the metric bookkeeping is done outside the timer. Every method starts from the
-same network weights (``seed``) and sees the same targets (``data_seed``).
+The sine problem is the characterisation problem of Holl, Koltun & Thuerey (NeurIPS 2022,
+Sec. 4.1): a network ``f_θ`` maps a target ``y* ~ U([-1, 1]²)`` to a guess ``x`` with
+``P(x) ≈ y*`` for the rotated, ill-conditioned sine of :class:`sipenv.physics.SinePhysics`. SIP
+takes ``x̃ = P⁻¹(y + η (y* − y); x)`` (one saddle-free Newton step) and minimises the proxy loss
+``Σ|x − x̃|`` (L1, as the published code) or ``½‖x − x̃‖²`` (L2); a plain optimizer minimises
+``½‖P(f_θ(y*)) − y*‖²`` through the physics. The metric is the paper's: the distance from each
+prediction to the **nearest exact solution**, recorded every iteration on the training batch
+(before that iteration's update; outside the training clock) and summarised as the mean over
+the last 10 % of iterations; fixed validation and test batches are scored at the end.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from agents.networks import make_network
-from agents.sip import sip_inverse_targets
-from agents.trainer import OPTIMIZERS, make_optimizer
-from sipenv.physics.sine import SinePhysics
+from agents.diffphys import DPConfig
+from agents.sip import SIPConfig
+from agents.trainer import OPTIMIZERS, TrainConfig, TrainingDiverged, run_training
 
 __all__ = [
+    "COLORS",
+    "LABELS",
     "METHODS",
     "REFERENCE_LR",
-    "InverseTrainConfig",
+    "UNLIMITED",
+    "InverseRun",
     "InverseTrainResult",
-    "check_run_settings",
-    "evaluate_distance",
-    "iteration_loss",
     "last_fraction_mean",
-    "proxy_loss",
+    "method_config",
+    "method_of",
     "reference_lr",
-    "sip_targets",
+    "run_inverse",
+    "sine_config",
     "sweep_learning_rate",
     "train",
 ]
 
-Method = Literal["sip", "adam", "sgd", "adagrad", "adadelta", "rmsprop"]
 METHODS: tuple[str, ...] = ("sip", "adam", "sgd", "adagrad", "adadelta", "rmsprop")
+"""``"sip"`` (SIP with ``sip_optimizer``) or a plain optimizer through the physics (DP)."""
 
 REFERENCE_LR: dict[str, float] = {
     "sip": 1e-3, "adam": 1e-3, "sgd": 1e-2, "adadelta": 3e-3, "adagrad": 3e-3, "rmsprop": 3e-5,
 }
-"""The published learning rates (SIP_REFERENCE.md §1); SGD's is further divided by ``ξ²``."""
+"""The published learning rates on the sine problem (Holl, Koltun & Thuerey, NeurIPS 2022,
+appendix); SGD's is further divided by ``ξ²``."""
+
+LABELS: dict[str, str] = {"sip": "SIP (Adam)", "adam": "Adam", "sgd": "SGD",
+                          "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop"}
+"""How the reports name each method."""
+
+COLORS: dict[str, str] = {"sip": "C0", "adam": "C1", "sgd": "C3", "adadelta": "C2",
+                          "adagrad": "C4", "rmsprop": "C5"}
+"""The matplotlib colour of each method in the reports' plots."""
+
+UNLIMITED = 10**12
+"""``iterations`` of a run that only a time budget stops."""
 
 
 def reference_lr(method: str, xi: float) -> float:
@@ -71,104 +80,136 @@ def reference_lr(method: str, xi: float) -> float:
     return REFERENCE_LR[method] / (xi**2 if method == "sgd" else 1.0)
 
 
-def check_run_settings(config: Any, positive: Sequence[str]) -> None:
-    """Checks shared by the single-step training configs (sine, heat).
+def method_config(method: str, *, sip_optimizer: str = "adam", proxy_loss: str = "l2",
+                  eta: float = 1.0, **settings: Any) -> TrainConfig:
+    """The training config of a method: ``"sip"`` → :class:`SIPConfig` with ``sip_optimizer``
+    (and ``proxy_loss``, ``eta``); an optimizer name → :class:`DPConfig` with that optimizer.
 
-    ``config`` has ``method``, ``sip_optimizer``, ``proxy_loss``, ``batch_size``, ``eval_size``,
-    ``iterations`` and ``time_budget``; every name in ``positive`` must be a finite number > 0.
+    Args:
+        method: One of :data:`METHODS`.
+        sip_optimizer: Optimizer of SIP's proxy loss.
+        proxy_loss, eta: SIP's proxy loss and Newton step size.
+        settings: Any other :class:`TrainConfig` fields.
 
     Raises:
-        ValueError: Naming the first invalid setting.
+        ValueError: For an unknown method or optimizer.
     """
-    if config.method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {config.method!r}.")
-    if config.sip_optimizer not in OPTIMIZERS:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
+    if sip_optimizer not in OPTIMIZERS:
         raise ValueError(f"sip_optimizer must be one of {sorted(OPTIMIZERS)}, got "
-                         f"{config.sip_optimizer!r}.")
-    if config.proxy_loss not in ("l1", "l2"):
-        raise ValueError(f"proxy_loss must be 'l1' or 'l2', got {config.proxy_loss!r}.")
-    for name in positive:
-        value = getattr(config, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    if config.batch_size < 1 or config.eval_size < 1:
-        raise ValueError("batch_size and eval_size must be ≥ 1.")
-    if config.iterations < 0 or not (math.isfinite(config.time_budget)
-                                     and config.time_budget >= 0):
-        raise ValueError("iterations and time_budget must be ≥ 0.")
-    if config.iterations == 0 and config.time_budget == 0:
-        raise ValueError("Set iterations > 0 or time_budget > 0 (or both); with neither "
-                         "the run would never stop.")
+                         f"{sip_optimizer!r}.")
+    if method == "sip":
+        return SIPConfig(optimizer=sip_optimizer, proxy_loss=proxy_loss,  # type: ignore[arg-type]
+                         eta=eta, **settings)
+    return DPConfig(optimizer=method, **settings)  # type: ignore[arg-type]
 
+
+def method_of(config: TrainConfig) -> str:
+    """The method a config trains: ``"sip"``, or the optimizer of DP."""
+    return "sip" if config.algo == "sip" else config.optimizer
+
+
+def sine_config(method: str = "sip", *, xi: float = 1.0, phi: float = 0.0, gamma: float = 10.0,
+                max_loss_change: float = 0.2, lr: float = 1e-3, sip_optimizer: str = "adam",
+                proxy_loss: str = "l1", eta: float = 1.0, batch_size: int = 100,
+                hidden: tuple[int, ...] = (32, 64, 32), seed: int = 0, data_seed: int = 0,
+                iterations: int = 0, time_budget: float = 0.0, eval_size: int = 1000,
+                dtype: str = "float32", threads: int = 1) -> TrainConfig:
+    """One run on ``sip/SineInversion-v0`` with the reproduction's defaults.
+
+    ``iterations=0`` means no iteration limit (then ``time_budget`` must be > 0). The network
+    is the MLP ``2 → hidden → 2`` in ``dtype``, like the physics.
+
+    Raises:
+        ValueError: For an unknown method, or no limit at all.
+    """
+    if iterations == 0 and not time_budget > 0:
+        raise ValueError("Set iterations > 0 or time_budget > 0 (or both); with neither the run "
+                         "would never stop.")
+    env_kwargs = {"xi": xi, "phi": phi, "gamma": gamma, "max_loss_change": max_loss_change}
+    return method_config(
+        method, sip_optimizer=sip_optimizer, proxy_loss=proxy_loss, eta=eta,
+        env_id="sip/SineInversion-v0", env_kwargs=json.dumps(env_kwargs), env_dtype=dtype,
+        network="mlp", hidden=tuple(hidden), lr=lr, batch_size=batch_size, seed=seed,
+        data_seed=data_seed, iterations=iterations or UNLIMITED, time_budget=time_budget,
+        eval_episodes=eval_size, threads=threads, log_every=0, checkpoint_every=0,
+        progress=False)
+
+
+# --- running -----------------------------------------------------------------------------------
 
 @dataclass
-class InverseTrainConfig:
-    """One training run on the sine inverse problem."""
+class InverseRun:
+    """What :func:`run_inverse` records of one run (in memory, nothing written).
 
-    method: Method = "sip"
-    """'sip' or a plain optimizer through the physics ('adam', 'sgd', 'adagrad', 'adadelta',
-    'rmsprop')."""
-    lr: float = 1e-3
-    """Learning rate (of sip_optimizer for SIP)."""
-    sip_optimizer: Literal["adam", "sgd", "adagrad", "adadelta", "rmsprop"] = "adam"
-    """Optimizer that minimises SIP's proxy loss."""
-    proxy_loss: Literal["l1", "l2"] = "l1"
-    """SIP proxy loss: 'l1' = Σ|x − x̃| (published code), 'l2' = ½‖x − x̃‖² (book)."""
-    eta: float = 1.0
-    """SIP's Newton step size on the y-loss (1 = full step onto y*)."""
-    max_loss_change: float = 0.2
-    """Predicted-loss-change limit of the saddle-free Newton inverse."""
-    xi: float = 1.0
-    """Conditioning ξ of the physics."""
-    phi: float = 0.0
-    """Rotation φ of the physics in degrees."""
-    gamma: float = 10.0
-    """Global scale γ of the physics."""
-    batch_size: int = 100
-    """Fresh targets per iteration."""
-    hidden: tuple[int, ...] = (32, 64, 32)
-    """Hidden widths of the ReLU MLP 2 → ... → 2."""
-    seed: int = 0
-    """Seed of the network initialisation (identical for every method)."""
-    data_seed: int = 0
-    """Seed of the training target stream (identical for every method)."""
-    iterations: int = 0
-    """Maximum iterations (0 = no limit; then time_budget must be > 0)."""
-    time_budget: float = 0.0
-    """Wall-clock budget of training work in seconds (0 = no limit)."""
-    eval_size: int = 1000
-    """Size of the fixed validation and test batches."""
-    val_seed: int = 1_000_000
-    """Seed of the validation batch (used to pick learning rates)."""
-    test_seed: int = 2_000_000
-    """Seed of the test batch (reported, never used for choices)."""
-    dtype: Literal["float32", "float64"] = "float32"
-    """Precision of network and physics."""
+    Attributes:
+        config: The run's settings.
+        network: The trained network (eval mode); the last good weights if it diverged.
+        iterations: Iterations completed.
+        train_time: Training seconds on the config's clock.
+        times: ``(iterations,)`` cumulative training time after each iteration.
+        train: Per-iteration training-batch metrics (e.g. ``x_dist``), each ``(iterations,)``.
+        evals: The evaluation records (``eval_points``), each with ``iteration``, ``time`` and
+            ``eval_val_*`` / ``eval_test_*`` metrics.
+        final: Held-out metrics after training (``val_*``, ``test_*``); ``{}`` if diverged.
+        diverged_at: The iteration that diverged (training stopped before its update), else
+            ``None``.
+    """
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid setting."""
-        check_run_settings(self, ("lr", "eta", "max_loss_change", "xi", "gamma"))
-        if not math.isfinite(self.phi):
-            raise ValueError(f"phi must be finite, got {self.phi!r}.")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
+    config: TrainConfig
+    network: nn.Module
+    iterations: int
+    train_time: float
+    times: np.ndarray
+    train: dict[str, np.ndarray]
+    evals: list[dict[str, float]]
+    final: dict[str, float]
+    diverged_at: int | None
 
-    @property
-    def optimizer(self) -> str:
-        """The torch optimizer that updates the network."""
-        return self.sip_optimizer if self.method == "sip" else self.method
 
-    def physics(self) -> SinePhysics:
-        """The physics of this run."""
-        return SinePhysics(xi=self.xi, phi=self.phi, gamma=self.gamma,
-                           max_loss_change=self.max_loss_change)
+def run_inverse(config: TrainConfig) -> InverseRun:
+    """Train ``config`` with :func:`agents.trainer.run_training` (nothing written) and record
+    every iteration's training metrics and every evaluation.
 
+    A divergence does not raise: it is recorded as ``diverged_at`` (sweeps expect it).
+    """
+    from agents.registry import get_algorithm
+
+    times: list[float] = []
+    train: dict[str, list[float]] = {}
+    evals: list[dict[str, float]] = []
+
+    def on_iteration(iteration: int, train_time: float, metrics: dict[str, float]) -> None:
+        times.append(train_time)
+        for k, v in metrics.items():
+            train.setdefault(k, []).append(v)
+
+    try:
+        result = run_training(config, get_algorithm(config.algo), write=False, progress=False,
+                              on_eval=evals.append, on_iteration=on_iteration)
+    except TrainingDiverged as exc:
+        assert exc.network is not None
+        return InverseRun(config, exc.network, len(times), times[-1] if times else 0.0,
+                          np.asarray(times), {k: np.asarray(v) for k, v in train.items()},
+                          evals, {}, exc.iteration)
+    final = result.final_eval
+    if not evals or evals[-1]["iteration"] != result.iterations:
+        evals.append({"iteration": result.iterations, "time": result.train_time,
+                      **{f"eval_{k}": v for k, v in final.items()}})
+    return InverseRun(config, result.policy, result.iterations, result.train_time,
+                      np.asarray(times), {k: np.asarray(v) for k, v in train.items()}, evals,
+                      final, None)
+
+
+# --- the sine reproduction's view of a run -----------------------------------------------------
 
 @dataclass
 class InverseTrainResult:
-    """What :func:`train` returns. Per-iteration arrays are indexed by iteration."""
+    """One sine run as the reproduction reports it. Per-iteration arrays are indexed by
+    iteration."""
 
-    config: InverseTrainConfig
+    config: TrainConfig
     network: nn.Module
     iterations: int
     train_time: float
@@ -179,12 +220,17 @@ class InverseTrainResult:
     y_loss: np.ndarray
     """Mean ``½‖P(x) − y*‖²`` on each training batch."""
     val_x_dist: float
-    """Mean distance on the fixed validation batch after training."""
+    """Mean distance on the fixed validation batch after training (``inf`` if diverged)."""
     test_x_dist: float
-    """Mean distance on the fixed test batch after training."""
+    """Mean distance on the fixed test batch after training (``inf`` if diverged)."""
     diverged_at: int | None = None
-    """Iteration at which the loss became non-finite (training stopped there), else None."""
+    """Iteration at which training diverged (it stopped before that update), else None."""
     extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        """``"sip"`` or the plain optimizer."""
+        return method_of(self.config)
 
     @property
     def time_per_iteration(self) -> float:
@@ -199,8 +245,6 @@ class InverseTrainResult:
         return last_fraction_mean(self.x_dist[:upto], fraction)
 
 
-# --- pure pieces ---------------------------------------------------------------------------------
-
 def last_fraction_mean(values: Sequence[float] | np.ndarray, fraction: float = 0.1) -> float:
     """Mean of the last ``fraction`` of ``values`` (at least one value; NaN if empty)."""
     arr = np.asarray(values, dtype=np.float64)
@@ -210,105 +254,22 @@ def last_fraction_mean(values: Sequence[float] | np.ndarray, fraction: float = 0
     return float(arr[-count:].mean())
 
 
-def sip_targets(physics: SinePhysics, x: torch.Tensor, y_target: torch.Tensor,
-                eta: float = 1.0) -> torch.Tensor:
-    """SIP targets ``x̃ = P⁻¹(y + η (y* − y); x)`` (detached), ``(B, 2)``."""
-    with torch.no_grad():
-        y = physics.forward(x)
-    return sip_inverse_targets(x.detach(), y, y_target, physics.inverse, eta)
-
-
-def proxy_loss(x: torch.Tensor, x_target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """Batch mean of ``Σ|x − x̃|`` (``"l1"``) or ``½‖x − x̃‖²`` (``"l2"``)."""
-    diff = x - x_target
-    per_sample = diff.abs().sum(-1) if kind == "l1" else 0.5 * diff.pow(2).sum(-1)
-    return per_sample.mean()
-
-
-def iteration_loss(network: nn.Module, physics: SinePhysics, y_target: torch.Tensor,
-                   config: InverseTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss one iteration minimises, and the predictions ``x`` it came from."""
-    x = network(y_target)
-    if config.method == "sip":
-        # --- Newton step on the y-loss, saddle-free Newton inverse, proxy loss ---
-        x_tilde = sip_targets(physics, x, y_target, config.eta)
-        return proxy_loss(x, x_tilde, config.proxy_loss), x
-    # --- plain optimizer: gradient through the physics ---
-    return physics.loss(x, y_target).mean(), x
-
-
-def evaluate_distance(network: nn.Module, physics: SinePhysics, y_target: torch.Tensor) -> float:
-    """Mean distance of ``network(y*)`` to the nearest exact solutions."""
-    with torch.no_grad():
-        return float(physics.solution_distance(network(y_target), y_target).mean())
-
-
-# --- training ------------------------------------------------------------------------------------
-
-def train(config: InverseTrainConfig, *, network: nn.Module | None = None) -> InverseTrainResult:
-    """Train ``f_θ`` on the sine inverse problem with ``config.method``.
-
-    Args:
-        config: Settings (validated first).
-        network: Start from this network's weights (a copy is trained). Default: a fresh
-            ``MLP 2 → hidden → 2`` seeded with ``config.seed``.
-
-    Returns:
-        The trained network and its per-iteration history. A non-finite loss stops training
-        before the update and sets ``diverged_at`` (no exception: sweeps expect divergence).
-    """
-    config.validate()
-    dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    physics = config.physics()
-    net = make_network("mlp", 2, 2, hidden=config.hidden, seed=config.seed).to(dtype)
-    if network is not None:
-        net.load_state_dict(network.state_dict())
-    optimizer = make_optimizer(config.optimizer, net.parameters(), config.lr)
-    data = torch.Generator().manual_seed(config.data_seed)
-    val = physics.sample_targets(config.eval_size, torch.Generator().manual_seed(config.val_seed),
-                                 dtype=dtype)
-    test = physics.sample_targets(config.eval_size,
-                                  torch.Generator().manual_seed(config.test_seed), dtype=dtype)
-
-    times: list[float] = []
-    x_dist: list[float] = []
-    y_loss: list[float] = []
-    elapsed, iteration, diverged_at = 0.0, 0, None
-    net.train()
-    while ((config.iterations == 0 or iteration < config.iterations)
-           and (config.time_budget == 0 or elapsed < config.time_budget)):
-        t0 = time.perf_counter()
-        y_target = physics.sample_targets(config.batch_size, data, dtype=dtype)
-        loss, x = iteration_loss(net, physics, y_target, config)
-        finite = bool(torch.isfinite(loss))
-        if finite:  # never let a non-finite update reach the weights
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        elapsed += time.perf_counter() - t0
-        if not finite:
-            diverged_at = iteration + 1
-            break
-        iteration += 1
-        # --- bookkeeping outside the timer ---
-        with torch.no_grad():
-            xd = x.detach()
-            x_dist.append(float(physics.solution_distance(xd, y_target).mean()))
-            y_loss.append(float(physics.loss(xd, y_target).mean()))
-        times.append(elapsed)
-
-    net.eval()
+def train(config: TrainConfig) -> InverseTrainResult:
+    """Train one sine run (:func:`sine_config`) and summarise it for the reproduction."""
+    run = run_inverse(config)
+    empty = np.zeros(0)
     return InverseTrainResult(
-        config=config, network=net, iterations=iteration, train_time=elapsed,
-        times=np.asarray(times), x_dist=np.asarray(x_dist), y_loss=np.asarray(y_loss),
-        val_x_dist=math.inf if diverged_at else evaluate_distance(net, physics, val),
-        test_x_dist=math.inf if diverged_at else evaluate_distance(net, physics, test),
-        diverged_at=diverged_at)
+        config=config, network=run.network, iterations=run.iterations,
+        train_time=run.train_time, times=run.times, x_dist=run.train.get("x_dist", empty),
+        y_loss=run.train.get("y_loss", empty),
+        val_x_dist=run.final.get("val_x_dist", math.inf),
+        test_x_dist=run.final.get("test_x_dist", math.inf), diverged_at=run.diverged_at)
 
 
-def sweep_learning_rate(config: InverseTrainConfig, factors: Sequence[float]
+def sweep_learning_rate(config: TrainConfig, factors: Sequence[float]
                         ) -> tuple[InverseTrainResult, list[InverseTrainResult]]:
-    """Train ``config`` with ``lr = factor · reference_lr(method, ξ)`` for each factor.
+    """Train ``config`` with ``lr = factor · reference_lr(method, ξ)`` for each factor (``ξ``
+    from its ``env_kwargs``).
 
     The winner has the lowest distance on the fixed **validation** batch (not the test batch,
     and not the training metric that is reported); diverged runs lose.
@@ -318,7 +279,7 @@ def sweep_learning_rate(config: InverseTrainConfig, factors: Sequence[float]
     """
     if not factors:
         raise ValueError("factors must not be empty.")
-    base = reference_lr(config.method, config.xi)
+    base = reference_lr(method_of(config), float(json.loads(config.env_kwargs).get("xi", 1.0)))
     runs = [train(replace(config, lr=base * f)) for f in factors]
     best = min(runs, key=lambda r: (r.val_x_dist if math.isfinite(r.val_x_dist) else math.inf))
     return best, runs

@@ -33,29 +33,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.evaluation import evaluate_torch, make_eval_tasks
 from agents.networks import make_network
+from agents.problems import Problem, TaskProblem
 from agents.trainer import (
     OPTIMIZERS,
+    Algorithm,
     RunRecorder,
     TrainConfig,
     TrainingDiverged,
     TrainResult,
     training_clock,
 )
-from sipenv.envs.core import ControlCore
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecEnv
 
 __all__ = [
+    "ALGORITHM",
     "NETWORK_NAME",
     "PPOActor",
     "PPOConfig",
@@ -128,6 +128,14 @@ class PPOConfig(TrainConfig):
     shared_init: bool = True
     """Start the actor from the same seeded weights as the other methods' network
     (agents.networks); False keeps SB3's orthogonal initialisation."""
+
+    def check_problem(self, problem: Problem) -> None:
+        """PPO trains multi-step tasks through the Gymnasium API only."""
+        super().check_problem(problem)
+        if not isinstance(problem, TaskProblem):
+            raise ValueError(f"ppo trains multi-step control and correction tasks; "
+                             f"{problem.env_id} is a single-step inverse problem. Use sip or "
+                             "dp on it.")
 
     def validate(self) -> None:
         """Check every setting before any work starts.
@@ -430,12 +438,10 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
                               "cannot be resumed).")
 
     # --- env core and held-out tasks: identical for every algorithm ---
-    env_kwargs = config.env_make_kwargs()
-    env = gym.make(config.env_id, **env_kwargs)
-    core: ControlCore = env.unwrapped.core  # type: ignore[attr-defined]
-    env.close()
-    eval_seeds = range(config.eval_seed, config.eval_seed + config.eval_episodes)
-    eval_s0, eval_target = make_eval_tasks(config.env_id, eval_seeds, env_kwargs)
+    problem = config.make_problem()
+    assert isinstance(problem, TaskProblem)  # (check_problem)
+    core = problem.core
+    held_out = problem.held_out_sets(config.eval_seed, config.eval_episodes)[""]
 
     # --- SB3 PPO on plain Gymnasium envs ---
     venv = make_train_envs(config)
@@ -457,7 +463,7 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
         save_checkpoint(ckpt_path, payload())
 
     def evaluate() -> dict[str, float]:
-        return evaluate_torch(actor, core, eval_s0, eval_target).summary()
+        return problem.evaluate(actor, held_out)
 
     recorder = RunRecorder(config, out if write else None, evaluate, save, on_eval=on_eval)
 
@@ -495,5 +501,9 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
         venv.close()
 
     final = recorder.finish(int(state["updates"]), float(state["train_time"]))
-    return TrainResult(actor.eval(), core, out if write else None, int(state["updates"]),
+    return TrainResult(actor.eval(), problem, out if write else None, int(state["updates"]),
                        float(state["train_time"]), final, recorder.history)
+
+
+ALGORITHM = Algorithm("ppo", PPOConfig, trainer=train)
+"""PPO: its own loop (stable-baselines3, imported only when it trains)."""

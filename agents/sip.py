@@ -1,6 +1,6 @@
 """SIP training: scale-invariant physics updates (Holl, Koltun & Thuerey, NeurIPS 2022).
 
-One SIP iteration (DESIGN.md, "SIP training"):
+One SIP iteration:
 
 1. run the network / policy and the physics *without* gradients;
 2. take a **Newton step on the loss** in the physics' output space
@@ -36,9 +36,15 @@ With linear physics, an exact inverse and ``η = 1``, replaying the targets ``F�
 lands exactly on ``s*`` whichever split is used (``tests/agents/test_sip.py``): one SIP physics step
 solves the problem, where a gradient step cannot.
 
+Single-step inverse problems ``y = P(x)`` (:class:`agents.problems.InverseProblem`: the sine and
+heat problems) take one Newton step on the y-loss and one local inverse:
+``x̃ = P⁻¹(y + η (y* − y); x)`` (:func:`sip_inverse_targets`), with the proxy loss
+``½‖x − x̃‖²`` (``l2``) or ``Σ|x − x̃|`` (``l1``, the published code) averaged over the batch.
+
 The target computations are pure functions (:func:`newton_step`, :func:`sip_inverse_targets`,
-:func:`sip_control_targets`); :func:`loss_fn` is SIP's proxy loss on a batch of control tasks and
-:func:`train` runs a whole training (see :mod:`agents.trainer`).
+:func:`sip_control_targets`); :func:`loss` is SIP's proxy loss on a batch of any problem
+(:func:`control_loss` for tasks, :func:`inverse_loss` for inverse problems), and
+:data:`ALGORITHM` registers it with the one training loop (:mod:`agents.trainer`).
 """
 
 from __future__ import annotations
@@ -51,14 +57,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from agents.trainer import (
-    TrainConfig,
-    TrainingDiverged,
-    TrainResult,
-    rollout_metrics,
-    run_training,
-)
-from sipenv.envs.core import ControlCore, Rollout
+from agents.problems import InverseBatch, InverseProblem, Problem, TaskProblem
+from agents.trainer import Algorithm, Step, TrainConfig, TrainingDiverged, TrainResult
+from sipenv.envs.core import Rollout, TaskCore
 from sipenv.envs.correction import CorrectionCore
 from sipenv.physics import PhysicsModel, SpectralLinearPhysics
 from sipenv.physics.generic_inverse import (
@@ -68,10 +69,13 @@ from sipenv.physics.generic_inverse import (
 )
 
 __all__ = [
+    "ALGORITHM",
     "SPLITS",
     "SIPConfig",
     "ShareFn",
-    "loss_fn",
+    "control_loss",
+    "inverse_loss",
+    "loss",
     "minimum_force_split",
     "newton_step",
     "sip_control_targets",
@@ -237,11 +241,12 @@ def sip_correction_targets(physics: PhysicsModel, states: torch.Tensor, referenc
 
 @dataclass
 class SIPConfig(TrainConfig):
-    """SIP training on a control env (all :class:`agents.trainer.TrainConfig` fields, plus:)."""
+    """SIP training on any problem (all :class:`agents.trainer.TrainConfig` fields, plus:)."""
 
     algo: Literal["sip"] = "sip"
     eta: float = 1.0
-    """Newton step size on the terminal loss (1 = full step onto the target)."""
+    """Newton step size on the loss in the physics' output space (1 = full step onto the
+    target)."""
     split: Literal["minimum-force", "uniform", "gauss-newton"] = "minimum-force"
     """How the correction is shared between steps in the backward sweep ("gauss-newton": the
     generic inverse through the whole rollout, for physics without spectral factors)."""
@@ -251,21 +256,50 @@ class SIPConfig(TrainConfig):
     gn_damping: float = 0.0
     """Levenberg–Marquardt damping λ ≥ 0 of the gauss-newton split."""
 
+    proxy_loss: Literal["l2", "l1"] = "l2"
+    """Proxy loss between the network's outputs and the SIP targets: 'l2' = ½‖·‖², 'l1' = Σ|·|
+    (the published code's choice on the sine problem)."""
+
     def validate(self) -> None:
         """:meth:`TrainConfig.validate` plus the gauss-newton settings."""
-        super().validate()
         if (not isinstance(self.gn_iterations, int) or isinstance(self.gn_iterations, bool)
                 or self.gn_iterations < 1):
             raise ValueError(f"gn_iterations must be an int ≥ 1, got {self.gn_iterations!r}.")
         if not (math.isfinite(self.gn_damping) and self.gn_damping >= 0):
             raise ValueError(f"gn_damping must be a finite number ≥ 0, got {self.gn_damping!r}.")
-    proxy_loss: Literal["l2", "l1"] = "l2"
-    """Proxy loss between the policy's actions and the SIP targets."""
+        if not (math.isfinite(self.eta) and self.eta > 0):
+            raise ValueError(f"eta must be a finite number > 0, got {self.eta!r}.")
+        if self.proxy_loss not in ("l1", "l2"):
+            raise ValueError(f"proxy_loss must be 'l1' or 'l2', got {self.proxy_loss!r}.")
+        super().validate()
+
+    def check_problem(self, problem: Problem) -> None:
+        """The minimum-force split needs spectral-linear physics."""
+        super().check_problem(problem)
+        if (isinstance(problem, TaskProblem) and problem.kind == "control"
+                and self.split == "minimum-force"
+                and not isinstance(problem.core.physics, SpectralLinearPhysics)):
+            raise ValueError(f"The minimum-force split needs linear spectral physics; "
+                             f"{problem.env_id}'s {type(problem.core.physics).__name__} has "
+                             "none. Use --split gauss-newton (the generic inverse) or --split "
+                             "uniform.")
 
 
-def loss_fn(policy: nn.Module, core: ControlCore, s0: torch.Tensor, target: torch.Tensor,
-            config: SIPConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """The SIP proxy loss for a batch of tasks, plus metrics of the rollout it came from."""
+def control_loss(policy: nn.Module, core: TaskCore, s0: torch.Tensor, target: torch.Tensor,
+                 config: SIPConfig) -> tuple[torch.Tensor, Rollout]:
+    """The SIP proxy loss for a batch of control or correction tasks, and the rollout it
+    came from.
+
+    Args:
+        policy: ``obs (B, obs_dim) → action (B, N)``.
+        core: The task core.
+        s0: ``(B, N)`` initial states.
+        target: ``(B, N)`` goals, or ``(B, T + 1, N)`` references of a correction task.
+        config: SIP settings (``eta``, ``split``, ``proxy_loss``, …).
+
+    Raises:
+        TrainingDiverged: If the proxy loss is not finite (the message names the cause).
+    """
     if isinstance(core, CorrectionCore):
         # --- per-step Newton targets of a correction task (the split does not apply) ---
         with torch.no_grad():
@@ -303,10 +337,42 @@ def loss_fn(policy: nn.Module, core: ControlCore, s0: torch.Tensor, target: torc
             f"SIP proxy loss is not finite with the {config.split!r} split: the correction "
             "passed back through the inverse simulator outgrew floating-point range. Use "
             "--split minimum-force (it contracts), a smaller --eta, or a shorter horizon.")
-    return loss, rollout_metrics(core, rollout)
+    return loss, rollout
 
 
-def _gauss_newton_targets(policy: nn.Module, core: ControlCore, s0: torch.Tensor,
+def inverse_loss(network: nn.Module, problem: InverseProblem, batch: InverseBatch,
+                 config: SIPConfig) -> Step:
+    """SIP's proxy loss on a batch of a single-step inverse problem.
+
+    ``x = f_θ(y*)``; ``y = P(x)`` without gradient (in the physics' precision); Newton step on
+    the y-loss and the physics' local inverse, ``x̃ = P⁻¹(y + η (y* − y); x)``; proxy loss
+    ``½‖x − x̃‖²`` or ``Σ|x − x̃|`` per sample (``x̃`` constant), averaged over the batch.
+
+    Returns:
+        The proxy loss, with the guesses ``x`` ``(B, ...)`` as the prediction.
+    """
+    x = problem.predict(network, batch.y_target)
+    with torch.no_grad():
+        y = problem.physics.forward(x.detach().to(problem.physics_dtype))
+    x_tilde = sip_inverse_targets(x.detach(), y, batch.y_target, problem.physics.inverse,
+                                  config.eta)
+    diff = (x - x_tilde).flatten(1)
+    per_sample = diff.abs().sum(1) if config.proxy_loss == "l1" else 0.5 * diff.pow(2).sum(1)
+    return Step(per_sample.mean(), x)
+
+
+def loss(network: nn.Module, problem: Problem, batch: Any, config: SIPConfig) -> Step:
+    """SIP's proxy loss on a batch of any problem (:func:`control_loss`,
+    :func:`inverse_loss`)."""
+    if isinstance(problem, InverseProblem):
+        return inverse_loss(network, problem, batch, config)
+    assert isinstance(problem, TaskProblem)
+    s0, target = batch
+    value, rollout = control_loss(network, problem.core, s0, target, config)
+    return Step(value, rollout)
+
+
+def _gauss_newton_targets(policy: nn.Module, core: TaskCore, s0: torch.Tensor,
                           target: torch.Tensor, config: SIPConfig
                           ) -> tuple[Rollout, torch.Tensor]:
     """Steps 1–3 with the generic inverse: the policy's rollout is recorded once (network
@@ -329,6 +395,10 @@ def _gauss_newton_targets(policy: nn.Module, core: ControlCore, s0: torch.Tensor
     return Rollout(states, torch.stack(actions), target), (forces + solution.correction).detach()
 
 
+ALGORITHM = Algorithm("sip", SIPConfig, loss=loss)
+"""SIP: the proxy loss, trained with the default gradient update."""
+
+
 def train(config: SIPConfig, **kwargs: Any) -> TrainResult:
-    """Train a policy with SIP; see :func:`agents.trainer.run_training` for ``kwargs``."""
-    return run_training(config, loss_fn, **kwargs)
+    """Train with SIP; see :func:`agents.trainer.run_training` for ``kwargs``."""
+    return ALGORITHM.train(config, **kwargs)

@@ -1,19 +1,29 @@
-"""The training loop every algorithm shares; algorithms only supply a loss.
+"""The one training loop of every algorithm, on every problem type.
 
-An algorithm is a function ``loss_fn(policy, core, s0, target, config) -> (loss, metrics)`` on a
-batch of tasks. :func:`run_training` owns everything around it, once, for all methods, so that
-comparisons differ only in the loss:
+An **algorithm** (:class:`Algorithm`) supplies a **loss**
+``loss(network, problem, batch, config) -> Step`` and may supply its own **update**
+``update(network, optimizer, problem, batch, config) -> Step`` (default,
+:func:`gradient_update`: ``zero_grad; backward; finite-gradient check; optimizer.step``), e.g.
+an update direction that is not the gradient of any loss (half-inverse gradients). A
+**problem** (:mod:`agents.problems`, built from an env id) supplies the data stream, the
+held-out sets and metrics and the network's dimensions. :func:`run_training` owns everything
+around them, once, so that comparisons differ only in the algorithm:
 
-* the **data stream**: every iteration draws a fresh batch of tasks from a ``torch.Generator``
-  seeded with ``config.seed`` (the same stream for every method with the same seed);
+* the **data stream**: every iteration draws a fresh batch with one call
+  ``problem.sample(batch_size, generator)`` from a ``torch.Generator`` seeded with
+  ``data_seed`` (default ``seed``): the same stream for every method with the same seed;
 * the **network** (built by name, seeded: every method starts from the same weights);
-* the optimizer (any of :data:`OPTIMIZERS`), the stopping rule (``iterations`` and/or a wall-clock
-  ``time_budget`` that counts training time only, not evaluation or I/O);
-* safety: a non-finite loss or gradient stops training with :class:`TrainingDiverged`, naming the
-  iteration, after saving the last good weights;
-* the run directory ``runs/<run-name>/``: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``,
-  ``final_eval.json`` and ``learning_curve.png``; ``resume=True`` continues from the checkpoint
-  to the same result an uninterrupted run gives (CPU).
+* the optimizer (any of :data:`OPTIMIZERS`), the stopping rule (``iterations`` and/or a
+  ``time_budget`` on ``clock`` — wall or process CPU time — that counts training work only:
+  sampling, loss, update; not metrics, evaluation or I/O);
+* **divergence**: a non-finite loss, gradient or update stops training *before* it reaches the
+  weights (:class:`NonFiniteUpdate`), saves the last good state when writing, and raises
+  :class:`TrainingDiverged` carrying the iteration; a finite update that overflows the weights
+  stops too (nothing is saved then). Sweeps catch it and record the run as diverged;
+* the run directory ``runs/<run-name>/``: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``
+  (atomic, CRC-checked: :mod:`agents.checkpoint`), ``final_eval.json`` and
+  ``learning_curve.png``; ``resume=True`` continues from the checkpoint to the same result an
+  uninterrupted run gives (CPU).
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Protocol
@@ -32,21 +42,27 @@ from torch import nn
 
 import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.evaluation import evaluate_torch, make_eval_tasks
 from agents.networks import NETWORKS, make_network
+from agents.problems import VALIDATION_SEED, InverseProblem, Problem, TaskProblem, make_problem
 from sipenv.envs.control import parse_device
-from sipenv.envs.core import ControlCore, Rollout
+from sipenv.envs.core import TaskCore
 
 __all__ = [
     "OPTIMIZERS",
+    "Algorithm",
     "LossFn",
+    "NonFiniteUpdate",
     "RunRecorder",
+    "Step",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "UpdateFn",
+    "build_network",
+    "check_finite",
+    "gradient_update",
     "make_optimizer",
     "policy_from_checkpoint",
-    "rollout_metrics",
     "run_training",
     "training_clock",
 ]
@@ -61,7 +77,31 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or a gradient became NaN/inf; the message names the iteration and checkpoint."""
+    """The loss, a gradient, an update or the weights became NaN/inf; training stopped.
+
+    Attributes:
+        iteration: The (1-based) iteration that diverged.
+        network: The network as training left it: the last good weights when the loop stopped
+            before the update (``weights_ok``), else the overflowed ones.
+        weights_ok: Whether ``network`` holds the last good (finite) weights.
+    """
+
+    def __init__(self, message: str, *, iteration: int | None = None,
+                 network: nn.Module | None = None, weights_ok: bool = True) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+        self.network = network
+        self.weights_ok = weights_ok
+
+
+class NonFiniteUpdate(RuntimeError):
+    """Raised by an update *before* it changes the weights: what was non-finite (``what``:
+    ``"loss"``, ``"gradient"``, ``"update"``) and advice. The loop turns it into
+    :class:`TrainingDiverged` after saving the last good state."""
+
+    def __init__(self, what: str, advice: str = "") -> None:
+        super().__init__(f"non-finite {what}")
+        self.what, self.advice = what, advice
 
 
 @dataclass
@@ -71,11 +111,13 @@ class TrainConfig:
     algo: str = "base"
     """Algorithm name (set by each algorithm's config)."""
     env_id: str = "sip/ControlledDiffusion-v0"
-    """Gymnasium id of the control env to train on."""
+    """Gymnasium id of the problem: a control or correction env, or a single-step inverse
+    problem (sip/SineInversion-v0, sip/HeatInverse-v0)."""
     env_kwargs: str = "{}"
     """Extra ``gym.make`` keyword arguments as a JSON object, e.g. '{"nu": 0.02}'."""
     env_dtype: Literal["float32", "float64"] = "float32"
-    """Precision of the physics (the network is always float32)."""
+    """Precision of the physics (the network is float32, except on sip/SineInversion-v0, where
+    it shares this precision; sip/HeatInverse-v0's physics always runs in float64)."""
     network: str = "mlp"
     """Network architecture by name (see agents.networks.NETWORKS)."""
     hidden: tuple[int, ...] = (256, 256)
@@ -85,7 +127,7 @@ class TrainConfig:
     lr: float = 1e-3
     """Learning rate."""
     batch_size: int = 64
-    """Tasks per iteration (fresh tasks every iteration)."""
+    """Problems per iteration (fresh ones every iteration)."""
     iterations: int = 1000
     """Maximum number of training iterations."""
     time_budget: float = 0.0
@@ -96,18 +138,25 @@ class TrainConfig:
     (unaffected by other jobs on a shared machine; equals wall-clock for one torch thread on an
     idle core, but not on a GPU, whose work it does not count)."""
     seed: int = 0
-    """Seeds the network initialisation and the training task stream."""
+    """Seeds the network initialisation (and the training stream unless data_seed is set)."""
+    data_seed: int | None = None
+    """Seed of the training data stream (None: the same as seed)."""
     device: str = "cpu"
     """Torch device for physics and network, e.g. 'cpu' or 'cuda'."""
     threads: int = 1
     """torch CPU threads (0 = torch's default, one per core). One is the robust choice: the
     tensors are small, and on a busy machine torch's default pool can be 10-40x slower."""
     eval_episodes: int = 256
-    """Held-out episodes for evaluation."""
-    eval_seed: int = 1_000_000
-    """Held-out episodes are env.reset(seed=eval_seed + i), i < eval_episodes."""
+    """Size of the held-out sets (episodes of a control task, samples of an inverse problem)."""
+    eval_seed: int = VALIDATION_SEED
+    """Seed of the held-out validation set: episodes env.reset(seed=eval_seed + i) of a control
+    task, or the batch of a generator seeded eval_seed of an inverse problem (which is also
+    scored on the test set of agents.problems.TEST_SEED)."""
     eval_every: int = 0
     """Evaluate every this many iterations (0 = only at the end)."""
+    eval_points: int = 0
+    """Instead of eval_every: evaluate before training and at this many evenly spaced moments
+    of the budget (time_budget if set, else iterations); 0 = off."""
     log_every: int = 10
     """Write a metrics.jsonl record every this many iterations."""
     checkpoint_every: int = 200
@@ -119,10 +168,10 @@ class TrainConfig:
     resume: bool = False
     """Continue the run in runs_dir/run_name from its checkpoint (extend with --iterations)."""
     progress: bool = True
-    """Show a progress bar with the live loss and target error."""
+    """Show a progress bar with the live loss and error."""
 
     def validate(self) -> None:
-        """Check every setting before any work starts.
+        """Check every setting, and that the algorithm fits the problem, before any work.
 
         Raises:
             ValueError: Naming the setting and how to fix it.
@@ -135,9 +184,11 @@ class TrainConfig:
         positive_int("batch_size")
         positive_int("iterations")
         positive_int("eval_episodes")
-        for name in ("eval_every", "log_every", "checkpoint_every", "seed", "eval_seed",
-                     "threads"):
+        for name in ("eval_every", "eval_points", "log_every", "checkpoint_every", "seed",
+                     "eval_seed", "threads"):
             positive_int(name, allow_zero=True)
+        if self.data_seed is not None:
+            positive_int("data_seed", allow_zero=True)
         if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
                    for h in self.hidden):
             raise ValueError(f"hidden widths must be ints ≥ 1, got {tuple(self.hidden)}.")
@@ -159,12 +210,36 @@ class TrainConfig:
             parse_device(self.device)
         except ValueError as exc:
             raise ValueError(f"{exc} Use --device cpu.") from exc
-        kwargs = self.env_make_kwargs()
+        self.env_make_kwargs()
         try:  # builds the env once (cheap): bad env_kwargs fail here, before any work
-            gym.make(self.env_id, **kwargs).close()
+            problem = self.make_problem()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"env_kwargs {self.env_kwargs} do not fit {self.env_id}: "
                              f"{exc}") from exc
+        self.check_problem(problem)
+
+    def check_problem(self, problem: Problem) -> None:
+        """Refuse a problem the algorithm cannot train on (each algorithm's config overrides
+        this), with the fix in the message.
+
+        Raises:
+            ValueError: If the combination cannot work.
+        """
+        if self.network == "unet" and isinstance(problem, InverseProblem) \
+                and len(problem.shape) != 2:
+            raise ValueError(f"--network unet needs a field; {problem.env_id}'s inputs are "
+                             f"vectors {problem.shape}. Use --network mlp.")
+
+    def make_problem(self) -> TaskProblem | InverseProblem:
+        """The problem of ``env_id`` with these ``env_kwargs``, device and dtype."""
+        kwargs = self.env_make_kwargs()
+        kwargs.pop("device"), kwargs.pop("dtype")
+        return make_problem(self.env_id, kwargs, device=self.device, dtype=self.env_dtype)
+
+    @property
+    def stream_seed(self) -> int:
+        """Seed of the training data stream: ``data_seed``, else ``seed``."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def env_make_kwargs(self) -> dict[str, Any]:
         """``gym.make`` keyword arguments: the JSON ``env_kwargs`` plus device and dtype."""
@@ -183,11 +258,110 @@ class TrainConfig:
         return f"{self.algo}-{env}-s{self.seed}"
 
 
-class LossFn(Protocol):
-    """``(policy, core, s0, target, config) -> (loss, metrics)`` for one batch of tasks."""
+@dataclass
+class Step:
+    """What an algorithm's loss (or update) returns for one batch.
 
-    def __call__(self, policy: nn.Module, core: ControlCore, s0: torch.Tensor,
-                 target: torch.Tensor, config: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+    Attributes:
+        loss: The scalar the default update differentiates (logged as ``loss``); a custom
+            update may return any scalar it wants logged (detached is fine).
+        prediction: What the problem scores on the training batch, outside the training clock
+            (:meth:`agents.problems.Problem.batch_metrics`): the :class:`Rollout` of a task, the
+            guesses ``x`` ``(B, ...)`` of an inverse problem, or ``None``.
+        metrics: Extra scalars of the algorithm, logged as they are.
+    """
+
+    loss: torch.Tensor
+    prediction: Any = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class LossFn(Protocol):
+    """``loss(network, problem, batch, config) -> Step`` for one batch of ``problem.sample``."""
+
+    def __call__(self, network: nn.Module, problem: Any, batch: Any,
+                 config: Any) -> Step: ...
+
+
+class UpdateFn(Protocol):
+    """``update(network, optimizer, problem, batch, config) -> Step``: changes the weights
+    once. It must raise :class:`NonFiniteUpdate` instead of applying a non-finite step (see
+    :func:`check_finite`); the loop checks the weights afterwards."""
+
+    def __call__(self, network: nn.Module, optimizer: torch.optim.Optimizer, problem: Any,
+                 batch: Any, config: Any) -> Step: ...
+
+
+def check_finite(tensors: Iterable[torch.Tensor | None], what: str, advice: str = "") -> None:
+    """Raise :class:`NonFiniteUpdate` (``what``) if any of ``tensors`` holds NaN/inf.
+
+    One fused reduction per call (the max-abs norm, ``torch._foreach_norm(ord=inf)``: it is
+    finite exactly when every entry is, and cannot overflow), so the check stays cheap for small
+    networks; ``None`` entries (parameters without a gradient) are skipped.
+    """
+    with torch.no_grad():
+        present = [t.detach() for t in tensors if t is not None]
+        finite = not present or bool(torch.isfinite(torch.stack(
+            [n.float() for n in torch._foreach_norm(present, math.inf)])).all())
+    if not finite:
+        raise NonFiniteUpdate(what, advice)
+
+
+def gradient_update(loss: LossFn) -> UpdateFn:
+    """The default update of an algorithm with ``loss``: ``zero_grad; backward;
+    finite-gradient check; optimizer.step``; a non-finite loss or gradient raises
+    :class:`NonFiniteUpdate` before the weights change."""
+
+    def update(network: nn.Module, optimizer: torch.optim.Optimizer, problem: Any, batch: Any,
+               config: Any) -> Step:
+        step = loss(network, problem, batch, config)
+        if not bool(torch.isfinite(step.loss)):
+            raise NonFiniteUpdate("loss")
+        optimizer.zero_grad(set_to_none=True)
+        step.loss.backward()
+        check_finite((p.grad for p in network.parameters()), "gradient")
+        optimizer.step()
+        return step
+
+    return update
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A training algorithm: its config class, its loss and/or its own update, or (for
+    methods outside this loop, e.g. PPO through stable-baselines3) its own ``train``.
+
+    Adding an algorithm is one module that defines ``ALGORITHM = Algorithm(...)`` plus one line
+    in :data:`agents.registry.ALGORITHMS`. Which problems it accepts is its config's
+    :meth:`TrainConfig.check_problem`.
+
+    Attributes:
+        name: The name on the command line (``scripts/train.py <name>``).
+        config: Its :class:`TrainConfig` subclass (``algo`` set to ``name``).
+        loss: ``loss(network, problem, batch, config) -> Step``.
+        update: Its own update (default: :func:`gradient_update` of ``loss``).
+        trainer: Its own training function (then ``loss``/``update`` are unused).
+    """
+
+    name: str
+    config: type[TrainConfig]
+    loss: LossFn | None = None
+    update: UpdateFn | None = None
+    trainer: Callable[..., TrainResult] | None = None
+
+    def make_update(self) -> UpdateFn:
+        """The update the loop calls every iteration."""
+        if self.update is not None:
+            return self.update
+        if self.loss is None:
+            raise TypeError(f"Algorithm {self.name!r} has neither a loss nor an update.")
+        return gradient_update(self.loss)
+
+    def train(self, config: TrainConfig, **kwargs: Any) -> TrainResult:
+        """Train with ``config``; ``kwargs`` as :func:`run_training`."""
+        if self.trainer is not None:
+            return self.trainer(config, **kwargs)
+        return run_training(config, self, **kwargs)
 
 
 @dataclass
@@ -195,12 +369,25 @@ class TrainResult:
     """What :func:`run_training` returns."""
 
     policy: nn.Module
-    core: ControlCore
+    """The trained network (eval mode): a policy, or ``x = f(y*)`` of an inverse problem."""
+    problem: TaskProblem | InverseProblem
     run_dir: Path | None
     iterations: int
     train_time: float
     final_eval: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def core(self) -> TaskCore:
+        """The task core of a control or correction problem.
+
+        Raises:
+            TypeError: For an inverse problem (it has none; use ``problem.physics``).
+        """
+        if not isinstance(self.problem, TaskProblem):
+            raise TypeError(f"{self.problem.env_id} is a single-step inverse problem without a "
+                            "task core; use result.problem.physics.")
+        return self.problem.core
 
 
 def training_clock(name: str) -> Callable[[], float]:
@@ -219,17 +406,13 @@ def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
     return optimizer_cls(params, lr=lr)
 
 
-def rollout_metrics(core: ControlCore, rollout: Rollout) -> dict[str, float]:
-    """Mean final target error and mean episode force cost of a batched rollout."""
-    with torch.no_grad():
-        err = core.target_error(rollout.states[-1], rollout.target).mean()
-        cost = core.force_cost(rollout.actions).sum(0).mean()
-    return {"target_error": float(err), "force_cost": float(cost)}
-
-
-def _network_spec(config: TrainConfig, core: ControlCore) -> dict[str, Any]:
-    return {"name": config.network, "obs_dim": core.obs_dim, "act_dim": core.n,
-            "hidden": list(config.hidden)}
+def build_network(spec: dict[str, Any], *, device: str | torch.device = "cpu",
+                  seed: int | None = None) -> nn.Module:
+    """The network of a spec (:meth:`agents.problems.Problem.network_spec`), seeded."""
+    kwargs = {"spatial": tuple(spec["spatial"])} if spec.get("spatial") else {}
+    net = make_network(spec["name"], spec["obs_dim"], spec["act_dim"], hidden=spec["hidden"],
+                       device=device, seed=seed, **kwargs)
+    return net.to(getattr(torch, spec.get("dtype", "float32")))
 
 
 def policy_from_checkpoint(path: str | Path, *, device: str | torch.device = "cpu",
@@ -241,8 +424,7 @@ def policy_from_checkpoint(path: str | Path, *, device: str | torch.device = "cp
     """
     ckpt = load_checkpoint(path, env_id=env_id, map_location=device)
     spec = ckpt["network"]
-    policy = make_network(spec["name"], spec["obs_dim"], spec["act_dim"], hidden=spec["hidden"],
-                          device=device)
+    policy = build_network(spec, device=device)
     try:
         policy.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -252,25 +434,27 @@ def policy_from_checkpoint(path: str | Path, *, device: str | torch.device = "cp
 
 
 def _plot_curve(history: list[dict[str, float]], path: Path, title: str,
-                clock: str = "wall") -> None:
+                clock: str = "wall", metric: str = "target_error",
+                eval_metric: str = "eval_target_error_mean") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [h for h in history if "target_error" in h]
-    evals = [h for h in history if "eval_target_error_mean" in h]
+    train = [h for h in history if metric in h]
+    evals = [h for h in history if eval_metric in h]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, label in ((axes[0], "iteration", "iteration"),
                            (axes[1], "time", f"training time [s, {clock} clock]")):
         if train:
-            ax.semilogy([h[key] for h in train], [h["target_error"] for h in train],
+            ax.semilogy([h[key] for h in train], [h[metric] for h in train],
                         lw=1, label="training batch")
         if evals:
-            ax.semilogy([h[key] for h in evals], [h["eval_target_error_mean"] for h in evals],
-                        "o-", label="held-out (mean)")
+            ax.semilogy([h[key] for h in evals], [h[eval_metric] for h in evals],
+                        "o-", label="held-out")
         ax.set_xlabel(label)
-        ax.set_ylabel("relative terminal error ‖s_T − s*‖² / ‖s*‖²")
+        ax.set_ylabel(metric if metric != "target_error"
+                      else "relative terminal error ‖s_T − s*‖² / ‖s*‖²")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -294,14 +478,18 @@ class RunRecorder:
         save: Writes the checkpoint(s).
         on_eval: Called with each evaluation record.
         history: Records kept from an earlier part of the run (resume).
+        metric: Training-batch metric plotted in the learning curve.
+        eval_metric: Held-out metric plotted in the learning curve (without ``eval_``).
     """
 
     def __init__(self, config: TrainConfig, out: Path | None,
                  evaluate: Callable[[], dict[str, float]], save: Callable[[], None], *,
                  on_eval: Callable[[dict[str, float]], None] | None = None,
-                 history: list[dict[str, float]] | None = None) -> None:
+                 history: list[dict[str, float]] | None = None,
+                 metric: str = "target_error", eval_metric: str = "target_error_mean") -> None:
         self.config, self.out = config, out
         self.evaluate, self.save, self.on_eval = evaluate, save, on_eval
+        self.metric, self.eval_metric = metric, eval_metric
         self.history = list(history or [])
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -314,6 +502,15 @@ class RunRecorder:
         if self.out is not None:
             _append_metric(self.out / "metrics.jsonl", record)
 
+    def evaluation(self, iteration: int, train_time: float) -> dict[str, float]:
+        """Evaluate now and keep the record (``eval_``-prefixed metrics)."""
+        ev = {"iteration": iteration, "time": train_time,
+              **{f"eval_{k}": v for k, v in self.evaluate().items()}}
+        self._keep(ev)
+        if self.on_eval is not None:
+            self.on_eval(ev)
+        return ev
+
     def step(self, iteration: int, train_time: float,
              metrics: dict[str, float]) -> dict[str, float] | None:
         """Bookkeeping after iteration ``iteration``; returns the record if it was logged."""
@@ -323,11 +520,7 @@ class RunRecorder:
             logged = {"iteration": iteration, "time": train_time, **metrics}
             self._keep(logged)
         if cfg.eval_every and iteration % cfg.eval_every == 0:
-            ev = {"iteration": iteration, "time": train_time,
-                  **{f"eval_{k}": v for k, v in self.evaluate().items()}}
-            self._keep(ev)
-            if self.on_eval is not None:
-                self.on_eval(ev)
+            self.evaluation(iteration, train_time)
         if self.out is not None and cfg.checkpoint_every and \
                 iteration % cfg.checkpoint_every == 0:
             self.save()
@@ -343,31 +536,46 @@ class RunRecorder:
             _plot_curve([*self.history, {"iteration": iteration, "time": train_time,
                                          **{f"eval_{k}": v for k, v in final.items()}}],
                         self.out / "learning_curve.png",
-                        f"{self.config.algo} on {self.config.env_id}", self.config.clock)
+                        f"{self.config.algo} on {self.config.env_id}", self.config.clock,
+                        self.metric, f"eval_{self.eval_metric}")
         return final
 
 
-def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
+def _eval_marks(config: TrainConfig) -> list[float]:
+    """The ``eval_points`` evenly spaced moments of the budget (seconds or iterations)."""
+    total = config.time_budget if config.time_budget > 0 else float(config.iterations)
+    return [total * (i + 1) / config.eval_points for i in range(config.eval_points)]
+
+
+def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: bool = False,
                  progress: bool = True, write: bool = True, run_dir: str | Path | None = None,
-                 on_eval: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
-    """Train a policy on ``config.env_id`` by minimising ``loss_fn`` with ``config.optimizer``.
+                 on_eval: Callable[[dict[str, float]], None] | None = None,
+                 on_iteration: Callable[[int, float, dict[str, float]], None] | None = None
+                 ) -> TrainResult:
+    """Train a network on ``config.env_id``'s problem with ``algorithm``.
 
     Args:
         config: Settings (validated before any work starts).
-        loss_fn: The algorithm's loss on a batch of tasks.
+        algorithm: An :class:`Algorithm`, or just a loss (``loss(network, problem, batch,
+            config) -> Step``, trained with :func:`gradient_update`).
         resume: Continue from ``<run_dir>/checkpoint.pt`` (its settings are kept; only
             ``iterations`` and ``time_budget`` are taken from ``config``, to extend a run).
-        progress: Show a progress bar with the live loss and target error.
+        progress: Show a progress bar with the live loss and error.
         write: Write the run directory (``False``: in-memory only, e.g. for sweeps).
         run_dir: Override ``runs_dir/run_name``.
         on_eval: Called with each evaluation record (e.g. to track error vs time).
+        on_iteration: Called after every iteration with ``(iteration, train_time, metrics)``
+            (the loss, the algorithm's metrics and the problem's training-batch metrics),
+            outside the training clock.
 
     Raises:
-        ValueError: For invalid settings.
+        ValueError: For invalid settings, or an algorithm that does not fit the problem.
         FileExistsError: If the run directory already holds a checkpoint and ``resume`` is False.
         CheckpointError: If ``resume`` finds no valid, matching checkpoint.
-        TrainingDiverged: On a non-finite loss or gradient.
+        TrainingDiverged: On a non-finite loss, gradient, update or weights.
     """
+    update = algorithm.make_update() if isinstance(algorithm, Algorithm) \
+        else gradient_update(algorithm)
     config.validate()
     out = Path(run_dir) if run_dir is not None else \
         Path(config.runs_dir) / (config.run_name or config.default_run_name())
@@ -386,22 +594,16 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
                               "choose another --run-name.")
 
-    # --- env, network, optimizer, data stream: identical for every algorithm ---
+    # --- problem, network, optimizer, data stream: identical for every algorithm ---
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
-    env_kwargs = config.env_make_kwargs()
-    env = gym.make(config.env_id, **env_kwargs)
-    core: ControlCore = env.unwrapped.core  # type: ignore[attr-defined]
-    dtype = env.unwrapped.dtype  # type: ignore[attr-defined]
-    env.close()
-    spec = _network_spec(config, core)
-    policy = make_network(config.network, core.obs_dim, core.n, hidden=config.hidden,
-                          device=device, seed=config.seed)
+    problem = config.make_problem()
+    spec = problem.network_spec(config.network, tuple(config.hidden))
+    policy = build_network(spec, device=device, seed=config.seed)
     optimizer = make_optimizer(config.optimizer, policy.parameters(), config.lr)
-    data_gen = torch.Generator(device=device).manual_seed(config.seed)
-    eval_seeds = range(config.eval_seed, config.eval_seed + config.eval_episodes)
-    eval_s0, eval_target = make_eval_tasks(config.env_id, eval_seeds, env_kwargs)
+    data_gen = problem.generator(config.stream_seed)
+    held_out = problem.held_out_sets(config.eval_seed, config.eval_episodes)
 
     iteration, train_time = 0, 0.0
     history: list[dict[str, float]] = []
@@ -432,16 +634,25 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
                 "data_rng": data_gen.get_state()}
 
     def evaluate() -> dict[str, float]:
+        was_training = policy.training
         policy.eval()
-        summary = evaluate_torch(policy, core, eval_s0, eval_target).summary()
-        policy.train()
+        summary: dict[str, float] = {}
+        for prefix, data in held_out.items():
+            summary.update({prefix + k: v for k, v in problem.evaluate(policy, data).items()})
+        policy.train(was_training)
         return summary
 
     def save() -> None:
         save_checkpoint(ckpt_path, payload())
 
     recorder = RunRecorder(config, out if write else None, evaluate, save, on_eval=on_eval,
-                           history=history)
+                           history=history, metric=problem.train_metric,
+                           eval_metric=problem.eval_metric)
+    marks = _eval_marks(config) if config.eval_points else []
+    if marks and iteration == 0:
+        recorder.evaluation(0, 0.0)
+    while marks and (train_time if config.time_budget > 0 else iteration) >= marks[0]:
+        marks.pop(0)  # (passed before a resume)
 
     from tqdm.auto import tqdm
 
@@ -454,10 +665,10 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
                "[{elapsed}<{remaining}{postfix}]" if by_time else None)
     policy.train()
     clock = training_clock(config.clock)
+    writing = out if write else None
     try:
         while iteration < config.iterations and (config.time_budget <= 0
                                                  or train_time < config.time_budget):
-            t0 = clock()
             # The checkpoint written on divergence is the state *before* this iteration, its
             # data stream included, so that resuming from it replays this same batch.
             rng_before = data_gen.get_state()
@@ -465,56 +676,63 @@ def run_training(config: TrainConfig, loss_fn: LossFn, *, resume: bool = False,
             def last_good(rng: torch.Tensor = rng_before) -> dict[str, Any]:
                 return {**payload(), "data_rng": rng}
 
-            s0, target = core.sample_tasks(config.batch_size, data_gen, device=device,
-                                           dtype=dtype)
+            t0 = clock()
+            batch = problem.sample(config.batch_size, data_gen)
             try:
-                loss, metrics = loss_fn(policy, core, s0, target, config)
+                step = update(policy, optimizer, problem, batch, config)
+            except NonFiniteUpdate as exc:  # nothing reached the weights
+                _diverged(writing, last_good, iteration, exc.what, policy,
+                          exc.advice or "Lower --lr or check the env settings.")
             except TrainingDiverged as exc:  # the algorithm knows the cause; keep its advice
-                _diverged(out if write else None, last_good, iteration, "loss", str(exc))
-            # --- stop before a non-finite update can reach the weights ---
-            if not torch.isfinite(loss):
-                _diverged(out if write else None, last_good, iteration, "loss")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if not all(torch.isfinite(p.grad).all() for p in policy.parameters()
-                       if p.grad is not None):
-                _diverged(out if write else None, last_good, iteration, "gradient")
-            optimizer.step()
-            # A finite gradient can still overflow the weights (e.g. a huge --lr). The
-            # pre-update weights are gone then, so nothing is saved: checkpoint.pt keeps the
-            # last periodic save, and never holds non-finite weights.
-            if not all(torch.isfinite(p).all() for p in policy.parameters()):
-                _diverged(None, last_good, iteration, "weights after the update",
+                _diverged(writing, last_good, iteration, "loss", policy, str(exc))
+            # A finite update can still overflow the weights (e.g. a huge --lr). The pre-update
+            # weights are gone then, so nothing is saved: checkpoint.pt keeps the last periodic
+            # save, and never holds non-finite weights.
+            try:
+                check_finite(policy.parameters(), "weights after the update")
+            except NonFiniteUpdate:
+                _diverged(None, last_good, iteration, "weights after the update", policy,
                           "The update overflowed the weights; lower --lr. "
                           + (f"{ckpt_path} keeps the last periodic checkpoint (see "
-                             "--checkpoint-every)." if write else ""))
+                             "--checkpoint-every)." if write else ""), weights_ok=False)
             dt = clock() - t0
             train_time += dt
             iteration += 1
+            # --- bookkeeping, outside the training clock ---
+            metrics = {"loss": float(step.loss.detach()), **step.metrics,
+                       **problem.batch_metrics(step.prediction, batch)}
+            if on_iteration is not None:
+                on_iteration(iteration, train_time, metrics)
             # (the last iteration overshoots the budget; keep the bar at 100 %)
             bar.update(min(dt, max(config.time_budget - bar.n, 0.0)) if by_time else 1)
-            record = recorder.step(iteration, train_time,
-                                   {"loss": float(loss.detach()), **metrics})
+            record = recorder.step(iteration, train_time, metrics)
+            if marks and (train_time if config.time_budget > 0 else iteration) >= marks[0]:
+                while marks and (train_time if config.time_budget > 0
+                                 else iteration) >= marks[0]:
+                    marks.pop(0)
+                recorder.evaluation(iteration, train_time)
             if record is not None:
-                bar.set_postfix(it=iteration, loss=f"{record['loss']:.3g}",
-                                err=f"{metrics.get('target_error', float('nan')):.3g}")
+                err = metrics.get(problem.train_metric, float("nan"))
+                bar.set_postfix(it=iteration, loss=f"{record['loss']:.3g}", err=f"{err:.3g}")
     finally:
         bar.close()
 
     final = recorder.finish(iteration, train_time)
-    return TrainResult(policy.eval(), core, out if write else None, iteration, train_time,
+    return TrainResult(policy.eval(), problem, out if write else None, iteration, train_time,
                        final, recorder.history)
 
 
 def _diverged(out: Path | None, payload: Callable[[], dict[str, Any]], iteration: int,
-              what: str, advice: str = "Lower --lr or check the env settings.") -> NoReturn:
-    """Save the last good weights (the update has not been applied) and stop."""
+              what: str, network: nn.Module, advice: str = "Lower --lr or check the env "
+              "settings.", weights_ok: bool = True) -> NoReturn:
+    """Save the last good weights (when the update has not been applied) and stop."""
     where = ""
     if out is not None:
         save_checkpoint(out / "checkpoint.pt", payload())
         where = f" The last good weights (before this update) are in {out / 'checkpoint.pt'}."
     raise TrainingDiverged(f"Non-finite {what} at iteration {iteration + 1}; training stopped."
-                           f"{where} {advice}")
+                           f"{where} {advice}", iteration=iteration + 1,
+                           network=network.eval(), weights_ok=weights_ok)
 
 
 def _read_metrics(path: Path) -> list[dict[str, float]]:

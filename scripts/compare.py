@@ -28,7 +28,7 @@ from agents.compare import (
     run_comparison,
     write_report,
 )
-from agents.registry import load_algorithm
+from agents.registry import get_algorithm
 
 
 @dataclass
@@ -47,7 +47,7 @@ def _check_runs(cfg: CompareConfig) -> None:
     widths, seeds) before any run starts, so that a bad flag fails in seconds, not mid-sweep."""
     for name in cfg.methods:
         method = METHODS[name]
-        config_cls, _ = load_algorithm(method.algo)
+        config_cls = get_algorithm(method.algo).config
         for seed in cfg.seeds:
             config_cls(env_id=cfg.env_id, optimizer=method.optimizer,  # type: ignore[arg-type]
                        lr=min(method.lrs), batch_size=cfg.batch_size, hidden=cfg.hidden,

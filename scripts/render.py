@@ -19,8 +19,8 @@ import numpy as np
 import tyro
 
 from agents.checkpoint import CheckpointError
-from agents.evaluation import torch_policy_to_numpy
 from agents.playback import play_episode, save_video
+from agents.problems import VALIDATION_SEED, make_problem
 from agents.registry import load_policy
 from sipenv.envs.control import parse_device
 
@@ -35,7 +35,7 @@ class Args:
     """Env to play when no checkpoint is given (a checkpoint brings its own)."""
     env_kwargs: str = "{}"
     """Extra gym.make keyword arguments as a JSON object (ignored with a checkpoint)."""
-    seed: int = 1_000_000
+    seed: int = VALIDATION_SEED
     """Seed of the episode (env.reset(seed=...))."""
     out: Path | None = None
     """Write the rollout to this .gif or .mp4 file."""
@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         env_id = ckpt["env_id"]
         env_kwargs = {**ckpt["env_kwargs"], "dtype": ckpt["config"].get("env_dtype", "float32")}
-        policy = torch_policy_to_numpy(net, args.device)  # type: ignore[arg-type]
+        task = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
+                            dtype=env_kwargs["dtype"])
+        policy = task.numpy_policy(net)
         label = f"{ckpt['algo']} checkpoint"
     else:
         env_id, env_kwargs = args.env_id, json.loads(args.env_kwargs)
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(args.seed)
         if args.policy == "zero":
             def policy(obs: np.ndarray) -> np.ndarray:
-                return np.zeros(space.shape, dtype=np.float32)
+                return np.zeros(space.shape or (), dtype=np.float32)
         else:
             def policy(obs: np.ndarray) -> np.ndarray:
                 return rng.uniform(-1, 1, size=space.shape).astype(np.float32)

@@ -5,7 +5,8 @@
 
 A U-Net (4 levels × 16 filters, circular padding, 37.7 k parameters) reconstructs the initial
 temperature ``x*`` (4–10 hot rectangles on 64×64 cells) from its image after diffusion for
-``νt = 8`` (``sip/HeatInverse-v0``'s physics, ``agents/heat_training.py``). Every method trains the
+``νt = 8`` (``sip/HeatInverse-v0``; ``agents/heat_training.py`` on the one training loop of
+``agents/trainer.py``). Every method trains the
 same seeded network on the same seeded stream of fresh batches for the same budget of training
 work, with its own best learning rate from a two-stage sweep, both stages picked on a fixed
 **validation** batch (mean over the last quarter of a run's evaluations, so that one noisy
@@ -46,13 +47,12 @@ import numpy as np
 import torch
 import tyro
 
-from agents.heat_training import METHODS, REFERENCE_LR, HeatTrainConfig, train_summary
+from agents.heat_training import METHODS, REFERENCE_LR, heat_config, train_summary
+from agents.inverse_training import COLORS, LABELS
+from agents.problems import TEST_SEED, VALIDATION_SEED
+from agents.trainer import TrainConfig
 
-LABELS = {"sip": "SIP (Adam)", "adam": "Adam", "sgd": "SGD", "adagrad": "Adagrad",
-          "adadelta": "Adadelta", "rmsprop": "RMSprop"}
-COLORS = {"sip": "C0", "adam": "C1", "sgd": "C3", "adagrad": "C4", "adadelta": "C2",
-          "rmsprop": "C5"}
-PUBLISHED = {"sip": 50.4, "adam": 125.0, "sgd": 118.9}  # SIP_REFERENCE.md §2
+PUBLISHED = {"sip": 50.4, "adam": 125.0, "sgd": 118.9}  # Holl, Koltun & Thuerey 2022, Table 1
 BAR = 0.6  # issue #5: SIP's test x-error ≤ 0.6 × Adam's and ≤ 0.6 × SGD's
 
 
@@ -90,7 +90,8 @@ class Args:
     data_seed: int = 0
     """Training data stream seed (the same for every method)."""
     workers: int = 2
-    """Runs trained at the same time, each in its own process with one torch thread."""
+    """Runs trained at the same time, each in its own process with one torch thread (1: one
+    after another in this process, with one torch thread)."""
     device: str = "cpu"
     """Torch device ('cpu', 'cuda', ...)."""
     from_json: str | None = None
@@ -123,10 +124,10 @@ def validate(args: Args) -> None:
         raise ValueError(f"device={args.device!r} but CUDA is not available; use --device cpu.")
 
 
-def run_config(args: Args, method: str, factor: float, budget: float) -> HeatTrainConfig:
+def run_config(args: Args, method: str, factor: float, budget: float) -> TrainConfig:
     """The training configuration of one run at ``lr = factor × published rate``."""
-    return HeatTrainConfig(
-        method=method, lr=REFERENCE_LR[method] * factor,  # type: ignore[arg-type]
+    return heat_config(
+        method, lr=REFERENCE_LR[method] * factor,
         proxy_loss=args.proxy_loss, batch_size=args.batch_size, seed=args.seed,
         data_seed=args.data_seed, time_budget=budget, clock=args.clock,
         eval_points=args.eval_points, eval_size=args.eval_size, device=args.device)
@@ -138,17 +139,26 @@ def run_jobs(args: Args, jobs: list[tuple[str, float]], budget: float, stage: st
     print(f"{stage}: {len(jobs)} runs × {budget:g} s ({args.clock} clock), {args.workers} at a "
           f"time; batch {args.batch_size}, eval batches {args.eval_size}.", flush=True)
     runs: list[dict[str, Any]] = []
-    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
-        futures = [pool.submit(train_summary, run_config(args, m, f, budget), f) for m, f in jobs]
-        for (m, _f), fut in zip(jobs, futures, strict=True):
-            r = fut.result()
+    pool: ProcessPoolExecutor | None = None
+    if args.workers == 1:  # one at a time, in this process (one torch thread, as a worker)
+        results: Any = (train_summary(run_config(args, m, f, budget), f) for m, f in jobs)
+    else:
+        ctx = mp.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
+        pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx)
+        futures = [pool.submit(train_summary, run_config(args, m, f, budget), f)
+                   for m, f in jobs]
+        results = (fut.result() for fut in futures)
+    try:
+        for (m, _f), r in zip(jobs, results, strict=True):
             r["stage"] = stage
             runs.append(r)
             print(f"  {LABELS[m]:<11} lr={r['lr']:.1e}: {r['iterations']:5d} it, "
                   f"test x-error {r['final_test_x_error'] or math.inf:8.2f}, val "
                   f"{r['final_val_x_error'] or math.inf:8.2f}   [{time.perf_counter() - t0:5.0f}"
                   f" s elapsed]", flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return runs
 
 
@@ -194,7 +204,8 @@ def late_mean(curve: list[float | None]) -> float | None:
     them is missing, i.e. the run diverged)."""
     values = curve[1:] if len(curve) > 1 else curve
     tail = values[-max(1, math.ceil(len(values) / 4)):]
-    return None if any(v is None for v in tail) else float(np.mean(tail))
+    present = [v for v in tail if v is not None]
+    return None if len(present) < len(tail) else float(np.mean(present))
 
 
 def _table(best: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -247,7 +258,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"Command: `{report['command']}`  ",
         f"Budget per run: {a['budget']:g} s of {a['clock']} time (1 torch thread), batch "
         f"{a['batch_size']}, test/validation batches of {a['eval_size']}, seeds: network "
-        f"{a['seed']}, data {a['data_seed']}, validation 1000000, test 2000000.  ",
+        f"{a['seed']}, data {a['data_seed']}, validation {VALIDATION_SEED}, test {TEST_SEED}.  ",
         f"Machine: {report['environment']['platform']}, {report['environment']['cpu_count']} "
         f"cores, torch {report['environment']['torch']}; {a['workers']} runs at a time; total "
         f"{report['elapsed_s'] / 60:.1f} min.", "",
@@ -316,7 +327,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
 
     from sipenv.physics.heat import HeatPhysics
     physics = HeatPhysics()
-    gen = torch.Generator().manual_seed(2_000_000)
+    gen = torch.Generator().manual_seed(TEST_SEED)
     x_true = physics.sample_initial(report["args"]["eval_size"], gen)[:4]
     y_star = physics.forward(x_true)
     cols = [("x* (true)", x_true.numpy()), ("y* (observed)", y_star.numpy())]
@@ -361,7 +372,8 @@ def rescore(path: Path, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (1 if a configuration error was reported)."""
+    """Entry point; returns the exit code (2 if a configuration error was reported, as every
+    script here)."""
     args = tyro.cli(Args, args=argv)
     if args.from_json is not None:
         return rescore(Path(args.from_json), Path(args.out))
@@ -371,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         validate(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": "python scripts/reproduce_heat.py " + " ".join(

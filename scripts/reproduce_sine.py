@@ -4,7 +4,8 @@
     python scripts/reproduce_sine.py --out runs/sine-full               # full protocol, ≈ 14 h
 
 SIP (saddle-free Newton inverse + Adam on an L1 proxy loss) against SGD, Adam, Adagrad, Adadelta
-and RMSprop through the physics (``agents/inverse_training.py``), on ``sip/SineInversion-v0``'s
+and RMSprop through the physics (DP with that optimizer; ``agents/inverse_training.py`` on the one
+training loop of ``agents/trainer.py``), on ``sip/SineInversion-v0``'s
 physics ``P(x) = (sin(γ x̂₁/ξ), γ ξ x̂₂)``, ``x̂ = R_φ x``. Every method trains the same seeded MLP
 2 → 32 → 64 → 32 → 2 on the same seeded stream of fresh 100-target batches, for the same
 wall-clock budget of training work, with its own best learning rate from a log sweep of
@@ -42,18 +43,16 @@ import torch
 import tyro
 
 from agents.inverse_training import (
+    COLORS,
+    LABELS,
     METHODS,
-    InverseTrainConfig,
     InverseTrainResult,
     reference_lr,
+    sine_config,
     train,
 )
 
-LABELS = {"sip": "SIP (Adam)", "adam": "Adam", "sgd": "SGD", "adagrad": "Adagrad",
-          "adadelta": "Adadelta", "rmsprop": "RMSprop"}
-COLORS = {"sip": "C0", "adam": "C1", "sgd": "C3", "adadelta": "C2", "adagrad": "C4",
-          "rmsprop": "C5"}
-PUBLISHED_CURVES = {  # SIP_REFERENCE.md §1, 600 s on a GPU; ≈ read off figures
+PUBLISHED_CURVES = {  # Holl, Koltun & Thuerey (NeurIPS 2022), Fig. 3; 600 s on a GPU; ≈ read off
     1.0: "everything converges; Adam ≈ 4e-4, SIP ≈ 8e-4",
     32.0: "SIP ≈ 1.3e-2; Adam ≈ 0.3; SGD/Adadelta/Adagrad/RMSprop ≈ 1.5–2",
 }
@@ -149,19 +148,15 @@ class Runner:
         self.sweeps: dict[tuple[float, float], dict[str, list[dict[str, Any]]]] = {}
         self.best_factor: dict[tuple[float, float, str], float] = {}
 
-    def base(self, method: str, xi: float, phi: float) -> InverseTrainConfig:
-        a = self.args
-        return InverseTrainConfig(method=method,  # type: ignore[arg-type]
-                                  xi=float(xi), phi=float(phi),
-                                  proxy_loss=a.proxy_loss, batch_size=a.batch_size,
-                                  seed=a.seed, data_seed=a.data_seed, eval_size=a.eval_size)
-
     def run(self, method: str, xi: float, phi: float, factor: float,
             budget: float) -> InverseTrainResult:
         key = (method, float(xi), float(phi), float(factor), float(budget))
         if key not in self.cache:
-            cfg = replace(self.base(method, xi, phi), lr=factor * reference_lr(method, xi),
-                          time_budget=budget)
+            a = self.args
+            cfg = sine_config(method, xi=float(xi), phi=float(phi),
+                              lr=factor * reference_lr(method, xi), time_budget=budget,
+                              proxy_loss=a.proxy_loss, batch_size=a.batch_size, seed=a.seed,
+                              data_seed=a.data_seed, eval_size=a.eval_size, threads=a.threads)
             t0 = time.perf_counter()
             res = train(cfg)
             # Keep what the report needs: the binned curve and x_dist (float32, for the

@@ -1,27 +1,34 @@
-"""Train an agent on a sipenv control env.
+"""Train an agent on a sipenv problem: a control or correction env, or a single-step inverse
+problem (sip/SineInversion-v0, sip/HeatInverse-v0).
 
     python scripts/train.py sip --time-budget 60
     python scripts/train.py dp --optimizer sgd --lr 1e-2 --iterations 2000
+    python scripts/train.py sip --env-id sip/SineInversion-v0 --env-kwargs '{"xi": 32, "phi": 45}'
+    python scripts/train.py sip --env-id sip/HeatInverse-v0 --network unet --hidden 16 16 16 16
     python scripts/train.py sip --run-name my-run --iterations 4000 --resume   # extend a run
 
 Writes runs/<run-name>/ (config.json, metrics.jsonl, checkpoint.pt, final_eval.json,
 learning_curve.png). Every setting is a flag: see `python scripts/train.py <algo> --help`.
+Settings, and combinations that cannot work (e.g. supervised on a problem without a reference
+solution, ppo on a one-step problem), are refused before anything is written (exit 2).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 import tyro
 
 from agents.checkpoint import CheckpointError
-from agents.registry import ALGORITHMS, load_algorithm
+from agents.registry import ALGORITHMS
 from agents.trainer import TrainConfig, TrainingDiverged
 
 
 def main(argv: list[str] | None = None) -> int:
-    configs = {name: load_algorithm(name)[0] for name in ALGORITHMS}
+    configs: dict[str, Callable[..., TrainConfig]] = {
+        name: algorithm.config for name, algorithm in ALGORITHMS.items()}
     config: TrainConfig = tyro.extras.subcommand_cli_from_dict(
         configs, prog="train.py", description=__doc__, args=argv)
     try:
@@ -29,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _, train = load_algorithm(config.algo)
     try:
-        result = train(config, resume=config.resume, progress=config.progress)
+        result = ALGORITHMS[config.algo].train(config, resume=config.resume,
+                                               progress=config.progress)
     except (FileExistsError, CheckpointError, ImportError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from agents import diffphys, sip
 from agents.evaluation import evaluate_torch, make_eval_tasks
 from agents.networks import make_network
 from agents.sip import sip_correction_targets
+from sipenv.envs.core import core_of
 from sipenv.envs.correction import block_average
 
 CONTROL = "sip/ControlledBurgers-v0"
@@ -31,7 +32,7 @@ TINY = dict(hidden=(64, 64), batch_size=16, eval_episodes=32, log_every=0, progr
 
 def _untrained_error(env_id: str, env_kwargs: str) -> float:
     kwargs = json.loads(env_kwargs)
-    core = gym.make(env_id, **kwargs).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(env_id, **kwargs))
     net = make_network("mlp", core.obs_dim, core.n, hidden=(64, 64), seed=0)
     s0, target = make_eval_tasks(env_id, range(1_000_000, 1_000_032), kwargs)
     return evaluate_torch(net, core, s0, target).summary()["target_error_mean"]
@@ -58,7 +59,7 @@ def test_learns_to_control_burgers(algo: str, lr: float) -> None:
 def test_learns_to_correct_the_coarse_burgers_solver(algo: str) -> None:
     """Corrections beat the uncorrected coarse solver (zero actions) on held-out episodes."""
     kwargs = json.loads(CORRECTION_KW)
-    core = gym.make(CORRECTION, **kwargs).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(CORRECTION, **kwargs))
     s0, reference = make_eval_tasks(CORRECTION, range(1_000_000, 1_000_032), kwargs)
 
     def zero(obs: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,7 @@ def test_learns_to_correct_the_coarse_burgers_solver(algo: str) -> None:
 def test_per_step_correction_targets_replay_the_reference_exactly() -> None:
     """The SIP targets of a correction task with η = 1 are the exact corrections: applied
     step by step from the rollout's states they land on the next reference state."""
-    core = gym.make(CORRECTION, dtype="float64").unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(CORRECTION, dtype="float64"))
     s0, reference = core.sample_tasks(3, torch.Generator().manual_seed(0), dtype=torch.float64)
     actions = 0.1 * torch.randn(core.horizon, 3, core.n, dtype=torch.float64)
     states = [s0]
@@ -95,7 +96,7 @@ def test_per_step_correction_targets_replay_the_reference_exactly() -> None:
 
 
 def test_reference_is_the_block_averaged_fine_solution() -> None:
-    core = gym.make(CORRECTION, dtype="float64").unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(CORRECTION, dtype="float64"))
     fine = core.reference.sample_initial_states(2, torch.Generator().manual_seed(1),
                                                 dtype=torch.float64)
     reference = core.reference_trajectory(fine)

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from agents.heat_training import HeatTrainConfig, iteration_loss, sweep_learning_rate, train
+from agents import sip
+from agents.heat_training import heat_config, sweep_learning_rate, train
 from agents.networks import UNet, make_network
+from agents.trainer import build_network
 
 SMALL = dict(shape=(16, 16), nu_t=0.5, filters=(8, 8), batch_size=8, eval_size=8,
              eval_points=2)
@@ -60,7 +62,7 @@ def test_seeded_networks_start_identically() -> None:
 @pytest.mark.parametrize("method", ["sip", "adam"])
 def test_training_reduces_the_test_x_error(method: str) -> None:
     torch.manual_seed(0)
-    res = train(HeatTrainConfig(method=method, lr=3e-3, iterations=40, **SMALL))  # type: ignore
+    res = train(heat_config(method, lr=3e-3, iterations=40, **SMALL))  # type: ignore[arg-type]
     assert res.iterations == 40 and res.diverged_at is None
     assert len(res.test_x_error) == 3  # before training and at the 2 evaluation points
     assert res.test_x_error[-1] < 0.7 * res.test_x_error[0]
@@ -68,12 +70,14 @@ def test_training_reduces_the_test_x_error(method: str) -> None:
 
 
 def test_sip_loss_is_the_proxy_to_the_inverse_target() -> None:
-    cfg = HeatTrainConfig(method="sip", iterations=1, **SMALL)  # type: ignore[arg-type]
-    physics = cfg.physics()
-    net = cfg.network()
-    x_true = physics.sample_initial(4, torch.Generator().manual_seed(0))
-    y_star = physics.forward(x_true)
-    loss, x = iteration_loss(net, physics, y_star, cfg)
+    cfg = heat_config("sip", iterations=1, **SMALL)  # type: ignore[arg-type]
+    problem = cfg.make_problem()
+    physics = problem.physics
+    net = build_network(problem.network_spec(cfg.network, cfg.hidden), seed=0)
+    batch = problem.sample(4, torch.Generator().manual_seed(0))
+    y_star = batch.y_target
+    step = sip.loss(net, problem, batch, cfg)  # type: ignore[arg-type]
+    loss, x = step.loss, step.prediction
     x_tilde = physics.inverse(y_star, x.detach())
     expected = 0.5 * (x.detach() - x_tilde).flatten(1).pow(2).sum(1).mean()
     torch.testing.assert_close(loss.detach(), expected)
@@ -81,7 +85,7 @@ def test_sip_loss_is_the_proxy_to_the_inverse_target() -> None:
 
 
 def test_divergence_stops_before_the_update_and_loses_the_sweep() -> None:
-    cfg = HeatTrainConfig(method="sgd", iterations=5, **SMALL)  # type: ignore[arg-type]
+    cfg = heat_config("sgd", iterations=5, **SMALL)  # type: ignore[arg-type]
     best, runs = sweep_learning_rate(cfg, [1.0, 1e12])
     assert runs[1].diverged_at is not None and math.isinf(runs[1].final_test_x_error)
     assert best is runs[0]
@@ -94,4 +98,4 @@ def test_divergence_stops_before_the_update_and_loses_the_sweep() -> None:
 def test_invalid_configurations_are_rejected(kwargs: dict[str, object], match: str) -> None:
     base = {"iterations": 1, **SMALL, **kwargs}
     with pytest.raises(ValueError, match=match):
-        train(HeatTrainConfig(**base))  # type: ignore[arg-type]
+        train(heat_config(**base))  # type: ignore[arg-type]

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -14,18 +13,17 @@ import numpy as np
 import pytest
 import torch
 
+from agents import sip
 from agents.inverse_training import (
     METHODS,
-    InverseTrainConfig,
-    iteration_loss,
     last_fraction_mean,
-    proxy_loss,
     reference_lr,
-    sip_targets,
+    sine_config,
     sweep_learning_rate,
     train,
 )
 from agents.networks import make_network
+from agents.problems import InverseBatch, SineProblem
 from sipenv.physics import SinePhysics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,11 +56,23 @@ def test_last_fraction_mean() -> None:
     assert math.isnan(last_fraction_mean([]))
 
 
-def test_proxy_losses() -> None:
+def _problem(xi: float, phi: float = 0.0, dtype: torch.dtype = torch.float64) -> SineProblem:
+    return SineProblem("sip/SineInversion-v0", SinePhysics(xi=xi, phi=phi),
+                       torch.device("cpu"), dtype)
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("l1", (3.0 + 1.0) / 2),
+                                                 ("l2", (2.5 + 0.5) / 2)])
+def test_proxy_losses(kind: str, expected: float) -> None:
+    """SIP's proxy loss is the batch mean of Σ|x − x̃| or ½‖x − x̃‖², x̃ held constant."""
+    problem = _problem(4.0, dtype=torch.float32)
     x = torch.tensor([[1.0, -2.0], [0.0, 0.5]])
-    t = torch.tensor([[0.0, 0.0], [1.0, 0.5]])
-    assert float(proxy_loss(x, t, "l1")) == pytest.approx((3.0 + 1.0) / 2)
-    assert float(proxy_loss(x, t, "l2")) == pytest.approx((2.5 + 0.5) / 2)
+    x_tilde = torch.tensor([[0.0, 0.0], [1.0, 0.5]])
+    problem.physics = type("Fixed", (), {  # a physics whose inverse returns x̃
+        "forward": staticmethod(lambda v: v), "inverse": staticmethod(lambda y, v: x_tilde)})()
+    step = sip.inverse_loss(lambda y: x, problem, InverseBatch(x, None),  # type: ignore[arg-type]
+                            sip.SIPConfig(proxy_loss=kind))  # type: ignore[arg-type]
+    assert float(step.loss) == pytest.approx(expected)
 
 
 def test_sip_targets_are_the_detached_saddle_free_newton_step() -> None:
@@ -70,23 +80,23 @@ def test_sip_targets_are_the_detached_saddle_free_newton_step() -> None:
     gen = torch.Generator().manual_seed(0)
     y = phys.sample_targets(16, gen, dtype=torch.float64)
     x = torch.randn(16, 2, generator=gen, dtype=torch.float64).requires_grad_(True)
-    targets = sip_targets(phys, x, y, eta=1.0)
+    targets = sip.sip_inverse_targets(x.detach(), phys.forward(x.detach()), y, phys.inverse)
     assert not targets.requires_grad
     torch.testing.assert_close(targets, phys.inverse(y, x.detach()), rtol=1e-12, atol=1e-12)
     # η < 1: the inverse of a partial Newton step on y.
-    half = sip_targets(phys, x, y, eta=0.5)
+    half = sip.sip_inverse_targets(x.detach(), phys.forward(x.detach()), y, phys.inverse, 0.5)
     y_half = phys.forward(x.detach()) + 0.5 * (y - phys.forward(x.detach()))
     torch.testing.assert_close(half, phys.inverse(y_half, x.detach()))
 
 
 def test_sip_proxy_gradient_does_not_flow_through_the_physics() -> None:
-    cfg = InverseTrainConfig(method="sip", xi=4.0, iterations=1)
+    problem = _problem(4.0, dtype=torch.float32)
     net = make_network("mlp", 2, 2, hidden=(8,), seed=0)
-    y = SinePhysics(xi=4.0).sample_targets(10, torch.Generator().manual_seed(1))
-    loss, x = iteration_loss(net, cfg.physics(), y, cfg)
-    loss.backward()
+    batch = problem.sample(10, torch.Generator().manual_seed(1))
+    step = sip.loss(net, problem, batch, sip.SIPConfig(proxy_loss="l1"))
+    step.loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
-    assert x.shape == (10, 2)
+    assert step.prediction.shape == (10, 2)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -95,9 +105,8 @@ def test_sip_proxy_gradient_does_not_flow_through_the_physics() -> None:
     ({"batch_size": 0}, "batch_size"), ({"phi": float("nan")}, "phi"),
 ])
 def test_invalid_config_raises(kwargs: dict[str, object], match: str) -> None:
-    cfg = replace(InverseTrainConfig(iterations=1), **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=match):
-        cfg.validate()
+        sine_config(**{"iterations": 1, **kwargs}).validate()  # type: ignore[arg-type]
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -105,9 +114,9 @@ def test_invalid_config_raises(kwargs: dict[str, object], match: str) -> None:
 
 def test_sip_learns_the_ill_conditioned_rotated_problem_where_adam_does_not() -> None:
     """A tiny run (400 iterations, ≈ 0.3 s each method) at ξ = 32, φ = 45°."""
-    base = InverseTrainConfig(xi=32.0, phi=45.0, iterations=400, eval_size=256)
-    sip = train(replace(base, method="sip", lr=3e-3))
-    adam = train(replace(base, method="adam", lr=1e-3))
+    sip = train(sine_config("sip", xi=32.0, phi=45.0, iterations=400, eval_size=256, lr=3e-3))
+    adam = train(sine_config("adam", xi=32.0, phi=45.0, iterations=400, eval_size=256,
+                             lr=1e-3))
     assert sip.iterations == adam.iterations == 400 and sip.diverged_at is None
     first = float(np.mean(sip.x_dist[:40]))
     assert sip.final_x_dist() < 0.2 * first, "SIP's distance did not decrease"
@@ -120,27 +129,27 @@ def test_sip_learns_the_ill_conditioned_rotated_problem_where_adam_does_not() ->
 
 
 def test_l2_proxy_and_time_budget() -> None:
-    res = train(InverseTrainConfig(method="sip", proxy_loss="l2", lr=3e-3, xi=4.0,
-                                   time_budget=0.2, eval_size=64))
+    res = train(sine_config("sip", proxy_loss="l2", lr=3e-3, xi=4.0, time_budget=0.2,
+                            eval_size=64))
     assert res.iterations > 10 and res.train_time >= 0.2
     assert res.final_x_dist() < float(np.mean(res.x_dist[:5]))
 
 
 def test_training_is_deterministic() -> None:
-    cfg = InverseTrainConfig(method="adam", xi=2.0, phi=10.0, iterations=30, eval_size=32)
+    cfg = sine_config("adam", xi=2.0, phi=10.0, iterations=30, eval_size=32)
     a, b = train(cfg), train(cfg)
     np.testing.assert_array_equal(a.x_dist, b.x_dist)
     assert a.test_x_dist == b.test_x_dist
 
 
 def test_divergence_stops_training_without_raising() -> None:
-    res = train(InverseTrainConfig(method="sgd", lr=1e6, xi=1.0, iterations=50, eval_size=16))
+    res = train(sine_config("sgd", lr=1e6, xi=1.0, iterations=50, eval_size=16))
     assert res.diverged_at is not None and res.iterations < 50
     assert res.final_x_dist() == math.inf and res.val_x_dist == math.inf
 
 
 def test_sweep_picks_the_lowest_validation_distance() -> None:
-    cfg = InverseTrainConfig(method="sgd", xi=1.0, iterations=40, eval_size=64)
+    cfg = sine_config("sgd", xi=1.0, iterations=40, eval_size=64)
     best, runs = sweep_learning_rate(cfg, [1.0, 1e8])
     assert len(runs) == 2 and runs[1].diverged_at is not None
     assert best is runs[0] and best.config.lr == pytest.approx(1e-2)

@@ -33,6 +33,7 @@ from agents.ppo import (
     train_env_seeds,
 )
 from agents.trainer import TrainingDiverged, TrainResult
+from sipenv.envs.core import core_of
 
 SMALL_ENV = json.dumps({"n": 16, "max_mode": 3, "horizon": 4})
 
@@ -225,6 +226,7 @@ def test_divergence_is_reported_not_crashed(sb3: Any) -> None:
 
 # --- learning -------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # (≈ 6 s of PPO)
 def test_ppo_learns_on_a_tiny_problem(sb3: Any) -> None:
     config = small_config(hidden=(64, 64), n_envs=4, n_steps=64, batch_size=64, n_epochs=5,
                           lr=1e-3, iterations=40, eval_episodes=64, seed=0)
@@ -232,7 +234,7 @@ def test_ppo_learns_on_a_tiny_problem(sb3: Any) -> None:
     untrained = actor_from_model(make_model(config, venv))
     venv.close()
     kwargs = config.env_make_kwargs()
-    core = gym.make(config.env_id, **kwargs).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(config.env_id, **kwargs))
     s0, target = make_eval_tasks(config.env_id, range(config.eval_seed,
                                                       config.eval_seed + config.eval_episodes),
                                  kwargs)

@@ -20,7 +20,8 @@ from agents.evaluation import (
 )
 from agents.networks import make_network
 from agents.registry import load_policy
-from agents.trainer import TrainingDiverged, policy_from_checkpoint, run_training
+from agents.trainer import Step, TrainingDiverged, policy_from_checkpoint, run_training
+from sipenv.envs.core import core_of
 
 ENV = "sip/ControlledDiffusion-v0"
 TINY = dict(hidden=(64, 64), batch_size=16, eval_episodes=32, log_every=5, progress=False)
@@ -31,7 +32,7 @@ def _initial_error() -> float:
     cfg = sip.SIPConfig(**TINY)  # type: ignore[arg-type]
     import gymnasium as gym
 
-    core = gym.make(ENV).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(ENV))
     net = make_network("mlp", core.obs_dim, core.n, hidden=cfg.hidden, seed=cfg.seed)
     s0, target = make_eval_tasks(ENV, range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes))
     return evaluate_torch(net, core, s0, target).summary()["target_error_mean"]
@@ -135,10 +136,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
 def test_non_finite_loss_stops_training_and_keeps_the_weights(tmp_path: Path) -> None:
     calls = {"n": 0}
 
-    def flaky_loss(policy, core, s0, target, config):
+    def flaky_loss(policy, problem, batch, config):
         calls["n"] += 1
-        loss, metrics = sip.loss_fn(policy, core, s0, target, config)
-        return (loss * float("nan") if calls["n"] == 4 else loss), metrics
+        step = sip.loss(policy, problem, batch, config)
+        return Step(step.loss * float("nan") if calls["n"] == 4 else step.loss)
 
     cfg = sip.SIPConfig(iterations=10, runs_dir=str(tmp_path), run_name="r", **TINY)
     with pytest.raises(TrainingDiverged, match="iteration 4"):

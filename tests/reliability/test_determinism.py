@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import torch
 from reliability_support import PYTHON, subprocess_env
 
@@ -86,6 +87,7 @@ def _in_process() -> str:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # (≈ 5 s: fresh interpreters)
 def test_env_rollouts_are_identical_across_processes_and_hash_seeds() -> None:
     code = ROLLOUT_SCRIPT + "\nprint(digest())\n"
     procs = [subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE,

@@ -23,7 +23,8 @@ from reliability_support import PYTHON, ROOT, load_script, subprocess_env
 
 from agents import diffphys, sip
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.trainer import TrainingDiverged, run_training
+from agents.trainer import Step, TrainingDiverged, run_training
+from sipenv.envs.core import core_of
 
 TINY = dict(hidden=(16, 16), batch_size=8, eval_episodes=4, log_every=1, progress=False)
 
@@ -70,9 +71,10 @@ def _failing_at(call: int, how: str) -> Any:
     """SIP's loss, made non-finite (value or gradient) on the ``call``-th iteration."""
     calls = {"n": 0}
 
-    def loss_fn(policy, core, s0, target, config):  # type: ignore[no-untyped-def]
+    def loss_fn(policy, problem, batch, config):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        loss, metrics = sip.loss_fn(policy, core, s0, target, config)
+        step = sip.loss(policy, problem, batch, config)
+        loss = step.loss
         weights = sum(p.sum() for p in policy.parameters())
         if how == "weights":
             loss = loss * 1e-6  # tiny steps with the huge --lr, until...
@@ -83,7 +85,7 @@ def _failing_at(call: int, how: str) -> Any:
                 loss = loss * float("nan")
             else:  # "gradient": the value is unchanged and finite
                 loss = loss + 0.0 * _NaNGradient.apply(weights)
-        return loss, metrics
+        return Step(loss, step.prediction)
 
     return loss_fn
 
@@ -309,7 +311,7 @@ def test_mismatched_checkpoints_are_refused_on_resume(good_run: Path, tmp_path: 
     before = path.read_bytes()
     cfg = config_cls(runs_dir=str(tmp_path), run_name="run", iterations=4, **TINY)
     with pytest.raises(error, match=match):
-        run_training(cfg, sip.loss_fn, resume=True, progress=False)
+        run_training(cfg, sip.ALGORITHM, resume=True, progress=False)
     assert path.read_bytes() == before  # a refused resume writes nothing
 
 
@@ -408,6 +410,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen[bytes], path: Path, iteration: i
         time.sleep(0.005)
 
 
+@pytest.mark.slow  # (≈ 16 s: three train.py processes; in-process resume is tested by default)
 def test_kill_and_resume_gives_identical_final_weights(tmp_path: Path) -> None:
     """SIGKILL a real ``scripts/train.py`` run after its iteration-10 checkpoint (mid-iteration,
     maybe mid-save), resume it with ``--resume``, and compare with an uninterrupted run of the
@@ -458,7 +461,7 @@ def test_sip_names_an_overflowing_policy_not_the_split() -> None:
 
     from agents.networks import make_network
 
-    core = gym.make("sip/ControlledDiffusion-v0", horizon=4).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make("sip/ControlledDiffusion-v0", horizon=4))
     policy = make_network("mlp", core.obs_dim, core.n, hidden=(8,), seed=0)
     with torch.no_grad():
         last = policy.net[-1]
@@ -467,4 +470,4 @@ def test_sip_names_an_overflowing_policy_not_the_split() -> None:
     s0, target = core.sample_tasks(4, torch.Generator().manual_seed(0))
     with pytest.raises(TrainingDiverged,
                        match=r"policy's outputs are not \(its weights diverged\)\. Lower --lr"):
-        sip.loss_fn(policy, core, s0, target, sip.SIPConfig())
+        sip.control_loss(policy, core, s0, target, sip.SIPConfig())

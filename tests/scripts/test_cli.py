@@ -54,6 +54,42 @@ def test_train_other_algorithms(algo: str, tmp_path: Path) -> None:
     assert train.main([algo, "--iterations", "3", "--runs-dir", str(tmp_path), *FAST]) == 0
 
 
+@pytest.mark.parametrize(("algo", "env_args", "metric"), [
+    ("sip", ["--env-id", "sip/SineInversion-v0", "--env-kwargs", '{"xi": 4}'], "val_x_dist"),
+    ("dp", ["--env-id", "sip/SineInversion-v0"], "test_x_dist"),
+    ("sip", ["--env-id", "sip/HeatInverse-v0", "--env-kwargs", '{"shape": [8, 8]}'],
+     "val_x_error"),
+    ("dp", ["--env-id", "sip/HeatInverse-v0", "--env-kwargs", '{"shape": [8, 8]}'],
+     "test_x_error"),
+])
+def test_train_on_single_step_inverse_problems(algo: str, env_args: list[str], metric: str,
+                                               tmp_path: Path) -> None:
+    assert train.main([algo, *env_args, "--iterations", "3", "--runs-dir", str(tmp_path),
+                       "--run-name", "r", *FAST]) == 0
+    final = json.loads((tmp_path / "r" / "final_eval.json").read_text())
+    assert final["iteration"] == 3 and metric in final
+    assert render.main(["--checkpoint", str(tmp_path / "r" / "checkpoint.pt"), "--out",
+                        str(tmp_path / "r.gif")]) == 0
+    out = tmp_path / "eval.json"
+    assert evaluate.main([str(tmp_path / "r" / "checkpoint.pt"), "--episodes", "4",
+                          "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["relative_difference"] < 1e-4
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["supervised", "--env-id", "sip/SineInversion-v0"], "no reference solution"),
+    (["ppo", "--env-id", "sip/HeatInverse-v0"], "single-step inverse problem"),
+    (["supervised", "--env-id", "sip/ControlledBurgers-v0"], "no reference solution"),
+])
+def test_train_refuses_combinations_that_cannot_work(argv: list[str], match: str,
+                                                     tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert train.main([*argv, "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and match in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("bad", [["--lr", "-1"], ["--env-kwargs", "{oops"],
                                  ["--env-id", "sip/Nope-v0"], ["--resume"]])
 def test_train_rejects_bad_arguments_before_work(bad: list[str], tmp_path: Path,
@@ -117,6 +153,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "held-out relative terminal error" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # (≈ 7 s: a whole comparison)
 def test_compare_writes_table_json_and_plot(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     threads = torch.get_num_threads()

@@ -25,6 +25,19 @@ def test_quick_settings_are_what_the_docstring_says() -> None:
     assert q.lr_factors == heat.Args().lr_factors and q.methods == ("sip", "adam", "sgd")
 
 
+def test_one_worker_runs_in_process_and_writes_every_output(tmp_path: Path) -> None:
+    out = tmp_path / "heat"
+    assert heat.main(["--out", str(out), "--budget", "0.2", "--coarse-factors",
+                      "--lr-factors", "1", "--batch-size", "2", "--eval-size", "2",
+                      "--eval-points", "1", "--workers", "1", "--methods", "sip", "adam"]) == 0
+    for name in ("results.json", "results.md", "curves.png", "examples.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in report["runs"]] == ["sip", "adam"]
+    assert "validation 1000000, test 2000000" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow  # (≈ 20 s: every run in a spawned worker process)
 def test_tiny_run_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "heat"
     assert heat.main(["--out", str(out), "--budget", "0.3", "--coarse-budget", "0.2",
@@ -63,6 +76,6 @@ def test_bad_settings_are_reported(flags: list[str], match: str, tmp_path: Path,
         import torch
         if torch.cuda.is_available():
             pytest.skip("CUDA is available here")
-    assert heat.main(["--out", str(tmp_path / "x"), *flags]) == 1
+    assert heat.main(["--out", str(tmp_path / "x"), *flags]) == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing written for a bad configuration
