@@ -11,15 +11,14 @@ Task: from ``s_0`` reach the target ``s*`` after ``horizon`` steps of
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
 from sipenv.physics import PhysicsModel
+from sipenv.validation import check_int, check_nonnegative, check_positive
 
 __all__ = ["ControlCore", "Policy", "Rollout", "TaskCore", "TaskSampler", "core_of"]
 
@@ -50,55 +49,88 @@ class Rollout(NamedTuple):
     target: torch.Tensor
 
 
+@runtime_checkable
 class TaskCore(Protocol):
     """The functional, batched core of a field task (control or correction): what the env
     shells step and what agents differentiate through.
 
-    Shapes: states ``(B, N)``; normalised actions ``(B, N)`` in ``[-1, 1]``; the ``target`` is
-    whatever :meth:`sample_tasks` returns as the task's goal (``(B, N)`` for control, the
-    reference trajectory ``(B, T + 1, N)`` for correction). Every method is pure batched torch.
+    :class:`ControlCore` and :class:`~sipenv.envs.correction.CorrectionCore` implement it; get an
+    env's core with :func:`core_of`. Shapes: states ``(B, *action_shape)``; normalised actions
+    ``(B, *action_shape)`` in ``[-1, 1]``; observations ``(B, *observation_shape)`` (float32);
+    the ``target`` is whatever :meth:`sample_tasks` returns as the task's goal (``(B, N)`` for
+    control, the reference trajectory ``(B, T + 1, N)`` for correction). Every method is pure
+    batched torch; every attribute is read-only (the cores are frozen dataclasses).
     """
 
     @property
-    def physics(self) -> PhysicsModel: ...
+    def physics(self) -> PhysicsModel:
+        """The model the agent steps (``step``, ``inverse_step``, ``force_for`` …)."""
 
     @property
-    def horizon(self) -> int: ...
+    def horizon(self) -> int:
+        """Steps per episode (≥ 1)."""
 
     @property
-    def force_scale(self) -> float: ...
+    def force_scale(self) -> float:
+        """Force per unit action: ``force = force_scale · clip(action, −1, 1)``."""
 
     @property
-    def force_penalty(self) -> float: ...
+    def force_penalty(self) -> float:
+        """Weight of the per-step force cost in the reward (≥ 0)."""
 
     @property
-    def n(self) -> int: ...
+    def n(self) -> int:
+        """Grid cells of the state (the action size for a 1-D field)."""
 
     @property
-    def obs_dim(self) -> int: ...
+    def obs_dim(self) -> int:
+        """Observation size (flat)."""
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """Shape of one action (and one state)."""
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """Shape of one observation."""
 
     def sample_tasks(self, batch: int, generator: torch.Generator, *,
                      device: torch.device | str | None = ...,
-                     dtype: torch.dtype = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
+                     dtype: torch.dtype = ...) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch`` tasks ``(s_0, target)`` drawn from ``generator`` only."""
 
     def observe(self, state: torch.Tensor, target: torch.Tensor,
-                time_fraction: float | torch.Tensor) -> torch.Tensor: ...
+                time_fraction: float | torch.Tensor) -> torch.Tensor:
+        """Float32 observations of states at ``t / horizon`` (a float or ``(B,)``)."""
 
-    def action_to_force(self, action: torch.Tensor) -> torch.Tensor: ...
+    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
+        """``force_scale · clip(action, −1, 1)``."""
 
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor: ...
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One physics step under normalised ``action`` (clipped)."""
 
-    def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+    def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Relative squared error of final states, ``(B,)``."""
 
-    def force_cost(self, action: torch.Tensor) -> torch.Tensor: ...
+    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
+        """Per-step force cost ``mean(clip(a)²)``, ``(B,)``."""
 
-    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout: ...
+    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
+        """A ``horizon``-step trajectory of ``policy`` (differentiable if it is)."""
 
-    def episode_loss(self, rollout: Rollout) -> torch.Tensor: ...
+    def episode_loss(self, rollout: Rollout) -> torch.Tensor:
+        """Negative return per sample, ``(B,)``."""
 
 
 def core_of(env: object) -> TaskCore:
-    """The differentiable batched core of a sipenv field env (single, vector or wrapped).
+    """The differentiable batched core of a sipenv field env (single, vector or wrapped): the
+    documented way for agents to reach it (typed, unlike ``env.unwrapped.core``).
+
+    >>> import gymnasium as gym
+    >>> import sipenv
+    >>> from sipenv.envs.core import core_of
+    >>> core_of(gym.make("sip/ControlledDiffusion-v0")).horizon
+    16
 
     Raises:
         TypeError: If ``env`` has no task core (e.g. a one-step inverse problem, or a
@@ -106,20 +138,10 @@ def core_of(env: object) -> TaskCore:
     """
     inner = getattr(env, "unwrapped", env)
     core = getattr(inner, "core", None)
-    if core is None:
+    if not isinstance(core, TaskCore):
         raise TypeError(f"{type(inner).__name__} has no task core (env.unwrapped.core); only "
                         "sipenv's control and correction envs have one.")
-    return core  # type: ignore[no-any-return]
-
-
-def _is_int(value: object) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    """A real number (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return core
 
 
 @dataclass(frozen=True)
@@ -149,18 +171,12 @@ class ControlCore:
     def __post_init__(self) -> None:
         # Types first (bool is an int to Python, strings compare badly): a wrong type gets the
         # same clear ValueError as a wrong value, not a TypeError from deep inside a reset.
-        if not _is_int(self.horizon) or self.horizon < 1:
-            raise ValueError(f"horizon must be an int ≥ 1, got {self.horizon!r}.")
-        for name in ("force_scale", "amplitude"):
-            value = getattr(self, name)
-            if not (_is_real(value) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-        if not (_is_real(self.force_penalty) and math.isfinite(self.force_penalty)
-                and self.force_penalty >= 0):
-            raise ValueError(f"force_penalty must be finite and ≥ 0, got {self.force_penalty!r}.")
-        if not _is_int(self.max_mode) or not 1 <= self.max_mode < self.physics.n // 2:
-            raise ValueError(f"max_mode must be an int in [1, {self.physics.n // 2 - 1}] for "
-                             f"n={self.physics.n}, got {self.max_mode!r}.")
+        check_int("horizon", self.horizon, minimum=1)
+        check_positive("force_scale", self.force_scale)
+        check_positive("amplitude", self.amplitude)
+        check_nonnegative("force_penalty", self.force_penalty)
+        check_int("max_mode", self.max_mode, minimum=1, maximum=self.physics.n // 2 - 1,
+                  hint=f"(modes up to n/2 - 1 fit n={self.physics.n} cells)")
 
     @property
     def n(self) -> int:
@@ -171,6 +187,16 @@ class ControlCore:
     def obs_dim(self) -> int:
         """Observation size: state (N) + target (N) + time fraction (1)."""
         return 2 * self.physics.n + 1
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """``(N,)``: one force per cell."""
+        return (self.physics.n,)
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """``(2N + 1,)``."""
+        return (self.obs_dim,)
 
     # --- tasks ----------------------------------------------------------------------------------
 

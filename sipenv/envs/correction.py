@@ -15,14 +15,14 @@ training loops, DP and evaluation run unchanged); its "target" is the whole refe
 ``(B, T + 1, N)``, and :meth:`CorrectionCore.target_error` of a final state compares it with the
 last reference state.
 
-The Gymnasium shells :class:`CorrectionEnv` and :class:`CorrectionVectorEnv` follow the
-conventions of :mod:`sipenv.envs.control` (validation, NEXT_STEP autoreset, rendering).
+The task's env hooks (:class:`CorrectionTask`, batched, written once) run in the shells of
+:mod:`sipenv.envs.control`: :class:`CorrectionEnv` and :class:`CorrectionVectorEnv` (validation,
+NEXT_STEP autoreset, rendering).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,17 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from sipenv.envs.control import (
-    FieldEnv,
-    FieldVectorEnv,
-    _as_field,
-    _seed_generator,
-    checked_options,
-)
+from sipenv.envs.checks import as_field, checked_options
+from sipenv.envs.control import FieldEnv, FieldTask, FieldVectorEnv
 from sipenv.envs.core import Policy, Rollout
 from sipenv.physics import PhysicsModel
+from sipenv.validation import check_int, check_nonnegative, check_positive
 
-__all__ = ["CorrectionCore", "CorrectionEnv", "CorrectionVectorEnv", "block_average"]
+__all__ = ["CorrectionCore", "CorrectionEnv", "CorrectionTask", "CorrectionVectorEnv",
+           "block_average"]
 
 StateSampler = Callable[..., torch.Tensor]
 """``sampler(batch, generator, *, device, dtype) -> fine initial states (batch, N_fine)``."""
@@ -88,17 +85,9 @@ class CorrectionCore:
     initial_sampler: StateSampler
 
     def __post_init__(self) -> None:
-        if not isinstance(self.horizon, numbers.Integral) or isinstance(self.horizon, bool) \
-                or self.horizon < 1:
-            raise ValueError(f"horizon must be an int ≥ 1, got {self.horizon!r}.")
-        if not (isinstance(self.force_scale, numbers.Real) and math.isfinite(self.force_scale)
-                and self.force_scale > 0):
-            raise ValueError(f"force_scale must be a finite number > 0, got "
-                             f"{self.force_scale!r}.")
-        if not (isinstance(self.force_penalty, numbers.Real)
-                and math.isfinite(self.force_penalty) and self.force_penalty >= 0):
-            raise ValueError(f"force_penalty must be finite and ≥ 0, got "
-                             f"{self.force_penalty!r}.")
+        check_int("horizon", self.horizon, minimum=1)
+        check_positive("force_scale", self.force_scale)
+        check_nonnegative("force_penalty", self.force_penalty)
         if self.reference.n % self.physics.n:
             raise ValueError(f"The fine grid ({self.reference.n} cells) must be a multiple of the "
                              f"coarse grid ({self.physics.n} cells).")
@@ -119,6 +108,16 @@ class CorrectionCore:
     def obs_dim(self) -> int:
         """Observation size: coarse state (N) + time fraction (1)."""
         return self.physics.n + 1
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """``(N,)``: one correction per coarse cell."""
+        return (self.physics.n,)
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """``(N + 1,)``."""
+        return (self.obs_dim,)
 
     @property
     def ratio(self) -> int:
@@ -214,100 +213,62 @@ class CorrectionCore:
         return self.step_deviations(rollout).sum(0) + self.force_penalty * cost
 
 
-def _parse_initial_state(options: Any, n_fine: int, batch: int | None, device: torch.device,
-                         dtype: torch.dtype) -> torch.Tensor | None:
-    """The fine ``initial_state`` option (or None), validated before anything changes."""
-    options = checked_options(options, ("initial_state",), example="{'initial_state': ...}",
-                              described="'initial_state' (the fine initial state)")
-    if "initial_state" not in options:
-        return None
-    shape = (n_fine,) if batch is None else (batch, n_fine)
-    return _as_field(options["initial_state"], "initial_state", shape, device, dtype)
+class CorrectionTask(FieldTask):
+    """Hooks of the "follow the fine reference" task of a :class:`CorrectionCore`, batched,
+    shared by :class:`CorrectionEnv` and :class:`CorrectionVectorEnv`: the observation
+    ``[s_t, t/T]``, minus the deviation from the current reference state (and the force cost)
+    every step; the reset option ``initial_state`` (the fine initial state)."""
+
+    core: CorrectionCore
+
+    def _parse_reset(self, options: Any) -> torch.Tensor | None:
+        options = checked_options(options, ("initial_state",), example="{'initial_state': ...}",
+                                  described="'initial_state' (the fine initial state)")
+        if "initial_state" not in options:
+            return None
+        shape = (*self._batch_shape, self.core.reference.n)
+        return as_field(options["initial_state"], "initial_state", shape, self.device,
+                        torch.float64)
+
+    def _new_episodes(self, given: torch.Tensor | None, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        if given is None:
+            return self.core.sample_tasks(self._batch_size, generator, device=self.device,
+                                          dtype=self.dtype)
+        fine = given.reshape(self._batch_size, self.core.reference.n)
+        reference = self.core.reference_trajectory(fine).to(self.dtype)
+        return reference[:, 0].clone(), reference
+
+    def _frame_targets(self) -> torch.Tensor:
+        """Each episode's current reference state, ``(B, N)``."""
+        assert self.target is not None
+        t = torch.as_tensor(self._steps(), device=self.device)
+        return self.target[torch.arange(self._batch_size, device=self.device), t]
+
+    def _errors(self) -> torch.Tensor:
+        """The deviation from the current reference state."""
+        assert self.state is not None
+        return self.core.deviation(self.state, self._frame_targets())
+
+    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
+                 terminated: np.ndarray) -> np.ndarray:
+        """Minus the deviation and the force cost, every step."""
+        return -errors - self.core.force_penalty * force_cost
 
 
-class CorrectionEnv(FieldEnv):
+class CorrectionEnv(CorrectionTask, FieldEnv):
     """A single episode of a :class:`CorrectionCore` task behind the Gymnasium API.
 
-    Subclasses build the core and carry the user-facing documentation (see
+    Subclasses set ``make_core`` and carry the user-facing documentation (see
     :class:`sipenv.envs.corrected_burgers.CorrectedBurgersEnv`). Stepping, validation and
     rendering are :class:`sipenv.envs.control.FieldEnv`'s.
     """
 
-    core: CorrectionCore
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode from a sampled fine state, or ``options["initial_state"]`` (fine
-        grid, shape ``(N_fine,)``); its down-sampled fine solution is the reference."""
-        fine = _parse_initial_state(options, self.core.reference.n, None, self.device,
-                                    torch.float64)
-        super().reset(seed=seed)
-        gen = _seed_generator(self.np_random, self.device)
-        if fine is None:
-            s0, reference = self.core.sample_tasks(1, gen, device=self.device, dtype=self.dtype)
-        else:
-            reference = self.core.reference_trajectory(fine[None]).to(self.dtype)
-            s0 = reference[:, 0].clone()
-        return self._start(s0, reference)
-
-    def _obs(self) -> np.ndarray:
-        assert self.state is not None
-        return self.core.observe(self.state, None, self.t / self.horizon)[0].cpu().numpy()
-
-    def _error(self) -> float:
-        """The deviation from the current reference state."""
-        assert self.state is not None and self.target is not None
-        return float(self.core.deviation(self.state, self.target[:, self.t])[0])
-
-    def _reward(self, error: float, force_cost: float, terminated: bool) -> float:
-        """Minus the deviation and the force cost, every step."""
-        return -error - self.core.force_penalty * force_cost
-
-    def _frame_target(self) -> torch.Tensor:
-        assert self.target is not None
-        return self.target[0, self.t]
-
-
-class CorrectionVectorEnv(FieldVectorEnv):
+class CorrectionVectorEnv(CorrectionTask, FieldVectorEnv):
     """``num_envs`` episodes of a :class:`CorrectionCore` task, stepped as one torch batch.
 
     Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP`` (see
     :class:`sipenv.envs.control.FieldVectorEnv`). Given the same fine initial states and actions,
     trajectories equal those of ``num_envs`` single envs.
     """
-
-    core: CorrectionCore
-
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset every sub-env; ``options["initial_state"]`` may give the fine initial states
-        ``(num_envs, N_fine)``."""
-        fine = _parse_initial_state(options, self.core.reference.n, self.num_envs, self.device,
-                                    torch.float64)
-        super().reset(seed=seed)
-        self._generator = _seed_generator(self.np_random, self.device)
-        if fine is None:
-            s0, reference = self.core.sample_tasks(self.num_envs, self._generator,
-                                                   device=self.device, dtype=self.dtype)
-        else:
-            reference = self.core.reference_trajectory(fine).to(self.dtype)
-            s0 = reference[:, 0].clone()
-        return self._start(s0, reference)
-
-    def _frame_targets(self) -> torch.Tensor:
-        """Each sub-env's current reference state, ``(num_envs, N)``."""
-        assert self.target is not None
-        t = torch.as_tensor(self.t, device=self.device)
-        return self.target[torch.arange(self.num_envs, device=self.device), t]
-
-    def _errors(self) -> torch.Tensor:
-        assert self.state is not None
-        return self.core.deviation(self.state, self._frame_targets())
-
-    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
-                 terminated: np.ndarray) -> np.ndarray:
-        return -errors - self.core.force_penalty * force_cost
-
-    def _obs(self) -> np.ndarray:
-        assert self.state is not None
-        return self.core.observe(self.state, None, self._time_fraction()).cpu().numpy()

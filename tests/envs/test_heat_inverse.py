@@ -154,7 +154,7 @@ def test_bad_reset_options_raise_and_change_nothing(options: Any, match: str) ->
     ref.reset(seed=0)
     with pytest.raises(ValueError, match=match):
         env.reset(seed=5, options=options)
-    np.testing.assert_array_equal(env.unwrapped._obs(), obs0)  # the episode is untouched
+    np.testing.assert_array_equal(env.unwrapped._obs()[0], obs0)  # the episode is untouched
     np.testing.assert_array_equal(env.reset()[0], ref.reset()[0])  # and so is the stream
 
 
