@@ -111,6 +111,11 @@ class FieldTask:
         return torch.as_tensor(self._steps() / self.horizon, dtype=torch.float32,
                                device=self.device)
 
+    def _options_space(self) -> spaces.Dict:
+        """The reset options one episode accepts (unbatched shapes), e.g.
+        ``Dict(initial_state=Box(N), target=Box(N))``; any key may be left out."""
+        raise NotImplementedError
+
     def _parse_reset(self, options: Any) -> Any:
         """Validate ``reset``'s ``options`` (batched by :attr:`_batch_shape`) before anything
         changes; what :meth:`_new_episodes` takes.
@@ -157,6 +162,10 @@ class ControlTask(FieldTask):
     reset options ``initial_state`` / ``target`` (either alone)."""
 
     core: ControlCore
+
+    def _options_space(self) -> spaces.Dict:
+        field = spaces.Box(-np.inf, np.inf, shape=self.core.action_shape, dtype=np.float64)
+        return spaces.Dict({"initial_state": field, "target": field})
 
     def _parse_reset(self, options: Any) -> dict[str, torch.Tensor]:
         options = checked_options(options, ("initial_state", "target"),
@@ -279,6 +288,9 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     Gymnasium API: validation, stepping, costs and rendering, written once; the task's hooks
     (a :class:`FieldTask`) see a batch of one.
 
+    ``reset_options_space`` (a :class:`gymnasium.spaces.Dict`) describes the reset options;
+    every key is optional (batched with a leading ``num_envs`` axis in the vector env).
+
     Args:
         render_mode: ``"human"``, ``"rgb_array"`` or ``None``.
         core: The task core; by default the class's ``make_core(**kwargs)`` builds it.
@@ -296,6 +308,7 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         check_render_mode(render_mode, self.metadata["render_modes"])
         self._setup(core, kwargs, device, dtype, render_mode)
         self.action_space, self.observation_space = self._single_spaces()
+        self.reset_options_space = self._options_space()
         self.t = 0
         self._last_force: np.ndarray | None = None
         self._window: Any = None
@@ -376,6 +389,7 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         self.single_action_space, self.single_observation_space = self._single_spaces()
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.reset_options_space = batch_space(self._options_space(), num_envs)
         self.t = np.zeros(num_envs, dtype=np.int64)
         self._prev_done = np.zeros(num_envs, dtype=bool)
         self._generator: torch.Generator | None = None

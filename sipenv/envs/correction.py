@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from sipenv.envs.checks import as_field, checked_options
 from sipenv.envs.control import FieldEnv, FieldTask, FieldVectorEnv
@@ -220,6 +221,10 @@ class CorrectionTask(FieldTask):
     every step; the reset option ``initial_state`` (the fine initial state)."""
 
     core: CorrectionCore
+
+    def _options_space(self) -> spaces.Dict:
+        return spaces.Dict({"initial_state": spaces.Box(
+            -np.inf, np.inf, shape=(self.core.reference.n,), dtype=np.float64)})
 
     def _parse_reset(self, options: Any) -> torch.Tensor | None:
         options = checked_options(options, ("initial_state",), example="{'initial_state': ...}",

@@ -86,6 +86,10 @@ class HeatInverseTask(OneStepTask):
         self.x_true = self.y_target = None
         return _field_space(model.shape), _field_space(model.shape)
 
+    def _options_space(self) -> spaces.Dict:
+        return spaces.Dict({"initial": spaces.Box(-np.inf, np.inf, shape=self.shape,
+                                                  dtype=np.float64)})
+
     def _parse_options(self, options: Any) -> torch.Tensor | None:
         """``{"initial": x*}``, shape ``(*batch, H, W)``, finite; the env is left unchanged
         (its generator included) if they are rejected."""

@@ -67,6 +67,11 @@ class OneStepTask:
         ``(action_space, observation_space)``."""
         raise NotImplementedError
 
+    def _options_space(self) -> spaces.Dict:
+        """The reset options one problem accepts (unbatched shapes); any key may be left
+        out."""
+        raise NotImplementedError
+
     def _parse_options(self, options: Any) -> Any:
         """Validate ``reset``'s ``options`` (batched by :attr:`_batch_shape`) before anything
         changes, into what :meth:`_pose` takes; ``None`` when they pose no specific problem.
@@ -146,6 +151,7 @@ class OneStepEnv(OneStepTask, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
                  dtype: str | torch.dtype = "float64", **kwargs: Any) -> None:
         check_render_mode(render_mode, self.metadata["render_modes"])
         self.action_space, self.observation_space = self._init_task(kwargs, device, dtype)
+        self.reset_options_space = self._options_space()
         self.render_mode = render_mode
         self.done = False
         self._window: Any = None
@@ -240,6 +246,7 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
         self.action_space = batch_space(single_action, self.num_envs)
         self.single_observation_space = single_obs
         self.observation_space = batch_space(single_obs, self.num_envs)
+        self.reset_options_space = batch_space(self._options_space(), self.num_envs)
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:

@@ -117,6 +117,9 @@ class SineInversionTask(OneStepTask):
         self.target = None
         return _box(), _box()
 
+    def _options_space(self) -> spaces.Dict:
+        return spaces.Dict({"target": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float64)})
+
     def _parse_options(self, options: Any) -> np.ndarray | None:
         """``{"target": y*}``, shape ``(*batch, 2)``, finite, in ``[-1, 1]²``."""
         return _parse_target(options, (*self._batch_shape, 2))

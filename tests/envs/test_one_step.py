@@ -48,6 +48,9 @@ class GuessTask(OneStepTask):
         self.y: torch.Tensor | None = None
         return (spaces.Box(0.0, 1.0, (1,), np.float32), spaces.Box(0.0, 1.0, (1,), np.float32))
 
+    def _options_space(self) -> spaces.Dict:
+        return spaces.Dict({"y": spaces.Box(0.0, 1.0, (1,), np.float64)})
+
     def _parse_options(self, options: Any) -> np.ndarray | None:
         if set(options or {}) - {"y"}:
             raise ValueError("Unknown reset options; accepted: 'y'.")
