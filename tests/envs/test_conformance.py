@@ -186,9 +186,10 @@ def _sub_env_step(out: tuple[Any, ...], i: int, same_step: bool) -> tuple[Any, .
     return obs, reward[i], terminated[i], truncated[i], info
 
 
-def test_vector_env_equals_single_envs_on_posed_tasks(env_id: str) -> None:
-    envs = make_vec(env_id)
-    singles = [make(env_id) for _ in range(NUM_ENVS)]
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_vector_env_equals_single_envs_on_posed_tasks(env_id: str, dtype: str) -> None:
+    envs = make_vec(env_id, dtype=dtype)
+    singles = [make(env_id, dtype=dtype) for _ in range(NUM_ENVS)]
     options = reset_options(envs, 3)
     obs, info = envs.reset(seed=0, options=options)
     for i, env in enumerate(singles):
@@ -419,7 +420,8 @@ def test_rgb_array_frames(env_id: str) -> None:
     env.step(env.action_space.sample())
     after = env.render()
     _assert_frame(after)
-    assert after.shape == first.shape
+    assert after.shape == first.shape and np.any(after != first)  # it shows the step
+    np.testing.assert_array_equal(env.render(), after)  # a pure function of the env state
     envs = make_vec(env_id, render_mode="rgb_array")
     envs.reset(seed=0)
     for _ in range(2):

@@ -275,18 +275,6 @@ def test_one_step_envs_share_the_shells(single: type, vector: type,
         env.step(env.action_space.sample())
 
 
-@pytest.mark.parametrize("single,vector,kwargs", ONE_STEP_ENVS)
-def test_one_step_envs_reject_resets_before_reseeding(single: type, vector: type,
-                                                      kwargs: dict[str, Any]) -> None:
-    for make in (lambda: single(**kwargs), lambda: vector(2, **kwargs)):
-        env, ref = make(), make()
-        env.reset(seed=0)
-        ref.reset(seed=0)
-        with pytest.raises(ValueError, match="Unknown reset options"):
-            env.reset(seed=5, options={"bogus": 0})
-        np.testing.assert_array_equal(env.reset()[0], ref.reset()[0])
-
-
 def test_registered_vector_entry_points_take_numpy_ints() -> None:
     for env_id in ("sip/SineInversion-v0", "sip/HeatInverse-v0"):
         envs = gym.make_vec(env_id, num_envs=np.int64(2),
