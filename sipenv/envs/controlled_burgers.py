@@ -64,6 +64,7 @@ class ControlledBurgersEnv(ControlEnv):
     ``U[−1, 1] · force_amplitude``, centre ``U[0.4, 0.6]``, width ``U[0.1, 0.4]``), simulated in
     float64 with the env's own physics. ``reset(options={"initial_state": ..., "target": ...})``
     poses a specific task (arrays of shape ``(N,)``; either may be given alone).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -87,6 +88,10 @@ class ControlledBurgersEnv(ControlEnv):
     - ``force_amplitude=1.6``: peak of the force that generates targets (``0.05 · 32``).
     - ``max_gain=100``, ``inverse_iterations=10``: the physics' local inverse simulator.
     - ``check_cfl=True``: the CFL check (one host sync per step).
+    - Keywords are routed by name: every field of :class:`~sipenv.physics.BurgersPhysics` (also
+      ``analytic_derivatives``), of :class:`~sipenv.envs.core.ControlCore` and of
+      :class:`~sipenv.physics.burgers.BurgersTaskSampler` (also ``chunk``); an unknown keyword
+      raises ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float32"``: where and in which precision the physics runs.
     - ``render_mode``: ``"human"`` (pygame window) or ``"rgb_array"`` (``(440, 640, 3)`` frames).
 

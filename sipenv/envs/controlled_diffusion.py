@@ -53,6 +53,7 @@ class ControlledDiffusionEnv(ControlEnv):
     ``1 … max_mode`` with Gaussian coefficients of standard deviation ``amplitude / m``.
     ``reset(options={"initial_state": ..., "target": ...})`` poses a specific task (arrays of shape
     ``(N,)``; either may be given alone).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -66,6 +67,9 @@ class ControlledDiffusionEnv(ControlEnv):
     - ``force_scale=100.0``: force per unit action; ``force_penalty=1e-3``: force-cost weight.
     - ``max_mode=8``, ``amplitude=1.0``: the task sampler.
     - ``max_gain=1e4``: largest per-mode gain of the inverse simulator.
+    - Keywords are routed by name to :class:`~sipenv.physics.DiffusionPhysics` and
+      :class:`~sipenv.envs.core.ControlCore` (the lists above are all of their fields); an
+      unknown keyword raises ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float32"``: where and in which precision the physics runs.
     - ``render_mode``: ``"human"`` (pygame window) or ``"rgb_array"`` (``(440, 640, 3)`` frames).
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
 
 import torch
 
@@ -122,25 +122,46 @@ class TaskCore(Protocol):
         """Negative return per sample, ``(B,)``."""
 
 
-def core_of(env: object) -> TaskCore:
+CoreT = TypeVar("CoreT")
+
+
+@overload
+def core_of(env: object) -> TaskCore: ...
+
+
+@overload
+def core_of(env: object, kind: type[CoreT]) -> CoreT: ...
+
+
+def core_of(env: object, kind: type[Any] | None = None) -> Any:
     """The differentiable batched core of a sipenv field env (single, vector or wrapped): the
     documented way for agents to reach it (typed, unlike ``env.unwrapped.core``).
 
+    Args:
+        env: The env (``gym.make`` / ``gym.make_vec`` result, or the env itself).
+        kind: Optionally the core class the caller needs (e.g. :class:`ControlCore`); the
+            result is then typed as it, and any other core is refused.
+
     >>> import gymnasium as gym
     >>> import sipenv
-    >>> from sipenv.envs.core import core_of
+    >>> from sipenv.envs.core import ControlCore, core_of
     >>> core_of(gym.make("sip/ControlledDiffusion-v0")).horizon
     16
+    >>> core_of(gym.make("sip/ControlledDiffusion-v0"), ControlCore).max_mode
+    8
 
     Raises:
         TypeError: If ``env`` has no task core (e.g. a one-step inverse problem, or a
-            non-sipenv env); the message names the env.
+            non-sipenv env), or one that is not a ``kind``; the message names the env.
     """
     inner = getattr(env, "unwrapped", env)
     core = getattr(inner, "core", None)
     if not isinstance(core, TaskCore):
         raise TypeError(f"{type(inner).__name__} has no task core (env.unwrapped.core); only "
                         "sipenv's control and correction envs have one.")
+    if kind is not None and not isinstance(core, kind):
+        raise TypeError(f"{type(inner).__name__}'s core is a {type(core).__name__}, not a "
+                        f"{kind.__name__}.")
     return core
 
 

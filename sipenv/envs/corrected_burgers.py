@@ -80,6 +80,7 @@ class CorrectedBurgersEnv(CorrectionEnv):
     as in ``sip/ControlledBurgers-v0``); the coarse state starts at its down-sampled value.
     ``reset(options={"initial_state": ...})`` poses a specific fine initial state (shape
     ``(fine_n,)``).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -96,6 +97,10 @@ class CorrectedBurgersEnv(CorrectionEnv):
       a multiple of ``n``, ``fine_dt`` dividing ``dt``).
     - ``length=1.0``, ``nu=0.003``, ``horizon=16`` (coarse steps).
     - ``force_scale=8.0``, ``force_penalty=0.0``: correction per unit action and its cost weight.
+    - Keywords are routed by name: unprefixed fields of :class:`~sipenv.physics.BurgersPhysics`
+      configure the coarse solver (``length``, ``nu``, ``check_cfl`` also the fine one), the same
+      fields prefixed ``fine_`` (e.g. ``fine_advection``) the fine one; an unknown keyword
+      raises ``TypeError`` naming the accepted ones.
     - ``check_cfl=True``; ``device="cpu"``, ``dtype="float32"``; ``render_mode`` ``"human"`` or
       ``"rgb_array"`` (the state against the current reference state).
 

@@ -172,6 +172,7 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
     ``x*`` is the sum of 4 … 10 unit-height hot rectangles
     (:meth:`~sipenv.physics.HeatPhysics.sample_initial`), drawn from the env's seeded generator;
     ``reset(options={"initial": x})`` poses a specific ``x*`` (shape ``(H, W)``, finite).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -182,6 +183,9 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
 
     - ``shape=(64, 64)``: the grid ``(H, W)`` (each ≥ 4).
     - ``nu_t=8.0``: diffusivity times duration ``νt`` (> 0); larger is harder.
+    - Keywords are routed by name to :class:`~sipenv.physics.HeatPhysics` (also ``noise_rel``,
+      ``signal_scale``, ``max_log_gain``: its noise-aware inverse); an unknown keyword raises
+      ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs
       (the reference computes the physics in float64; observations are float32 numpy arrays).
     - ``render_mode``: ``"rgb_array"`` (``(440, 640, 3)`` frames: ``x*``, ``y*`` and the last

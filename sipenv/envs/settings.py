@@ -114,6 +114,22 @@ class Factory(Generic[T]):
         """Every keyword this factory accepts (sorted)."""
         return tuple(sorted(_keyword_table(self.routes)))
 
+    def default_values(self) -> dict[str, Any]:
+        """``{keyword: default}``: the env's own default where it states one, else the
+        dataclass field's (keywords whose field has no default are left out)."""
+        out: dict[str, Any] = {}
+        for r in self.routes.values():
+            fields = {f.name: f for f in dataclasses.fields(r.target)}
+            for keyword, name in r.keywords().items():
+                f = fields[name]
+                if keyword in self.defaults:
+                    out[keyword] = self.defaults[keyword]
+                elif f.default is not dataclasses.MISSING:
+                    out[keyword] = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    out[keyword] = f.default_factory()
+        return out
+
     def __call__(self, **kwargs: Any) -> T:
         """The model for ``kwargs`` (over the env's defaults)."""
         return self.build(route({**self.defaults, **kwargs}, self.routes, owner=self.owner))

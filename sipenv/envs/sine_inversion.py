@@ -195,6 +195,7 @@ class SineInversionEnv(SineInversionTask, OneStepEnv):
 
     ``y* ~ U([-1, 1]²)``; ``reset(options={"target": y})`` poses a specific target (shape
     ``(2,)``, entries in ``[-1, 1]``).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -208,6 +209,9 @@ class SineInversionEnv(SineInversionTask, OneStepEnv):
     - ``gamma=10.0``: global scale ``γ``.
     - ``action_scale=None``: physical ``x`` per unit action (default above).
     - ``max_loss_change=0.2``: limit of the saddle-free Newton inverse of the physics.
+    - Keywords are routed by name to :class:`~sipenv.physics.SinePhysics` and
+      :class:`SineSettings` (``action_scale``); an unknown keyword raises ``TypeError`` naming
+      the accepted ones.
     - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs
       (observations are float32 numpy arrays).
     - ``render_mode``: ``"rgb_array"`` (``(440, 640, 3)`` frames: the loss landscape

@@ -27,7 +27,9 @@ Env-specific facts (closed forms, the documented task numbers) stay in the per-e
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
 import pickle
 import re
 import warnings
@@ -457,3 +459,36 @@ def test_core_of_gives_field_envs_their_core(env_id: str) -> None:
     assert core is env.unwrapped.core
     assert env.action_space.shape == core.action_shape
     assert env.observation_space.shape == core.observation_shape
+    assert core_of(env, type(core)) is core
+    with pytest.raises(TypeError, match="not a int"):
+        core_of(env, int)
+
+
+# --- the documented arguments --------------------------------------------------------------------
+
+
+def test_documented_argument_defaults_are_the_real_ones(env_id: str) -> None:
+    """Every ``name=value`` in the docstring's Arguments section is a keyword the env accepts,
+    with that default (the dataclasses own the defaults; the docstring must follow them)."""
+    env = make(env_id).unwrapped
+    doc = type(env).__doc__ or ""
+    assert "## Arguments" in doc, "the Gymnasium docstring template has an Arguments section"
+    section = doc.split("## Arguments", 1)[1].split("\n    ## ", 1)[0]
+    factory = getattr(type(env), "make_core", None) or type(env).make_task
+    defaults = factory.default_values()
+    signature = inspect.signature(type(env).__init__).parameters
+    documented = re.findall(r"``(\w+)=([^`]+)``", section)
+    assert documented
+    for name, text in documented:
+        value = ast.literal_eval(text)
+        if name in signature and name not in defaults:
+            actual = signature[name].default
+        else:
+            assert name in defaults, f"{name} is documented but not accepted"
+            actual = defaults[name]
+        if actual is None and value is not None:
+            continue  # a physics default resolved at construction (e.g. substeps per scheme)
+        if isinstance(value, float):
+            assert actual == pytest.approx(value), name
+        else:
+            assert actual == value, name
