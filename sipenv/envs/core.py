@@ -20,7 +20,8 @@ import torch
 from sipenv.physics import PhysicsModel
 from sipenv.validation import check_int, check_nonnegative, check_positive
 
-__all__ = ["ControlCore", "Policy", "Rollout", "TaskCore", "TaskSampler", "core_of"]
+__all__ = ["ControlCore", "FieldCore", "Policy", "Rollout", "TaskCore", "TaskSampler", "core_of",
+           "relative_squared_error"]
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 """Maps a batch of observations ``(B, 2N + 1)`` to normalised actions ``(B, N)``."""
@@ -165,8 +166,81 @@ def core_of(env: object, kind: type[Any] | None = None) -> Any:
     return core
 
 
+def relative_squared_error(state: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``‖s − r‖² / ‖r‖²`` over the last axis, per sample (``‖r‖²`` floored at ``1e-30``)."""
+    return ((state - reference) ** 2).sum(-1) / (reference**2).sum(-1).clamp_min(1e-30)
+
+
+def _time_column(state: torch.Tensor, time_fraction: float | torch.Tensor) -> torch.Tensor:
+    """``t / T`` as a float32 ``(B, 1)`` column (from a float or a ``(B,)`` tensor)."""
+    tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
+    tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
+    return tf[:, None]
+
+
+class FieldCore:
+    """What every field-task core shares (a 1-D state of ``physics.n`` cells, forced by
+    ``force_scale · clip(a, −1, 1)``): shapes, stepping, the force cost and the rollout. A
+    subclass (a frozen dataclass with ``physics``, ``horizon`` and ``force_scale``) adds the
+    task: ``sample_tasks``, ``observe``, ``obs_dim``, ``target_error``, ``episode_loss``."""
+
+    physics: PhysicsModel
+    horizon: int
+    force_scale: float
+
+    @property
+    def n(self) -> int:
+        """Number of grid cells (the action dimension)."""
+        return self.physics.n
+
+    @property
+    def obs_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """``(N,)``: one force per cell."""
+        return (self.physics.n,)
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """``(obs_dim,)``."""
+        return (self.obs_dim,)
+
+    def observe(self, state: torch.Tensor, target: torch.Tensor,
+                time_fraction: float | torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
+        """``force_scale · clip(action, −1, 1)``."""
+        return self.force_scale * action.clamp(-1.0, 1.0)
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One physics step under normalised ``action`` (clipped to ``[-1, 1]``)."""
+        return self.physics.step(state, self.action_to_force(action).to(state.dtype))
+
+    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
+        """Per-step force cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
+        return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
+
+    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
+        """Run ``policy`` for ``horizon`` steps from ``s0`` (differentiable if ``policy`` is).
+
+        The policy sees float32 observations; its actions are clipped as in the env.
+        """
+        states = [s0]
+        actions = []
+        state = s0
+        for t in range(self.horizon):
+            action = policy(self.observe(state, target, t / self.horizon)).clamp(-1.0, 1.0)
+            state = self.step(state, action)
+            actions.append(action)
+            states.append(state)
+        return Rollout(torch.stack(states), torch.stack(actions), target)
+
+
 @dataclass(frozen=True)
-class ControlCore:
+class ControlCore(FieldCore):
     """Batched, differentiable definition of a "reach the target state" control task.
 
     Args:
@@ -200,24 +274,9 @@ class ControlCore:
                   hint=f"(modes up to n/2 - 1 fit n={self.physics.n} cells)")
 
     @property
-    def n(self) -> int:
-        """Number of grid cells (the action dimension)."""
-        return self.physics.n
-
-    @property
     def obs_dim(self) -> int:
         """Observation size: state (N) + target (N) + time fraction (1)."""
         return 2 * self.physics.n + 1
-
-    @property
-    def action_shape(self) -> tuple[int, ...]:
-        """``(N,)``: one force per cell."""
-        return (self.physics.n,)
-
-    @property
-    def observation_shape(self) -> tuple[int, ...]:
-        """``(2N + 1,)``."""
-        return (self.obs_dim,)
 
     # --- tasks ----------------------------------------------------------------------------------
 
@@ -237,42 +296,12 @@ class ControlCore:
     def observe(self, state: torch.Tensor, target: torch.Tensor,
                 time_fraction: float | torch.Tensor) -> torch.Tensor:
         """Observation ``[s_t, s*, t/T]`` as float32, shape ``(B, 2N + 1)``."""
-        tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
-        tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
-        return torch.cat([state.float(), target.float(), tf[:, None]], dim=-1)
-
-    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
-        """``force_scale · clip(action, −1, 1)``."""
-        return self.force_scale * action.clamp(-1.0, 1.0)
-
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One physics step under normalised ``action`` (clipped to ``[-1, 1]``)."""
-        return self.physics.step(state, self.action_to_force(action).to(state.dtype))
+        return torch.cat([state.float(), target.float(), _time_column(state, time_fraction)],
+                         dim=-1)
 
     def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Relative squared error ``‖s − s*‖² / ‖s*‖²`` per sample, shape ``(B,)``."""
-        return ((state - target) ** 2).sum(-1) / (target**2).sum(-1).clamp_min(1e-30)
-
-    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
-        """Per-step force cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
-        return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
-
-    # --- whole episodes -------------------------------------------------------------------------
-
-    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
-        """Run ``policy`` for ``horizon`` steps from ``s0`` (differentiable if ``policy`` is).
-
-        The policy sees float32 observations; its actions are clipped as in the env.
-        """
-        states = [s0]
-        actions = []
-        state = s0
-        for t in range(self.horizon):
-            action = policy(self.observe(state, target, t / self.horizon)).clamp(-1.0, 1.0)
-            state = self.step(state, action)
-            actions.append(action)
-            states.append(state)
-        return Rollout(torch.stack(states), torch.stack(actions), target)
+        return relative_squared_error(state, target)
 
     def episode_loss(self, rollout: Rollout) -> torch.Tensor:
         """Negative return per sample, shape ``(B,)``: terminal error + penalty · Σ force cost."""

@@ -33,7 +33,7 @@ from gymnasium import spaces
 
 from sipenv.envs.checks import as_field, checked_options
 from sipenv.envs.control import FieldEnv, FieldTask, FieldVectorEnv
-from sipenv.envs.core import Policy, Rollout
+from sipenv.envs.core import FieldCore, Rollout, _time_column, relative_squared_error
 from sipenv.physics import PhysicsModel
 from sipenv.validation import check_int, check_nonnegative, check_positive
 
@@ -65,7 +65,7 @@ def block_average(fine: torch.Tensor, ratio: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class CorrectionCore:
+class CorrectionCore(FieldCore):
     """Batched, differentiable definition of a "follow the fine reference" correction task.
 
     Args:
@@ -101,24 +101,9 @@ class CorrectionCore:
             raise ValueError(f"Coarse and fine domain lengths differ: {length}.")
 
     @property
-    def n(self) -> int:
-        """Coarse grid cells (the action dimension)."""
-        return self.physics.n
-
-    @property
     def obs_dim(self) -> int:
         """Observation size: coarse state (N) + time fraction (1)."""
         return self.physics.n + 1
-
-    @property
-    def action_shape(self) -> tuple[int, ...]:
-        """``(N,)``: one correction per coarse cell."""
-        return (self.physics.n,)
-
-    @property
-    def observation_shape(self) -> tuple[int, ...]:
-        """``(N + 1,)``."""
-        return (self.obs_dim,)
 
     @property
     def ratio(self) -> int:
@@ -164,49 +149,21 @@ class CorrectionCore:
         (``target``) is not observed: the corrector must infer the correction from the coarse
         state alone."""
         del target
-        tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
-        tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
-        return torch.cat([state.float(), tf[:, None]], dim=-1)
-
-    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
-        """``force_scale · clip(action, −1, 1)``."""
-        return self.force_scale * action.clamp(-1.0, 1.0)
-
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One coarse step corrected by the normalised ``action`` (clipped to ``[-1, 1]``)."""
-        return self.physics.step(state, self.action_to_force(action).to(state.dtype))
+        return torch.cat([state.float(), _time_column(state, time_fraction)], dim=-1)
 
     def deviation(self, state: torch.Tensor, reference_state: torch.Tensor) -> torch.Tensor:
         """Relative squared deviation ``‖s − r‖² / ‖r‖²`` per sample, shape ``(B,)``."""
-        return ((state - reference_state) ** 2).sum(-1) / \
-            (reference_state**2).sum(-1).clamp_min(1e-30)
+        return relative_squared_error(state, reference_state)
 
     def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """:meth:`deviation` from a reference state ``(B, N)``, or — given a whole reference
         trajectory ``(B, T + 1, N)`` — from its last state (the final-state error)."""
         return self.deviation(state, target[:, -1] if target.ndim == 3 else target)
 
-    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
-        """Per-step cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
-        return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
-
-    # --- whole episodes -------------------------------------------------------------------------
-
-    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
-        """Run ``policy`` for ``horizon`` corrected coarse steps (differentiable if it is)."""
-        states, actions, state = [s0], [], s0
-        for t in range(self.horizon):
-            action = policy(self.observe(state, target, t / self.horizon)).clamp(-1.0, 1.0)
-            state = self.step(state, action)
-            actions.append(action)
-            states.append(state)
-        return Rollout(torch.stack(states), torch.stack(actions), target)
-
     def step_deviations(self, rollout: Rollout) -> torch.Tensor:
         """Per-step deviations ``(T, B)`` of ``s_1 … s_T`` from ``r_1 … r_T``."""
         reference = rollout.target.transpose(0, 1)[1:]  # (T, B, N)
-        return ((rollout.states[1:] - reference) ** 2).sum(-1) / \
-            (reference**2).sum(-1).clamp_min(1e-30)
+        return relative_squared_error(rollout.states[1:], reference)
 
     def episode_loss(self, rollout: Rollout) -> torch.Tensor:
         """Negative return per sample ``(B,)``: ``Σ_t deviation_t + penalty · Σ_t mean(a_t²)``."""
