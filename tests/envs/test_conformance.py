@@ -1,5 +1,6 @@
 """Conformance suite: the Gymnasium contract every registered env keeps, checked for each id in
-:data:`sipenv.ENV_IDS` (the ``env_id`` fixture of ``conftest.py``).
+:data:`sipenv.ENV_IDS` (the ``env_id`` fixture of ``conftest.py``; it adds the test-only
+``sip-test/Recipe-v0`` of ``recipe_env.py``, a new env written as the env layer intends).
 
 A new env is tested here by being registered; actions and reset options come from its spaces
 (``action_space``, ``reset_options_space``), and :data:`env_support.SMALL_KWARGS` may make it
@@ -54,6 +55,7 @@ from env_support import (
 from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
 
+import sipenv
 from sipenv.envs.core import TaskCore, core_of
 
 # --- registration --------------------------------------------------------------------------------
@@ -61,7 +63,8 @@ from sipenv.envs.core import TaskCore, core_of
 
 def test_registered_with_both_entry_points_and_matching_spaces(env_id: str) -> None:
     spec = gym.spec(env_id)
-    assert spec.namespace == "sip" and spec.version is not None
+    assert spec.namespace is not None and spec.version is not None  # versioned, namespaced
+    assert spec.namespace == "sip" or env_id not in sipenv.ENV_IDS
     assert isinstance(spec.entry_point, str) and isinstance(spec.vector_entry_point, str)
     env, envs = make(env_id), make_vec(env_id)
     assert isinstance(env.unwrapped, gym.Env)
