@@ -212,8 +212,6 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
     (True, 0.0)
     """
 
-    title = ENV_ID
-
 
 class HeatInverseVectorEnv(HeatInverseTask, OneStepVectorEnv):
     """Native batched ``sip/HeatInverse-v0`` (same arguments as the single env).

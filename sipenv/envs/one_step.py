@@ -124,6 +124,7 @@ class OneStepTask:
         if factory is None:
             raise TypeError(f"{type(self).__name__} has no make_task.")
         model = factory(**kwargs)
+        self.title: str = getattr(factory, "owner", "sipenv")  # the "human" window's caption
         self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         self.x = None
@@ -144,7 +145,6 @@ class OneStepEnv(OneStepTask, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
-    title: str = "sipenv"  # the caption of the "human" window
     _batch_shape = ()
 
     def __init__(self, render_mode: str | None = None, *, device: str | torch.device = "cpu",

@@ -236,8 +236,6 @@ class SineInversionEnv(SineInversionTask, OneStepEnv):
     True
     """
 
-    title = ENV_ID
-
 
 class SineInversionVectorEnv(SineInversionTask, OneStepVectorEnv):
     """Native batched ``sip/SineInversion-v0`` (same arguments as the single env).
