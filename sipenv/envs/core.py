@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
 
 import torch
 
@@ -307,3 +307,7 @@ class ControlCore(FieldCore):
         """Negative return per sample, shape ``(B,)``: terminal error + penalty · Σ force cost."""
         cost = self.force_cost(rollout.actions).sum(0)
         return self.target_error(rollout.states[-1], rollout.target) + self.force_penalty * cost
+
+
+if TYPE_CHECKING:  # mypy proves that ControlCore is a TaskCore
+    _control_core_is_a_task_core: type[TaskCore] = ControlCore

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from gymnasium import spaces
 
 from sipenv.envs.checks import as_field, checked_options
 from sipenv.envs.control import FieldEnv, FieldTask, FieldVectorEnv
-from sipenv.envs.core import FieldCore, Rollout, _time_column, relative_squared_error
+from sipenv.envs.core import FieldCore, Rollout, TaskCore, _time_column, relative_squared_error
 from sipenv.physics import PhysicsModel
 from sipenv.validation import check_int, check_nonnegative, check_positive
 
@@ -234,3 +234,7 @@ class CorrectionVectorEnv(CorrectionTask, FieldVectorEnv):
     :class:`sipenv.envs.control.FieldVectorEnv`). Given the same fine initial states and actions,
     trajectories equal those of ``num_envs`` single envs.
     """
+
+
+if TYPE_CHECKING:  # mypy proves that CorrectionCore is a TaskCore
+    _correction_core_is_a_task_core: type[TaskCore] = CorrectionCore
