@@ -266,7 +266,9 @@ class _FieldShell(FieldTask):
         raise NotImplementedError
 
     def _frames(self, forces: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
-        """One ``(H, W, 3) uint8`` frame per episode, with ``forces[i]`` drawn as applied."""
+        """One ``(H, W, 3) uint8`` frame per episode, with ``forces[i]`` drawn as applied: the
+        1-D drawing of :func:`~sipenv.envs.rendering.draw_frame` (a task whose state is not a
+        1-D field overrides this)."""
         from sipenv.envs.rendering import draw_frame
 
         assert self.state is not None

@@ -265,3 +265,17 @@ def test_minimum_force_replay_in_float32_env_is_close() -> None:
             _, _, _, _, info = env.step(actions[t, i].numpy())
         assert info["target_error"] < 1e-4
         assert math.isfinite(info["target_error"])
+
+
+def test_the_shells_take_a_prebuilt_core_instead_of_keywords() -> None:
+    from sipenv.envs.control import ControlEnv, ControlVectorEnv
+    from sipenv.envs.controlled_diffusion import make_core
+
+    core = make_core(n=16, horizon=2, max_mode=3)
+    env, envs = ControlEnv(core=core), ControlVectorEnv(2, core=core)
+    assert env.core is core and envs.core is core and env.title == "sipenv"
+    assert env.reset(seed=0)[0].shape == (33,) and envs.reset(seed=0)[0].shape == (2, 33)
+    with pytest.raises(TypeError, match="as well as a core"):
+        ControlledDiffusionEnv(core=core, n=16)
+    with pytest.raises(TypeError, match="has no make_core"):
+        ControlEnv()
