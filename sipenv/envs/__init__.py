@@ -1,7 +1,8 @@
 """Gymnasium environments of sipenv. Importing this module registers every ``sip/...`` id.
 
 All registrations live here, with string entry points, namespaced and versioned; a change of
-behaviour bumps the version.
+behaviour bumps the version. A new env is one line in ``_ENTRY_POINTS`` (and gets the
+conformance tests of ``tests/envs/test_conformance.py`` by being in :data:`ENV_IDS`).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from sipenv.envs.control import ControlEnv, ControlVectorEnv
-from sipenv.envs.core import ControlCore, Rollout
+from sipenv.envs.core import ControlCore, Rollout, TaskCore, core_of
 
-__all__ = ["ENV_IDS", "ControlCore", "ControlEnv", "ControlVectorEnv", "Rollout"]
+__all__ = ["ENV_IDS", "ControlCore", "ControlEnv", "ControlVectorEnv", "Rollout", "TaskCore",
+           "core_of"]
 
 _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     # id: (module under sipenv.envs, class prefix); the classes are <prefix>Env and

@@ -1,17 +1,25 @@
 """Gymnasium shells over a batched field task: a single env and a native batched
 :class:`gymnasium.vector.VectorEnv`.
 
-:class:`FieldEnv` / :class:`FieldVectorEnv` hold what every field task shares (validation,
-stepping, costs, NEXT_STEP autoreset, rendering); :class:`ControlEnv` / :class:`ControlVectorEnv`
-add the control task of a :class:`~sipenv.envs.core.ControlCore`, and
-:mod:`sipenv.envs.correction` the correction task. Concrete environments (e.g.
-:mod:`sipenv.envs.controlled_diffusion`) only build the core and document the task.
+Two layers, each written once:
+
+- the **shells** :class:`FieldEnv` / :class:`FieldVectorEnv` hold what every field task shares:
+  construction from a core, validation, stepping, costs, NEXT_STEP autoreset (vector),
+  rendering. The single env is a batch of one: it holds ``(1, …)`` tensors and calls the same
+  hooks as the vector env.
+- the **task hooks** (:class:`FieldTask`; :class:`ControlTask` here,
+  :class:`~sipenv.envs.correction.CorrectionTask` for correction) say, in batched form only,
+  what a task observes, rewards and draws, and how its reset options pose episodes.
+
+``ControlEnv = ControlTask + FieldEnv`` and ``ControlVectorEnv = ControlTask + FieldVectorEnv``.
+A concrete environment (e.g. :mod:`sipenv.envs.controlled_diffusion`) only names its physics and
+defaults (:func:`control_factory`) and documents the task.
 """
 
 from __future__ import annotations
 
-import collections.abc
-from typing import Any, SupportsFloat
+from collections.abc import Callable
+from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -20,82 +28,126 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from sipenv.envs.core import ControlCore
+from sipenv.envs.checks import (
+    as_field,
+    check_num_envs,
+    check_render_mode,
+    checked_options,
+    parse_device,
+    parse_dtype,
+    seed_generator,
+    validate_action,
+)
+from sipenv.envs.core import ControlCore, TaskCore, TaskSampler
 from sipenv.envs.rendering import FramePresenter
+from sipenv.envs.settings import Factory, Route
 
-__all__ = ["ControlEnv", "ControlVectorEnv", "FieldEnv", "FieldVectorEnv", "parse_device",
-           "parse_dtype"]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"float32"`` / ``"float64"`` (or the torch dtype) → torch dtype, with a clear error."""
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+__all__ = ["ControlEnv", "ControlTask", "ControlVectorEnv", "FieldEnv", "FieldTask",
+           "FieldVectorEnv", "control_factory", "parse_device", "parse_dtype"]
 
 
-def parse_device(device: str | torch.device) -> torch.device:
-    """``"cpu"`` / ``"cuda"`` / ``"cuda:1"`` (or a torch device) → torch device, checked to exist.
+def control_factory(owner: str, physics: type, *, sampler: type | None = None,
+                    **defaults: Any) -> Factory[ControlCore]:
+    """The core factory of a control env: ``gym.make`` keywords routed to the fields of
+    ``physics`` (a physics dataclass), of :class:`ControlCore` and, given a ``sampler``
+    dataclass (built as ``sampler(physics, horizon=…, **its other fields)``), to it.
 
-    Raises:
-        ValueError: For a malformed device string, or a CUDA device that is not available.
+    Args:
+        owner: The env id.
+        physics: The physics dataclass; it owns the physics defaults.
+        sampler: Optional task sampler dataclass (else ``physics.sample_fields`` draws tasks).
+        **defaults: The env's own defaults, e.g. ``horizon=16, force_scale=100.0,
+            force_penalty=1e-3`` (:class:`ControlCore` requires these three).
     """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got "
-                         f"{device!r}.") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available; use "
-                             "device='cpu'.")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} requested but only "
-                             f"{torch.cuda.device_count()} CUDA device(s) exist.")
-    return dev
+    routes = {"physics": Route(physics),
+              "core": Route(ControlCore, exclude=("physics", "task_sampler"))}
+    if sampler is not None:
+        routes["sampler"] = Route(sampler, exclude=("physics", "horizon"))
+
+    def build(kw: dict[str, dict[str, Any]]) -> ControlCore:
+        phys = physics(**kw["physics"])
+        task_sampler: TaskSampler | None = None
+        if sampler is not None:
+            task_sampler = sampler(phys, horizon=kw["core"].get("horizon"), **kw["sampler"])
+        return ControlCore(physics=phys, task_sampler=task_sampler, **kw["core"])
+
+    return Factory(owner, routes, build, **defaults)
 
 
-def _seed_generator(np_random: np.random.Generator, device: torch.device) -> torch.Generator:
-    """A torch generator on ``device`` seeded from the env's ``np_random`` (so that
-    ``reset(seed=...)`` alone determines every task)."""
-    return torch.Generator(device=device).manual_seed(int(np_random.integers(2**62)))
+def _grid(physics: Any, n: int) -> np.ndarray:
+    """Cell positions for drawing: the physics' grid, or ``j / N``."""
+    return physics.grid.numpy() if hasattr(physics, "grid") else np.arange(n) / n
 
 
-def _real_array(value: Any) -> np.ndarray | None:
-    """``value`` as a float64 numpy array if it holds real numbers (bool/int/float), else None.
+# --- the task hooks ------------------------------------------------------------------------------
 
-    Strings (even ``"0.5"``), bytes, complex numbers and arbitrary objects are refused rather than
-    parsed or truncated; torch tensors (also on GPU or requiring grad) are accepted.
+
+class FieldTask:
+    """The task-specific hooks of a field env, written once in batched form for both shells.
+
+    A shell provides the inputs: ``core``, ``device``, ``dtype``, the current ``state``
+    ``(B, *action_shape)`` and ``target`` (what ``core.sample_tasks`` returns), the steps taken
+    :meth:`_steps` ``(B,)``, and :attr:`_batch_shape` (``()`` for the single env, ``(num_envs,)``
+    for the vector env: the leading shape users give reset options in).
     """
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value)
-        if arr.dtype.kind == "O":  # e.g. a list mixing ints and floats, or of arbitrary objects
-            arr = np.asarray(arr.tolist())
-    except (TypeError, ValueError):  # ragged nesting, unconvertible objects
-        return None
-    if arr.dtype.kind not in "biuf":
-        return None
-    return arr.astype(np.float64)
 
+    core: TaskCore
+    device: torch.device
+    dtype: torch.dtype
+    horizon: int
+    state: torch.Tensor | None
+    target: torch.Tensor | None
+    _batch_shape: tuple[int, ...]
 
-def _as_field(value: Any, name: str, shape: tuple[int, ...], device: torch.device,
-              dtype: torch.dtype) -> torch.Tensor:
-    """Validate a user-given field (numpy/torch/list) of ``shape`` and make it a tensor."""
-    real = _real_array(value)
-    if real is None:
-        raise ValueError(f"options[{name!r}] must be a numeric array of shape {shape}.")
-    arr = torch.as_tensor(real)
-    if tuple(arr.shape) != shape:
-        raise ValueError(f"options[{name!r}] must have shape {shape}, got {tuple(arr.shape)}.")
-    if not torch.isfinite(arr).all():
-        raise ValueError(f"options[{name!r}] contains NaN or inf; pass finite values.")
-    return arr.to(device=device, dtype=dtype)
+    @property
+    def _batch_size(self) -> int:
+        return int(np.prod(self._batch_shape, dtype=np.int64))
+
+    def _steps(self) -> np.ndarray:
+        """Steps taken in each episode, ``(B,)``."""
+        raise NotImplementedError
+
+    def _time_fraction(self) -> torch.Tensor:
+        return torch.as_tensor(self._steps() / self.horizon, dtype=torch.float32,
+                               device=self.device)
+
+    def _options_space(self) -> spaces.Dict:
+        """The reset options one episode accepts (unbatched shapes), e.g.
+        ``Dict(initial_state=Box(N), target=Box(N))``; any key may be left out."""
+        raise NotImplementedError
+
+    def _parse_reset(self, options: Any) -> Any:
+        """Validate ``reset``'s ``options`` (batched by :attr:`_batch_shape`) before anything
+        changes; what :meth:`_new_episodes` takes.
+
+        Raises:
+            ValueError: For invalid options, saying what is accepted.
+        """
+        raise NotImplementedError
+
+    def _new_episodes(self, given: Any, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s0, target)`` of ``B`` new episodes: drawn from ``generator``, or posed by
+        ``given`` (from :meth:`_parse_reset`)."""
+        raise NotImplementedError
+
+    def _observations(self) -> torch.Tensor:
+        """``(B, *observation_shape)`` float32 observations."""
+        assert self.state is not None and self.target is not None
+        return self.core.observe(self.state, self.target, self._time_fraction())
+
+    def _errors(self) -> torch.Tensor:
+        """``(B,)`` errors reported as ``info["target_error"]`` (and drawn on the frames)."""
+        raise NotImplementedError
+
+    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
+                 terminated: np.ndarray) -> np.ndarray:
+        """``(B,)`` rewards after a step."""
+        raise NotImplementedError
+
+    def _frame_targets(self) -> torch.Tensor:
+        """The ``(B, N)`` fields drawn as the targets."""
+        raise NotImplementedError
 
 
 def _check_targets_nonzero(target: torch.Tensor) -> None:
@@ -104,123 +156,179 @@ def _check_targets_nonzero(target: torch.Tensor) -> None:
                          "error ‖s − s*‖²/‖s*‖² is undefined for s* = 0.")
 
 
-def checked_options(options: Any, accepted: tuple[str, ...], *, example: str,
-                    described: str) -> collections.abc.Mapping[str, Any]:
-    """``reset`` options as a mapping with only ``accepted`` keys (``{}`` for ``None``).
+class ControlTask(FieldTask):
+    """Hooks of the "reach the target state" task of a :class:`ControlCore`: the observation
+    ``[s_t, s*, t/T]``, the force cost every step and the relative terminal error at the last;
+    reset options ``initial_state`` / ``target`` (either alone)."""
 
-    Raises:
-        ValueError: For a non-mapping (showing ``example``) or unknown keys (listing
-            ``described``), before any state or random generator changes.
-    """
-    if options is None:
-        return {}
-    if not isinstance(options, collections.abc.Mapping):
-        raise ValueError(f"options must be a dict such as {example}, got "
-                         f"{type(options).__name__}.")
-    unknown = set(options) - set(accepted)
-    if unknown:
-        raise ValueError(f"Unknown reset options {sorted(unknown, key=str)}; accepted: "
-                         f"{described}.")
-    return options
+    core: ControlCore
 
+    def _options_space(self) -> spaces.Dict:
+        field = spaces.Box(-np.inf, np.inf, shape=self.core.action_shape, dtype=np.float64)
+        return spaces.Dict({"initial_state": field, "target": field})
 
-def _parse_options(options: Any, shape: tuple[int, ...], device: torch.device,
-                   dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Validate ``reset`` options into tensors of ``shape``, before any state or RNG changes."""
-    options = checked_options(options, ("initial_state", "target"),
-                              example="{'initial_state': ..., 'target': ...}",
-                              described="'initial_state', 'target'")
-    fields = {name: _as_field(options[name], name, shape, device, dtype) for name in options}
-    if "target" in fields:
-        _check_targets_nonzero(fields["target"].reshape(-1, shape[-1]))
-    return fields
+    def _parse_reset(self, options: Any) -> dict[str, torch.Tensor]:
+        options = checked_options(options, ("initial_state", "target"),
+                                  example="{'initial_state': ..., 'target': ...}",
+                                  described="'initial_state', 'target'")
+        shape = (*self._batch_shape, *self.core.action_shape)
+        fields = {name: as_field(options[name], name, shape, self.device, self.dtype)
+                  for name in options}
+        if "target" in fields:
+            _check_targets_nonzero(fields["target"].reshape(self._batch_size, -1))
+        return fields
 
+    def _new_episodes(self, given: dict[str, torch.Tensor], generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Drawn even when both are given, so that later resets continue the same stream.
+        s0, target = self.core.sample_tasks(self._batch_size, generator, device=self.device,
+                                            dtype=self.dtype)
+        shape = (self._batch_size, *self.core.action_shape)
+        if "initial_state" in given:
+            s0 = given["initial_state"].reshape(shape)
+        if "target" in given:
+            target = given["target"].reshape(shape)
+        return s0, target
 
-def _validate_action(action: Any, shape: tuple[int, ...], *, what: str = "",
-                     fix: str = "Pass finite values in [-1, 1] (larger ones are clipped)."
-                     ) -> np.ndarray:
-    """Check an action (batch) for type, shape and finiteness; returns a float64 numpy array.
+    def _errors(self) -> torch.Tensor:
+        assert self.state is not None and self.target is not None
+        return self.core.target_error(self.state, self.target)
 
-    Accepts numpy arrays, nested lists and torch tensors of bool/int/float; refuses strings,
-    bytes, complex numbers and other objects with ``ValueError``. ``what`` says what the action
-    stands for (e.g. ``" (the reconstructed initial field)"``), ``fix`` how to mend NaN/inf.
-    """
-    arr = _real_array(action)
-    if arr is None:
-        raise ValueError(f"action must be a numeric array of shape {shape}{what}, got "
-                         f"{type(action).__name__}"
-                         f"{f' of dtype {action.dtype}' if hasattr(action, 'dtype') else ''}.")
-    if arr.shape != shape:
-        raise ValueError(f"action must have shape {shape}{what}, got {arr.shape}.")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        where = np.argwhere(bad)[:3].tolist()
-        raise ValueError(f"action contains NaN or inf (first at index {where}); the env state "
-                         f"is unchanged. {fix}")
-    return arr
+    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
+                 terminated: np.ndarray) -> np.ndarray:
+        """Force cost every step; the terminal error at the last."""
+        return -self.core.force_penalty * force_cost - np.where(terminated, errors, 0.0)
+
+    def _frame_targets(self) -> torch.Tensor:
+        assert self.target is not None
+        return self.target
 
 
-def _check_num_envs(num_envs: Any) -> int:
-    """``num_envs`` as an int ≥ 1 (numpy integers accepted, bools not), else ``ValueError``."""
-    if (not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool)
-            or num_envs < 1):
-        raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}.")
-    return int(num_envs)
+# --- the shells ----------------------------------------------------------------------------------
 
 
-def _check_render_mode(render_mode: str | None, modes: list[str], which: str = "") -> None:
-    """Raise ``ValueError`` unless ``render_mode`` is ``None`` or one of ``modes``."""
-    if render_mode is not None and render_mode not in modes:
-        raise ValueError(f"render_mode must be one of {modes} or None{which}, got "
-                         f"{render_mode!r}.")
+class _FieldShell(FieldTask):
+    """Construction and drawing, shared by the single and the vector shell."""
 
+    metadata: dict[str, Any]
+    make_core: ClassVar[Callable[..., TaskCore]]
+    """Builds the core from ``gym.make`` keywords: a :class:`~sipenv.envs.settings.Factory`
+    (e.g. :func:`control_factory`), set by each concrete env."""
+    np_random: np.random.Generator
 
-class FieldEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
-    """One episode of a batched field task (a control or a correction core) behind the
-    Gymnasium API: validation, stepping, costs and rendering, written once.
-
-    A subclass supplies the task-specific parts: :meth:`reset`, the observation (:meth:`_obs`),
-    the error it reports and rewards (:meth:`_error`), the reward (:meth:`_reward`) and the field
-    drawn as the target (:meth:`_frame_target`). ``core`` needs ``physics``, ``horizon``, ``n``,
-    ``obs_dim``, ``force_scale``, ``force_penalty``, ``step``, ``force_cost``, ``sample_tasks``
-    and ``observe`` (:class:`~sipenv.envs.core.ControlCore`,
-    :class:`~sipenv.envs.correction.CorrectionCore`).
-    """
-
-    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 8}
-    core: Any
-
-    def __init__(self, core: Any, *, render_mode: str | None = None,
-                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 title: str = "sipenv") -> None:
-        _check_render_mode(render_mode, self.metadata["render_modes"])
+    def _setup(self, core: TaskCore | None, kwargs: dict[str, Any],
+               device: str | torch.device, dtype: str | torch.dtype,
+               render_mode: str | None) -> None:
+        if core is None:
+            factory = getattr(type(self), "make_core", None)
+            if factory is None:
+                raise TypeError(f"{type(self).__name__} has no make_core; pass core=.")
+            core = factory(**kwargs)
+        elif kwargs:
+            raise TypeError(f"{type(self).__name__} got keywords {sorted(kwargs)} as well as "
+                            "a core; pass one or the other.")
+        assert core is not None
         self.core = core
         self.physics = core.physics
         self.horizon = core.horizon
         self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         self.render_mode = render_mode
-        self.title = title
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(core.n,), dtype=np.float32)
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(core.obs_dim,),
-                                            dtype=np.float32)
-        self.state: torch.Tensor | None = None  # (1, N)
-        self.target: torch.Tensor | None = None  # (1, N) or (1, T + 1, N): the core's target
+        self.title: str = getattr(getattr(type(self), "make_core", None), "owner", "sipenv")
+        self.state = None
+        self.target = None
+
+    def _single_spaces(self) -> tuple[spaces.Box, spaces.Box]:
+        action = spaces.Box(-1.0, 1.0, shape=self.core.action_shape, dtype=np.float32)
+        obs = spaces.Box(-np.inf, np.inf, shape=self.core.observation_shape, dtype=np.float32)
+        return action, obs
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start new episodes: drawn from the env's generator (seeded by ``seed``), or posed by
+        ``options`` (see the env's Starting State; batched with a leading ``num_envs`` axis for
+        the vector env).
+
+        Raises:
+            ValueError: For invalid ``options``; the env is left unchanged, its generator
+                included (it is neither reseeded nor advanced).
+        """
+        # Options are checked before super().reset(): a rejected reset neither reseeds nor
+        # advances the env's generator, and leaves the episode in progress untouched.
+        given = self._parse_reset(options)
+        super().reset(seed=seed)  # type: ignore[misc]
+        generator = seed_generator(self.np_random, self.device)
+        s0, target = self._new_episodes(given, generator)
+        return self._start(s0, target, generator)
+
+    def _start(self, s0: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _frames(self, forces: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+        """One ``(H, W, 3) uint8`` frame per episode, with ``forces[i]`` drawn as applied: the
+        1-D drawing of :func:`~sipenv.envs.rendering.draw_frame` (a task whose state is not a
+        1-D field overrides this)."""
+        from sipenv.envs.rendering import draw_frame
+
+        assert self.state is not None
+        err = self._errors().cpu().numpy()
+        x = _grid(self.physics, self.core.n)
+        state = self.state.detach().cpu().double().numpy()
+        target = self._frame_targets().detach().cpu().double().numpy()
+        steps = self._steps()
+        return tuple(
+            draw_frame(x, state[i], target[i], forces[i], step=int(steps[i]),
+                       horizon=self.horizon, force_limit=self.core.force_scale,
+                       target_error=float(err[i]),
+                       length=float(getattr(self.physics, "length", 1.0)), title=self.title)
+            for i in range(len(forces)))
+
+
+class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
+    """One episode of a batched field task (a control or a correction core) behind the
+    Gymnasium API: validation, stepping, costs and rendering, written once; the task's hooks
+    (a :class:`FieldTask`) see a batch of one.
+
+    ``reset_options_space`` (a :class:`gymnasium.spaces.Dict`) describes the reset options;
+    every key is optional (batched with a leading ``num_envs`` axis in the vector env).
+
+    Args:
+        render_mode: ``"human"``, ``"rgb_array"`` or ``None``.
+        core: The task core; by default the class's ``make_core(**kwargs)`` builds it.
+        device: Where the physics runs.
+        dtype: ``"float32"`` or ``"float64"``: its precision.
+        **kwargs: The env's keywords (routed by ``make_core``).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 8}
+    _batch_shape = ()
+
+    def __init__(self, render_mode: str | None = None, *, core: TaskCore | None = None,
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+                 **kwargs: Any) -> None:
+        check_render_mode(render_mode, self.metadata["render_modes"])
+        self._setup(core, kwargs, device, dtype, render_mode)
+        self.action_space, self.observation_space = self._single_spaces()
+        self.reset_options_space = self._options_space()
         self.t = 0
         self._last_force: np.ndarray | None = None
         self._window: Any = None
 
-    def _start(self, s0: torch.Tensor, target: torch.Tensor
+    def _steps(self) -> np.ndarray:
+        return np.array([self.t])
+
+    def _start(self, s0: torch.Tensor, target: torch.Tensor, generator: torch.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Begin an episode at ``(s0, target)``; what :meth:`reset` returns."""
         self.state, self.target, self.t = s0, target, 0
         self._last_force = None
         if self.render_mode == "human":
             self.render()
-        return self._obs(), {"target_error": self._error(), "force_cost": 0.0}
+        return self._observations()[0].cpu().numpy(), {
+            "target_error": float(self._errors()[0]), "force_cost": 0.0}
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Apply the normalised force ``action`` (shape ``(N,)``, clipped to ``[-1, 1]``).
+        """Apply the normalised force ``action`` (clipped to ``[-1, 1]``).
 
         Raises:
             RuntimeError: Before :meth:`reset` or after the episode has ended.
@@ -231,19 +339,22 @@ class FieldEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         if self.t >= self.horizon:
             raise RuntimeError(f"The episode ended after {self.horizon} steps; call reset() "
                                "to start a new one.")
-        arr = _validate_action(action, (self.core.n,))
+        arr = validate_action(action, self.core.action_shape)
         a = torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None].clamp(-1.0, 1.0)
         self.state = self.core.step(self.state, a)
         self.t += 1
+        # Python floats (float64) in, as the single env always reported them.
         force_cost = float(self.core.force_cost(a)[0])
-        error = self._error()
+        error = float(self._errors()[0])
         terminated = self.t >= self.horizon
-        reward = self._reward(error, force_cost, terminated)
+        reward = self._rewards(np.array([error]), np.array([force_cost]),
+                               np.array([terminated]))
         self._last_force = (self.core.force_scale * a[0]).cpu().numpy()
         if self.render_mode == "human":
             self.render()
         info = {"target_error": error, "force_cost": force_cost}
-        return self._obs(), float(reward), terminated, False, info
+        return (self._observations()[0].cpu().numpy(), float(reward[0]), terminated, False,
+                info)
 
     def render(self) -> np.ndarray | None:
         """``"rgb_array"``: return an ``(H, W, 3) uint8`` frame; ``"human"``: show it."""
@@ -253,36 +364,12 @@ class FieldEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
             return None
         if self.state is None or self.target is None:
             raise RuntimeError("Call reset() before render().")
-        from sipenv.envs.rendering import draw_frame
-
-        frame = draw_frame(
-            _grid(self.physics, self.core.n), self.state[0].detach().cpu().double().numpy(),
-            self._frame_target().detach().cpu().double().numpy(), self._last_force,
-            step=self.t, horizon=self.horizon, force_limit=self.core.force_scale,
-            target_error=self._error(),
-            length=float(getattr(self.physics, "length", 1.0)), title=self.title)
-        return self._present(frame, self.title)
-
-    # --- the task-specific parts ----------------------------------------------------------------
-
-    def _obs(self) -> np.ndarray:
-        raise NotImplementedError
-
-    def _error(self) -> float:
-        """The error reported as ``info["target_error"]`` (and drawn on the frame)."""
-        raise NotImplementedError
-
-    def _reward(self, error: float, force_cost: float, terminated: bool) -> float:
-        raise NotImplementedError
-
-    def _frame_target(self) -> torch.Tensor:
-        """The ``(N,)`` field drawn as the target."""
-        raise NotImplementedError
+        return self._present(self._frames([self._last_force])[0], self.title)
 
 
-class FieldVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     """``num_envs`` episodes of a batched field task, stepped as one torch batch (the vector
-    counterpart of :class:`FieldEnv`, with the same task-specific hooks, batched).
+    counterpart of :class:`FieldEnv`, calling the same task hooks).
 
     Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP``: the step after an episode ends
     resets that sub-env (its action is ignored, its reward is 0 and it is neither terminated nor
@@ -292,28 +379,19 @@ class FieldVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 8,
                                 "autoreset_mode": AutoresetMode.NEXT_STEP}
-    core: Any
 
-    def __init__(self, core: Any, *, num_envs: int = 1, render_mode: str | None = None,
-                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 title: str = "sipenv") -> None:
-        num_envs = _check_num_envs(num_envs)
-        _check_render_mode(render_mode, self.metadata["render_modes"], " for the vector env")
-        self.core = core
-        self.physics = core.physics
-        self.horizon = core.horizon
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
+                 core: TaskCore | None = None, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "float32", **kwargs: Any) -> None:
+        num_envs = check_num_envs(num_envs)
+        check_render_mode(render_mode, self.metadata["render_modes"], " for the vector env")
+        self._setup(core, kwargs, device, dtype, render_mode)
         self.num_envs = num_envs
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
-        self.render_mode = render_mode
-        self.title = title
-        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(core.n,), dtype=np.float32)
+        self._batch_shape = (num_envs,)
+        self.single_action_space, self.single_observation_space = self._single_spaces()
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, shape=(core.obs_dim,),
-                                                   dtype=np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.state: torch.Tensor | None = None  # (B, N)
-        self.target: torch.Tensor | None = None  # (B, N) or (B, T + 1, N)
+        self.reset_options_space = batch_space(self._options_space(), num_envs)
         self.t = np.zeros(num_envs, dtype=np.int64)
         self._prev_done = np.zeros(num_envs, dtype=bool)
         self._generator: torch.Generator | None = None
@@ -321,20 +399,24 @@ class FieldVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         # Which sub-envs' last step applied `_last_force` (not those reset on that step).
         self._force_applied = np.zeros(num_envs, dtype=bool)
 
-    def _start(self, s0: torch.Tensor, target: torch.Tensor
+    def _steps(self) -> np.ndarray:
+        return self.t
+
+    def _start(self, s0: torch.Tensor, target: torch.Tensor, generator: torch.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Begin every sub-env's episode at ``(s0, target)``; what :meth:`reset` returns."""
+        self._generator = generator
         self.state, self.target = s0, target
         self.t[:] = 0
         self._prev_done[:] = False
         self._last_force = None
         self._force_applied[:] = False
-        return self._obs(), {"target_error": self._errors().cpu().numpy(),
-                             "force_cost": np.zeros(self.num_envs)}
+        return self._observations().cpu().numpy(), {
+            "target_error": self._errors().cpu().numpy(), "force_cost": np.zeros(self.num_envs)}
 
     def _actions(self, actions: Any) -> torch.Tensor:
-        """Validated, clipped ``(num_envs, N)`` actions in the env's dtype and device."""
-        shape = (self.num_envs, self.core.n)
+        """Validated, clipped ``(num_envs, *action_shape)`` actions in the env's dtype and
+        device."""
+        shape = (self.num_envs, *self.core.action_shape)
         if isinstance(actions, torch.Tensor):  # stays on its device: no host round trip
             if tuple(actions.shape) != shape:
                 raise ValueError(f"action must have shape {shape}, got {tuple(actions.shape)}.")
@@ -347,12 +429,13 @@ class FieldVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             if not bool(torch.isfinite(a).all()):
                 raise ValueError("action contains NaN or inf; the env state is unchanged.")
             return a.clamp(-1.0, 1.0).to(self.dtype)
-        arr = _validate_action(actions, shape)
+        arr = validate_action(actions, shape)
         return torch.as_tensor(arr, device=self.device, dtype=self.dtype).clamp(-1.0, 1.0)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
-        """Step every sub-env with ``actions`` of shape ``(num_envs, N)`` (clipped to [-1, 1]).
+        """Step every sub-env with ``actions`` of shape ``(num_envs, *action_shape)`` (clipped
+        to [-1, 1]).
 
         Raises:
             RuntimeError: Before :meth:`reset`.
@@ -386,7 +469,7 @@ class FieldVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         # A sub-env reset on this step ignored its action: don't draw it as an applied force.
         self._force_applied = ~reset
         info = {"target_error": errors, "force_cost": force_cost_np}
-        return (self._obs(), reward.astype(np.float64), terminated,
+        return (self._observations().cpu().numpy(), reward.astype(np.float64), terminated,
                 np.zeros(self.num_envs, dtype=bool), info)
 
     def render(self) -> tuple[np.ndarray, ...] | None:
@@ -397,126 +480,20 @@ class FieldVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             return None
         if self.state is None or self.target is None:
             raise RuntimeError("Call reset() before render().")
-        from sipenv.envs.rendering import draw_frame
-
-        err = self._errors().cpu().numpy()
-        x = _grid(self.physics, self.core.n)
-        state = self.state.detach().cpu().double().numpy()
-        target = self._frame_targets().detach().cpu().double().numpy()
         force = None if self._last_force is None else self._last_force.cpu().double().numpy()
-        return tuple(
-            draw_frame(x, state[i], target[i],
-                       force[i] if force is not None and self._force_applied[i] else None,
-                       step=int(self.t[i]), horizon=self.horizon,
-                       force_limit=self.core.force_scale, target_error=float(err[i]),
-                       length=float(getattr(self.physics, "length", 1.0)), title=self.title)
-            for i in range(self.num_envs))
-
-    def _time_fraction(self) -> torch.Tensor:
-        return torch.as_tensor(self.t / self.horizon, dtype=torch.float32, device=self.device)
-
-    # --- the task-specific parts (batched) ------------------------------------------------------
-
-    def _obs(self) -> np.ndarray:
-        raise NotImplementedError
-
-    def _errors(self) -> torch.Tensor:
-        """``(num_envs,)`` errors reported as ``info["target_error"]``."""
-        raise NotImplementedError
-
-    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
-                 terminated: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _frame_targets(self) -> torch.Tensor:
-        """The ``(num_envs, N)`` fields drawn as the targets."""
-        raise NotImplementedError
+        return self._frames([force[i] if force is not None and self._force_applied[i] else None
+                             for i in range(self.num_envs)])
 
 
-def _grid(physics: Any, n: int) -> np.ndarray:
-    """Cell positions for drawing: the physics' grid, or ``j / N``."""
-    return physics.grid.numpy() if hasattr(physics, "grid") else np.arange(n) / n
-
-
-class ControlEnv(FieldEnv):
+class ControlEnv(ControlTask, FieldEnv):
     """A single episode of a :class:`ControlCore` task behind the Gymnasium API.
 
-    Subclasses build the core and carry the user-facing documentation. See
-    :class:`sipenv.envs.controlled_diffusion.ControlledDiffusionEnv` for the full description of
-    spaces, rewards and options.
+    Subclasses set ``make_core`` (:func:`control_factory`) and carry the user-facing
+    documentation. See :class:`sipenv.envs.controlled_diffusion.ControlledDiffusionEnv` for the
+    full description of spaces, rewards and options.
     """
 
-    core: ControlCore
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode: sample ``(s_0, s*)``, or take them from ``options``.
-
-        Args:
-            seed: Seeds the env's generator (all task randomness comes from it).
-            options: Optional ``{"initial_state": (N,), "target": (N,)}`` arrays; either may be
-                given alone, the other is sampled.
-        """
-        # Options are checked before super().reset(): a rejected reset neither reseeds nor
-        # advances the env's generator, and leaves the episode in progress untouched.
-        fields = _parse_options(options, (self.core.n,), self.device, self.dtype)
-        super().reset(seed=seed)
-        gen = _seed_generator(self.np_random, self.device)
-        s0, target = self.core.sample_tasks(1, gen, device=self.device, dtype=self.dtype)
-        if "initial_state" in fields:
-            s0 = fields["initial_state"][None]
-        if "target" in fields:
-            target = fields["target"][None]
-        return self._start(s0, target)
-
-    def _obs(self) -> np.ndarray:
-        assert self.state is not None and self.target is not None
-        obs = self.core.observe(self.state, self.target, self.t / self.horizon)
-        return obs[0].cpu().numpy()
-
-    def _error(self) -> float:
-        assert self.state is not None and self.target is not None
-        return float(self.core.target_error(self.state, self.target)[0])
-
-    def _reward(self, error: float, force_cost: float, terminated: bool) -> float:
-        """Force cost every step; the terminal error at the last."""
-        return -self.core.force_penalty * force_cost - (error if terminated else 0.0)
-
-    def _frame_target(self) -> torch.Tensor:
-        assert self.target is not None
-        return self.target[0]
-
-
-class ControlVectorEnv(FieldVectorEnv):
+class ControlVectorEnv(ControlTask, FieldVectorEnv):
     """``num_envs`` episodes of a :class:`ControlCore` task, stepped as one torch batch
     (NEXT_STEP autoreset; see :class:`FieldVectorEnv`)."""
-
-    core: ControlCore
-
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset every sub-env; ``options`` may hold ``initial_state`` / ``target`` of shape
-        ``(num_envs, N)``."""
-        # Checked first: a rejected reset changes neither the generators nor any sub-env.
-        fields = _parse_options(options, (self.num_envs, self.core.n), self.device, self.dtype)
-        super().reset(seed=seed)
-        self._generator = _seed_generator(self.np_random, self.device)
-        s0, target = self.core.sample_tasks(self.num_envs, self._generator, device=self.device,
-                                            dtype=self.dtype)
-        return self._start(fields.get("initial_state", s0), fields.get("target", target))
-
-    def _obs(self) -> np.ndarray:
-        assert self.state is not None and self.target is not None
-        return self.core.observe(self.state, self.target, self._time_fraction()).cpu().numpy()
-
-    def _errors(self) -> torch.Tensor:
-        assert self.state is not None and self.target is not None
-        return self.core.target_error(self.state, self.target)
-
-    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
-                 terminated: np.ndarray) -> np.ndarray:
-        return -self.core.force_penalty * force_cost - np.where(terminated, errors, 0.0)
-
-    def _frame_targets(self) -> torch.Tensor:
-        assert self.target is not None
-        return self.target

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
-from sipenv.envs.control import ControlEnv, ControlVectorEnv
-from sipenv.envs.core import ControlCore
+from sipenv.envs.control import ControlEnv, ControlVectorEnv, control_factory
 from sipenv.physics.burgers import BurgersPhysics, BurgersTaskSampler
 
 __all__ = ["ControlledBurgersEnv", "ControlledBurgersVectorEnv", "make_core"]
 
-_TITLE = "sip/ControlledBurgers-v0"
+ENV_ID = "sip/ControlledBurgers-v0"
 
 
-def make_core(*, n: int = 128, length: float = 1.0, nu: float = 0.003, dt: float = 0.03,
-              substeps: int | None = None, advection: str = "upwind", horizon: int = 32,
-              force_scale: float = 2.0, force_penalty: float = 1e-3,
-              force_amplitude: float = 0.05 * 32, max_gain: float = 100.0,
-              inverse_iterations: int = 10, check_cfl: bool = True,
-              diffuse_every_substep: bool = True, save_substeps: bool = True) -> ControlCore:
-    """Build the functional core of ``sip/ControlledBurgers-v0`` (see the env's Arguments)."""
-    physics = BurgersPhysics(n=n, length=length, nu=nu, dt=dt, substeps=substeps,
-                             advection=advection, max_gain=max_gain,
-                             inverse_iterations=inverse_iterations, check_cfl=check_cfl,
-                             diffuse_every_substep=diffuse_every_substep,
-                             save_substeps=save_substeps)
-    sampler = BurgersTaskSampler(physics, horizon=horizon, force_amplitude=force_amplitude)
-    return ControlCore(physics=physics, horizon=horizon, force_scale=force_scale,
-                       force_penalty=force_penalty, task_sampler=sampler)
+make_core = control_factory(ENV_ID, BurgersPhysics, sampler=BurgersTaskSampler, horizon=32,
+                            force_scale=2.0, force_penalty=1e-3)
+"""Builds the core of ``sip/ControlledBurgers-v0`` from its keywords (see the env's Arguments);
+the physics defaults are :class:`~sipenv.physics.BurgersPhysics`'s, ``force_amplitude``'s is
+:class:`~sipenv.physics.burgers.BurgersTaskSampler`'s."""
 
 
 class ControlledBurgersEnv(ControlEnv):
@@ -79,6 +64,7 @@ class ControlledBurgersEnv(ControlEnv):
     ``U[−1, 1] · force_amplitude``, centre ``U[0.4, 0.6]``, width ``U[0.1, 0.4]``), simulated in
     float64 with the env's own physics. ``reset(options={"initial_state": ..., "target": ...})``
     poses a specific task (arrays of shape ``(N,)``; either may be given alone).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -102,10 +88,15 @@ class ControlledBurgersEnv(ControlEnv):
     - ``force_amplitude=1.6``: peak of the force that generates targets (``0.05 · 32``).
     - ``max_gain=100``, ``inverse_iterations=10``: the physics' local inverse simulator.
     - ``check_cfl=True``: the CFL check (one host sync per step).
+    - Keywords are routed by name: every field of :class:`~sipenv.physics.BurgersPhysics` (also
+      ``analytic_derivatives``), of :class:`~sipenv.envs.core.ControlCore` and of
+      :class:`~sipenv.physics.burgers.BurgersTaskSampler` (also ``chunk``); an unknown keyword
+      raises ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float32"``: where and in which precision the physics runs.
     - ``render_mode``: ``"human"`` (pygame window) or ``"rgb_array"`` (``(440, 640, 3)`` frames).
 
-    Agents reach the differentiable batched core through ``env.unwrapped.core``
+    Agents reach the differentiable batched core with
+    :func:`sipenv.envs.core.core_of` (``core_of(env)``, typed; it is ``env.unwrapped.core``)
     (:class:`sipenv.envs.core.ControlCore`: physics, task sampler, horizon, costs).
 
     ## Version History
@@ -123,10 +114,7 @@ class ControlledBurgersEnv(ControlEnv):
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
-    def __init__(self, render_mode: str | None = None, *, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32", **kwargs: Any) -> None:
-        super().__init__(make_core(**kwargs), render_mode=render_mode, device=device,
-                         dtype=dtype, title=_TITLE)
+    make_core = make_core
 
 
 class ControlledBurgersVectorEnv(ControlVectorEnv):
@@ -141,8 +129,4 @@ class ControlledBurgersVectorEnv(ControlVectorEnv):
     (4, 257)
     """
 
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
-                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 **kwargs: Any) -> None:
-        super().__init__(make_core(**kwargs), num_envs=num_envs, render_mode=render_mode,
-                         device=device, dtype=dtype, title=_TITLE)
+    make_core = make_core

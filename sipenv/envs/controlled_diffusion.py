@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
-from sipenv.envs.control import ControlEnv, ControlVectorEnv
-from sipenv.envs.core import ControlCore
+from sipenv.envs.control import ControlEnv, ControlVectorEnv, control_factory
 from sipenv.physics.diffusion import DiffusionPhysics
 
 __all__ = ["ControlledDiffusionEnv", "ControlledDiffusionVectorEnv", "make_core"]
 
-_TITLE = "sip/ControlledDiffusion-v0"
+ENV_ID = "sip/ControlledDiffusion-v0"
 
 
-def make_core(*, n: int = 64, length: float = 1.0, nu: float = 0.01, dt: float = 0.01,
-              horizon: int = 16, force_scale: float = 100.0, force_penalty: float = 1e-3,
-              max_mode: int = 8, amplitude: float = 1.0, max_gain: float = 1e4) -> ControlCore:
-    """Build the functional core of ``sip/ControlledDiffusion-v0`` (see the env's Arguments)."""
-    physics = DiffusionPhysics(n=n, length=length, nu=nu, dt=dt, max_gain=max_gain)
-    return ControlCore(physics=physics, horizon=horizon, force_scale=force_scale,
-                       force_penalty=force_penalty, max_mode=max_mode, amplitude=amplitude)
+make_core = control_factory(ENV_ID, DiffusionPhysics, horizon=16, force_scale=100.0,
+                            force_penalty=1e-3)
+"""Builds the core of ``sip/ControlledDiffusion-v0`` from its keywords (see the env's
+Arguments); the physics defaults are :class:`~sipenv.physics.DiffusionPhysics`'s."""
 
 
 class ControlledDiffusionEnv(ControlEnv):
@@ -61,6 +53,7 @@ class ControlledDiffusionEnv(ControlEnv):
     ``1 … max_mode`` with Gaussian coefficients of standard deviation ``amplitude / m``.
     ``reset(options={"initial_state": ..., "target": ...})`` poses a specific task (arrays of shape
     ``(N,)``; either may be given alone).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -74,10 +67,14 @@ class ControlledDiffusionEnv(ControlEnv):
     - ``force_scale=100.0``: force per unit action; ``force_penalty=1e-3``: force-cost weight.
     - ``max_mode=8``, ``amplitude=1.0``: the task sampler.
     - ``max_gain=1e4``: largest per-mode gain of the inverse simulator.
+    - Keywords are routed by name to :class:`~sipenv.physics.DiffusionPhysics` and
+      :class:`~sipenv.envs.core.ControlCore` (the lists above are all of their fields); an
+      unknown keyword raises ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float32"``: where and in which precision the physics runs.
     - ``render_mode``: ``"human"`` (pygame window) or ``"rgb_array"`` (``(440, 640, 3)`` frames).
 
-    Agents reach the differentiable batched core through ``env.unwrapped.core``
+    Agents reach the differentiable batched core with
+    :func:`sipenv.envs.core.core_of` (``core_of(env)``, typed; it is ``env.unwrapped.core``)
     (:class:`sipenv.envs.core.ControlCore`: physics, sampler, horizon, costs).
 
     ## Version History
@@ -95,10 +92,7 @@ class ControlledDiffusionEnv(ControlEnv):
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
-    def __init__(self, render_mode: str | None = None, *, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32", **kwargs: Any) -> None:
-        super().__init__(make_core(**kwargs), render_mode=render_mode, device=device,
-                         dtype=dtype, title=_TITLE)
+    make_core = make_core
 
 
 class ControlledDiffusionVectorEnv(ControlVectorEnv):
@@ -113,8 +107,4 @@ class ControlledDiffusionVectorEnv(ControlVectorEnv):
     (8, 129)
     """
 
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
-                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 **kwargs: Any) -> None:
-        super().__init__(make_core(**kwargs), num_envs=num_envs, render_mode=render_mode,
-                         device=device, dtype=dtype, title=_TITLE)
+    make_core = make_core

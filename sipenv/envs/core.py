@@ -11,17 +11,17 @@ Task: from ``s_0`` reach the target ``s*`` after ``horizon`` steps of
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
 
 import torch
 
 from sipenv.physics import PhysicsModel
+from sipenv.validation import check_int, check_nonnegative, check_positive
 
-__all__ = ["ControlCore", "Policy", "Rollout", "TaskCore", "TaskSampler", "core_of"]
+__all__ = ["ControlCore", "FieldCore", "Policy", "Rollout", "TaskCore", "TaskSampler", "core_of",
+           "relative_squared_error"]
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 """Maps a batch of observations ``(B, 2N + 1)`` to normalised actions ``(B, N)``."""
@@ -50,80 +50,197 @@ class Rollout(NamedTuple):
     target: torch.Tensor
 
 
+@runtime_checkable
 class TaskCore(Protocol):
     """The functional, batched core of a field task (control or correction): what the env
     shells step and what agents differentiate through.
 
-    Shapes: states ``(B, N)``; normalised actions ``(B, N)`` in ``[-1, 1]``; the ``target`` is
-    whatever :meth:`sample_tasks` returns as the task's goal (``(B, N)`` for control, the
-    reference trajectory ``(B, T + 1, N)`` for correction). Every method is pure batched torch.
+    :class:`ControlCore` and :class:`~sipenv.envs.correction.CorrectionCore` implement it; get an
+    env's core with :func:`core_of`. Shapes: states ``(B, *action_shape)``; normalised actions
+    ``(B, *action_shape)`` in ``[-1, 1]``; observations ``(B, *observation_shape)`` (float32);
+    the ``target`` is whatever :meth:`sample_tasks` returns as the task's goal (``(B, N)`` for
+    control, the reference trajectory ``(B, T + 1, N)`` for correction). Every method is pure
+    batched torch; every attribute is read-only (the cores are frozen dataclasses).
     """
 
     @property
-    def physics(self) -> PhysicsModel: ...
+    def physics(self) -> PhysicsModel:
+        """The model the agent steps (``step``, ``inverse_step``, ``force_for`` …)."""
 
     @property
-    def horizon(self) -> int: ...
+    def horizon(self) -> int:
+        """Steps per episode (≥ 1)."""
 
     @property
-    def force_scale(self) -> float: ...
+    def force_scale(self) -> float:
+        """Force per unit action: ``force = force_scale · clip(action, −1, 1)``."""
 
     @property
-    def force_penalty(self) -> float: ...
+    def force_penalty(self) -> float:
+        """Weight of the per-step force cost in the reward (≥ 0)."""
 
     @property
-    def n(self) -> int: ...
+    def n(self) -> int:
+        """Grid cells of the state (the action size for a 1-D field)."""
 
     @property
-    def obs_dim(self) -> int: ...
+    def obs_dim(self) -> int:
+        """Observation size (flat)."""
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """Shape of one action (and one state)."""
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """Shape of one observation."""
 
     def sample_tasks(self, batch: int, generator: torch.Generator, *,
                      device: torch.device | str | None = ...,
-                     dtype: torch.dtype = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
+                     dtype: torch.dtype = ...) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch`` tasks ``(s_0, target)`` drawn from ``generator`` only."""
 
     def observe(self, state: torch.Tensor, target: torch.Tensor,
-                time_fraction: float | torch.Tensor) -> torch.Tensor: ...
+                time_fraction: float | torch.Tensor) -> torch.Tensor:
+        """Float32 observations of states at ``t / horizon`` (a float or ``(B,)``)."""
 
-    def action_to_force(self, action: torch.Tensor) -> torch.Tensor: ...
+    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
+        """``force_scale · clip(action, −1, 1)``."""
 
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor: ...
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One physics step under normalised ``action`` (clipped)."""
 
-    def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+    def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Relative squared error of final states, ``(B,)``."""
 
-    def force_cost(self, action: torch.Tensor) -> torch.Tensor: ...
+    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
+        """Per-step force cost ``mean(clip(a)²)``, ``(B,)``."""
 
-    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout: ...
+    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
+        """A ``horizon``-step trajectory of ``policy`` (differentiable if it is)."""
 
-    def episode_loss(self, rollout: Rollout) -> torch.Tensor: ...
+    def episode_loss(self, rollout: Rollout) -> torch.Tensor:
+        """Negative return per sample, ``(B,)``."""
 
 
-def core_of(env: object) -> TaskCore:
-    """The differentiable batched core of a sipenv field env (single, vector or wrapped).
+CoreT = TypeVar("CoreT")
+
+
+@overload
+def core_of(env: object) -> TaskCore: ...
+
+
+@overload
+def core_of(env: object, kind: type[CoreT]) -> CoreT: ...
+
+
+def core_of(env: object, kind: type[Any] | None = None) -> Any:
+    """The differentiable batched core of a sipenv field env (single, vector or wrapped): the
+    documented way for agents to reach it (typed, unlike ``env.unwrapped.core``).
+
+    Args:
+        env: The env (``gym.make`` / ``gym.make_vec`` result, or the env itself).
+        kind: Optionally the core class the caller needs (e.g. :class:`ControlCore`); the
+            result is then typed as it, and any other core is refused.
+
+    >>> import gymnasium as gym
+    >>> import sipenv
+    >>> from sipenv.envs.core import ControlCore, core_of
+    >>> core_of(gym.make("sip/ControlledDiffusion-v0")).horizon
+    16
+    >>> core_of(gym.make("sip/ControlledDiffusion-v0"), ControlCore).max_mode
+    8
 
     Raises:
         TypeError: If ``env`` has no task core (e.g. a one-step inverse problem, or a
-            non-sipenv env); the message names the env.
+            non-sipenv env), or one that is not a ``kind``; the message names the env.
     """
     inner = getattr(env, "unwrapped", env)
     core = getattr(inner, "core", None)
-    if core is None:
+    if not isinstance(core, TaskCore):
         raise TypeError(f"{type(inner).__name__} has no task core (env.unwrapped.core); only "
                         "sipenv's control and correction envs have one.")
-    return core  # type: ignore[no-any-return]
+    if kind is not None and not isinstance(core, kind):
+        raise TypeError(f"{type(inner).__name__}'s core is a {type(core).__name__}, not a "
+                        f"{kind.__name__}.")
+    return core
 
 
-def _is_int(value: object) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def relative_squared_error(state: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``‖s − r‖² / ‖r‖²`` over the last axis, per sample (``‖r‖²`` floored at ``1e-30``)."""
+    return ((state - reference) ** 2).sum(-1) / (reference**2).sum(-1).clamp_min(1e-30)
 
 
-def _is_real(value: object) -> bool:
-    """A real number (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _time_column(state: torch.Tensor, time_fraction: float | torch.Tensor) -> torch.Tensor:
+    """``t / T`` as a float32 ``(B, 1)`` column (from a float or a ``(B,)`` tensor)."""
+    tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
+    tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
+    return tf[:, None]
+
+
+class FieldCore:
+    """What every field-task core shares (a 1-D state of ``physics.n`` cells, forced by
+    ``force_scale · clip(a, −1, 1)``): shapes, stepping, the force cost and the rollout. A
+    subclass (a frozen dataclass with ``physics``, ``horizon`` and ``force_scale``) adds the
+    task: ``sample_tasks``, ``observe``, ``obs_dim``, ``target_error``, ``episode_loss``."""
+
+    physics: PhysicsModel
+    horizon: int
+    force_scale: float
+
+    @property
+    def n(self) -> int:
+        """Number of grid cells (the action dimension)."""
+        return self.physics.n
+
+    @property
+    def obs_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """``(N,)``: one force per cell."""
+        return (self.physics.n,)
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """``(obs_dim,)``."""
+        return (self.obs_dim,)
+
+    def observe(self, state: torch.Tensor, target: torch.Tensor,
+                time_fraction: float | torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
+        """``force_scale · clip(action, −1, 1)``."""
+        return self.force_scale * action.clamp(-1.0, 1.0)
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One physics step under normalised ``action`` (clipped to ``[-1, 1]``)."""
+        return self.physics.step(state, self.action_to_force(action).to(state.dtype))
+
+    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
+        """Per-step force cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
+        return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
+
+    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
+        """Run ``policy`` for ``horizon`` steps from ``s0`` (differentiable if ``policy`` is).
+
+        The policy sees float32 observations; its actions are clipped as in the env.
+        """
+        states = [s0]
+        actions = []
+        state = s0
+        for t in range(self.horizon):
+            action = policy(self.observe(state, target, t / self.horizon)).clamp(-1.0, 1.0)
+            state = self.step(state, action)
+            actions.append(action)
+            states.append(state)
+        return Rollout(torch.stack(states), torch.stack(actions), target)
 
 
 @dataclass(frozen=True)
-class ControlCore:
+class ControlCore(FieldCore):
     """Batched, differentiable definition of a "reach the target state" control task.
 
     Args:
@@ -149,23 +266,12 @@ class ControlCore:
     def __post_init__(self) -> None:
         # Types first (bool is an int to Python, strings compare badly): a wrong type gets the
         # same clear ValueError as a wrong value, not a TypeError from deep inside a reset.
-        if not _is_int(self.horizon) or self.horizon < 1:
-            raise ValueError(f"horizon must be an int ≥ 1, got {self.horizon!r}.")
-        for name in ("force_scale", "amplitude"):
-            value = getattr(self, name)
-            if not (_is_real(value) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-        if not (_is_real(self.force_penalty) and math.isfinite(self.force_penalty)
-                and self.force_penalty >= 0):
-            raise ValueError(f"force_penalty must be finite and ≥ 0, got {self.force_penalty!r}.")
-        if not _is_int(self.max_mode) or not 1 <= self.max_mode < self.physics.n // 2:
-            raise ValueError(f"max_mode must be an int in [1, {self.physics.n // 2 - 1}] for "
-                             f"n={self.physics.n}, got {self.max_mode!r}.")
-
-    @property
-    def n(self) -> int:
-        """Number of grid cells (the action dimension)."""
-        return self.physics.n
+        check_int("horizon", self.horizon, minimum=1)
+        check_positive("force_scale", self.force_scale)
+        check_positive("amplitude", self.amplitude)
+        check_nonnegative("force_penalty", self.force_penalty)
+        check_int("max_mode", self.max_mode, minimum=1, maximum=self.physics.n // 2 - 1,
+                  hint=f"(modes up to n/2 - 1 fit n={self.physics.n} cells)")
 
     @property
     def obs_dim(self) -> int:
@@ -190,44 +296,18 @@ class ControlCore:
     def observe(self, state: torch.Tensor, target: torch.Tensor,
                 time_fraction: float | torch.Tensor) -> torch.Tensor:
         """Observation ``[s_t, s*, t/T]`` as float32, shape ``(B, 2N + 1)``."""
-        tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
-        tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
-        return torch.cat([state.float(), target.float(), tf[:, None]], dim=-1)
-
-    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
-        """``force_scale · clip(action, −1, 1)``."""
-        return self.force_scale * action.clamp(-1.0, 1.0)
-
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One physics step under normalised ``action`` (clipped to ``[-1, 1]``)."""
-        return self.physics.step(state, self.action_to_force(action).to(state.dtype))
+        return torch.cat([state.float(), target.float(), _time_column(state, time_fraction)],
+                         dim=-1)
 
     def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Relative squared error ``‖s − s*‖² / ‖s*‖²`` per sample, shape ``(B,)``."""
-        return ((state - target) ** 2).sum(-1) / (target**2).sum(-1).clamp_min(1e-30)
-
-    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
-        """Per-step force cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
-        return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
-
-    # --- whole episodes -------------------------------------------------------------------------
-
-    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
-        """Run ``policy`` for ``horizon`` steps from ``s0`` (differentiable if ``policy`` is).
-
-        The policy sees float32 observations; its actions are clipped as in the env.
-        """
-        states = [s0]
-        actions = []
-        state = s0
-        for t in range(self.horizon):
-            action = policy(self.observe(state, target, t / self.horizon)).clamp(-1.0, 1.0)
-            state = self.step(state, action)
-            actions.append(action)
-            states.append(state)
-        return Rollout(torch.stack(states), torch.stack(actions), target)
+        return relative_squared_error(state, target)
 
     def episode_loss(self, rollout: Rollout) -> torch.Tensor:
         """Negative return per sample, shape ``(B,)``: terminal error + penalty · Σ force cost."""
         cost = self.force_cost(rollout.actions).sum(0)
         return self.target_error(rollout.states[-1], rollout.target) + self.force_penalty * cost
+
+
+if TYPE_CHECKING:  # mypy proves that ControlCore is a TaskCore
+    _control_core_is_a_task_core: type[TaskCore] = ControlCore

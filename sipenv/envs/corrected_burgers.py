@@ -4,28 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from sipenv.envs.correction import CorrectionCore, CorrectionEnv, CorrectionVectorEnv
+from sipenv.envs.settings import Factory, Route
 from sipenv.physics.burgers import BurgersPhysics
 
 __all__ = ["CorrectedBurgersEnv", "CorrectedBurgersVectorEnv", "make_core"]
 
-_TITLE = "sip/CorrectedBurgers-v0"
+ENV_ID = "sip/CorrectedBurgers-v0"
 
 
-def make_core(*, n: int = 32, fine_n: int = 128, length: float = 1.0, nu: float = 0.003,
-              dt: float = 0.06, fine_dt: float = 0.03, substeps: int = 21,
-              fine_substeps: int = 20, horizon: int = 16, force_scale: float = 8.0,
-              force_penalty: float = 0.0, check_cfl: bool = True) -> CorrectionCore:
-    """Build the functional core of ``sip/CorrectedBurgers-v0`` (see the env's Arguments)."""
-    coarse = BurgersPhysics(n=n, length=length, nu=nu, dt=dt, substeps=substeps,
-                            check_cfl=check_cfl)
-    fine = BurgersPhysics(n=fine_n, length=length, nu=nu, dt=fine_dt, substeps=fine_substeps,
-                          check_cfl=check_cfl)
-    return CorrectionCore(physics=coarse, reference=fine, horizon=horizon,
-                          force_scale=force_scale, force_penalty=force_penalty,
-                          initial_sampler=fine.sample_initial_states)
+_SHARED = ("length", "nu", "check_cfl")
+"""Settings of the coarse model that the fine reference shares (one domain, one fluid)."""
+
+
+def _build(kw: dict[str, dict[str, Any]]) -> CorrectionCore:
+    coarse = BurgersPhysics(**kw["coarse"])
+    fine = BurgersPhysics(**{k: v for k, v in kw["coarse"].items() if k in _SHARED}, **kw["fine"])
+    return CorrectionCore(physics=coarse, reference=fine,
+                          initial_sampler=fine.sample_initial_states, **kw["core"])
+
+
+make_core: Factory[CorrectionCore] = Factory(
+    ENV_ID,
+    {"coarse": Route(BurgersPhysics),
+     "fine": Route(BurgersPhysics, prefix="fine_", exclude=_SHARED),
+     "core": Route(CorrectionCore, exclude=("physics", "reference", "initial_sampler"))},
+    _build,
+    # The coarse solver; the fine one keeps BurgersPhysics' defaults (128 cells, dt = 0.03).
+    n=32, dt=0.06, substeps=21,
+    horizon=16, force_scale=8.0, force_penalty=0.0)
+"""Builds the core of ``sip/CorrectedBurgers-v0`` from its keywords (see the env's Arguments):
+unprefixed physics keywords go to the coarse model (``length``, ``nu``, ``check_cfl`` to both),
+``fine_*`` ones to the fine reference."""
 
 
 class CorrectedBurgersEnv(CorrectionEnv):
@@ -70,6 +80,7 @@ class CorrectedBurgersEnv(CorrectionEnv):
     as in ``sip/ControlledBurgers-v0``); the coarse state starts at its down-sampled value.
     ``reset(options={"initial_state": ...})`` poses a specific fine initial state (shape
     ``(fine_n,)``).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -86,10 +97,15 @@ class CorrectedBurgersEnv(CorrectionEnv):
       a multiple of ``n``, ``fine_dt`` dividing ``dt``).
     - ``length=1.0``, ``nu=0.003``, ``horizon=16`` (coarse steps).
     - ``force_scale=8.0``, ``force_penalty=0.0``: correction per unit action and its cost weight.
+    - Keywords are routed by name: unprefixed fields of :class:`~sipenv.physics.BurgersPhysics`
+      configure the coarse solver (``length``, ``nu``, ``check_cfl`` also the fine one), the same
+      fields prefixed ``fine_`` (e.g. ``fine_advection``) the fine one; an unknown keyword
+      raises ``TypeError`` naming the accepted ones.
     - ``check_cfl=True``; ``device="cpu"``, ``dtype="float32"``; ``render_mode`` ``"human"`` or
       ``"rgb_array"`` (the state against the current reference state).
 
-    Agents reach the differentiable batched core through ``env.unwrapped.core``
+    Agents reach the differentiable batched core with :func:`sipenv.envs.core.core_of`
+    (``core_of(env)``, typed; it is ``env.unwrapped.core``)
     (:class:`sipenv.envs.correction.CorrectionCore`); its "target" is the whole reference
     trajectory ``(B, horizon + 1, N)``.
 
@@ -108,10 +124,7 @@ class CorrectedBurgersEnv(CorrectionEnv):
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
-    def __init__(self, render_mode: str | None = None, *, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32", **kwargs: Any) -> None:
-        super().__init__(make_core(**kwargs), render_mode=render_mode, device=device,
-                         dtype=dtype, title=_TITLE)
+    make_core = make_core
 
 
 class CorrectedBurgersVectorEnv(CorrectionVectorEnv):
@@ -126,8 +139,4 @@ class CorrectedBurgersVectorEnv(CorrectionVectorEnv):
     (4, 33)
     """
 
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
-                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 **kwargs: Any) -> None:
-        super().__init__(make_core(**kwargs), num_envs=num_envs, render_mode=render_mode,
-                         device=device, dtype=dtype, title=_TITLE)
+    make_core = make_core

@@ -15,32 +15,30 @@ training loops, DP and evaluation run unchanged); its "target" is the whole refe
 ``(B, T + 1, N)``, and :meth:`CorrectionCore.target_error` of a final state compares it with the
 last reference state.
 
-The Gymnasium shells :class:`CorrectionEnv` and :class:`CorrectionVectorEnv` follow the
-conventions of :mod:`sipenv.envs.control` (validation, NEXT_STEP autoreset, rendering).
+The task's env hooks (:class:`CorrectionTask`, batched, written once) run in the shells of
+:mod:`sipenv.envs.control`: :class:`CorrectionEnv` and :class:`CorrectionVectorEnv` (validation,
+NEXT_STEP autoreset, rendering).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
-from sipenv.envs.control import (
-    FieldEnv,
-    FieldVectorEnv,
-    _as_field,
-    _seed_generator,
-    checked_options,
-)
-from sipenv.envs.core import Policy, Rollout
+from sipenv.envs.checks import as_field, checked_options
+from sipenv.envs.control import FieldEnv, FieldTask, FieldVectorEnv
+from sipenv.envs.core import FieldCore, Rollout, TaskCore, _time_column, relative_squared_error
 from sipenv.physics import PhysicsModel
+from sipenv.validation import check_int, check_nonnegative, check_positive
 
-__all__ = ["CorrectionCore", "CorrectionEnv", "CorrectionVectorEnv", "block_average"]
+__all__ = ["CorrectionCore", "CorrectionEnv", "CorrectionTask", "CorrectionVectorEnv",
+           "block_average"]
 
 StateSampler = Callable[..., torch.Tensor]
 """``sampler(batch, generator, *, device, dtype) -> fine initial states (batch, N_fine)``."""
@@ -67,7 +65,7 @@ def block_average(fine: torch.Tensor, ratio: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class CorrectionCore:
+class CorrectionCore(FieldCore):
     """Batched, differentiable definition of a "follow the fine reference" correction task.
 
     Args:
@@ -88,17 +86,9 @@ class CorrectionCore:
     initial_sampler: StateSampler
 
     def __post_init__(self) -> None:
-        if not isinstance(self.horizon, numbers.Integral) or isinstance(self.horizon, bool) \
-                or self.horizon < 1:
-            raise ValueError(f"horizon must be an int ≥ 1, got {self.horizon!r}.")
-        if not (isinstance(self.force_scale, numbers.Real) and math.isfinite(self.force_scale)
-                and self.force_scale > 0):
-            raise ValueError(f"force_scale must be a finite number > 0, got "
-                             f"{self.force_scale!r}.")
-        if not (isinstance(self.force_penalty, numbers.Real)
-                and math.isfinite(self.force_penalty) and self.force_penalty >= 0):
-            raise ValueError(f"force_penalty must be finite and ≥ 0, got "
-                             f"{self.force_penalty!r}.")
+        check_int("horizon", self.horizon, minimum=1)
+        check_positive("force_scale", self.force_scale)
+        check_nonnegative("force_penalty", self.force_penalty)
         if self.reference.n % self.physics.n:
             raise ValueError(f"The fine grid ({self.reference.n} cells) must be a multiple of the "
                              f"coarse grid ({self.physics.n} cells).")
@@ -109,11 +99,6 @@ class CorrectionCore:
         length = (getattr(self.physics, "length", 1.0), getattr(self.reference, "length", 1.0))
         if not math.isclose(*length):
             raise ValueError(f"Coarse and fine domain lengths differ: {length}.")
-
-    @property
-    def n(self) -> int:
-        """Coarse grid cells (the action dimension)."""
-        return self.physics.n
 
     @property
     def obs_dim(self) -> int:
@@ -164,49 +149,21 @@ class CorrectionCore:
         (``target``) is not observed: the corrector must infer the correction from the coarse
         state alone."""
         del target
-        tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
-        tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
-        return torch.cat([state.float(), tf[:, None]], dim=-1)
-
-    def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
-        """``force_scale · clip(action, −1, 1)``."""
-        return self.force_scale * action.clamp(-1.0, 1.0)
-
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One coarse step corrected by the normalised ``action`` (clipped to ``[-1, 1]``)."""
-        return self.physics.step(state, self.action_to_force(action).to(state.dtype))
+        return torch.cat([state.float(), _time_column(state, time_fraction)], dim=-1)
 
     def deviation(self, state: torch.Tensor, reference_state: torch.Tensor) -> torch.Tensor:
         """Relative squared deviation ``‖s − r‖² / ‖r‖²`` per sample, shape ``(B,)``."""
-        return ((state - reference_state) ** 2).sum(-1) / \
-            (reference_state**2).sum(-1).clamp_min(1e-30)
+        return relative_squared_error(state, reference_state)
 
     def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """:meth:`deviation` from a reference state ``(B, N)``, or — given a whole reference
         trajectory ``(B, T + 1, N)`` — from its last state (the final-state error)."""
         return self.deviation(state, target[:, -1] if target.ndim == 3 else target)
 
-    def force_cost(self, action: torch.Tensor) -> torch.Tensor:
-        """Per-step cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
-        return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
-
-    # --- whole episodes -------------------------------------------------------------------------
-
-    def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
-        """Run ``policy`` for ``horizon`` corrected coarse steps (differentiable if it is)."""
-        states, actions, state = [s0], [], s0
-        for t in range(self.horizon):
-            action = policy(self.observe(state, target, t / self.horizon)).clamp(-1.0, 1.0)
-            state = self.step(state, action)
-            actions.append(action)
-            states.append(state)
-        return Rollout(torch.stack(states), torch.stack(actions), target)
-
     def step_deviations(self, rollout: Rollout) -> torch.Tensor:
         """Per-step deviations ``(T, B)`` of ``s_1 … s_T`` from ``r_1 … r_T``."""
         reference = rollout.target.transpose(0, 1)[1:]  # (T, B, N)
-        return ((rollout.states[1:] - reference) ** 2).sum(-1) / \
-            (reference**2).sum(-1).clamp_min(1e-30)
+        return relative_squared_error(rollout.states[1:], reference)
 
     def episode_loss(self, rollout: Rollout) -> torch.Tensor:
         """Negative return per sample ``(B,)``: ``Σ_t deviation_t + penalty · Σ_t mean(a_t²)``."""
@@ -214,61 +171,63 @@ class CorrectionCore:
         return self.step_deviations(rollout).sum(0) + self.force_penalty * cost
 
 
-def _parse_initial_state(options: Any, n_fine: int, batch: int | None, device: torch.device,
-                         dtype: torch.dtype) -> torch.Tensor | None:
-    """The fine ``initial_state`` option (or None), validated before anything changes."""
-    options = checked_options(options, ("initial_state",), example="{'initial_state': ...}",
-                              described="'initial_state' (the fine initial state)")
-    if "initial_state" not in options:
-        return None
-    shape = (n_fine,) if batch is None else (batch, n_fine)
-    return _as_field(options["initial_state"], "initial_state", shape, device, dtype)
+class CorrectionTask(FieldTask):
+    """Hooks of the "follow the fine reference" task of a :class:`CorrectionCore`, batched,
+    shared by :class:`CorrectionEnv` and :class:`CorrectionVectorEnv`: the observation
+    ``[s_t, t/T]``, minus the deviation from the current reference state (and the force cost)
+    every step; the reset option ``initial_state`` (the fine initial state)."""
+
+    core: CorrectionCore
+
+    def _options_space(self) -> spaces.Dict:
+        return spaces.Dict({"initial_state": spaces.Box(
+            -np.inf, np.inf, shape=(self.core.reference.n,), dtype=np.float64)})
+
+    def _parse_reset(self, options: Any) -> torch.Tensor | None:
+        options = checked_options(options, ("initial_state",), example="{'initial_state': ...}",
+                                  described="'initial_state' (the fine initial state)")
+        if "initial_state" not in options:
+            return None
+        shape = (*self._batch_shape, self.core.reference.n)
+        return as_field(options["initial_state"], "initial_state", shape, self.device,
+                        torch.float64)
+
+    def _new_episodes(self, given: torch.Tensor | None, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        if given is None:
+            return self.core.sample_tasks(self._batch_size, generator, device=self.device,
+                                          dtype=self.dtype)
+        fine = given.reshape(self._batch_size, self.core.reference.n)
+        reference = self.core.reference_trajectory(fine).to(self.dtype)
+        return reference[:, 0].clone(), reference
+
+    def _frame_targets(self) -> torch.Tensor:
+        """Each episode's current reference state, ``(B, N)``."""
+        assert self.target is not None
+        t = torch.as_tensor(self._steps(), device=self.device)
+        return self.target[torch.arange(self._batch_size, device=self.device), t]
+
+    def _errors(self) -> torch.Tensor:
+        """The deviation from the current reference state."""
+        assert self.state is not None
+        return self.core.deviation(self.state, self._frame_targets())
+
+    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
+                 terminated: np.ndarray) -> np.ndarray:
+        """Minus the deviation and the force cost, every step."""
+        return -errors - self.core.force_penalty * force_cost
 
 
-class CorrectionEnv(FieldEnv):
+class CorrectionEnv(CorrectionTask, FieldEnv):
     """A single episode of a :class:`CorrectionCore` task behind the Gymnasium API.
 
-    Subclasses build the core and carry the user-facing documentation (see
+    Subclasses set ``make_core`` and carry the user-facing documentation (see
     :class:`sipenv.envs.corrected_burgers.CorrectedBurgersEnv`). Stepping, validation and
     rendering are :class:`sipenv.envs.control.FieldEnv`'s.
     """
 
-    core: CorrectionCore
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode from a sampled fine state, or ``options["initial_state"]`` (fine
-        grid, shape ``(N_fine,)``); its down-sampled fine solution is the reference."""
-        fine = _parse_initial_state(options, self.core.reference.n, None, self.device,
-                                    torch.float64)
-        super().reset(seed=seed)
-        gen = _seed_generator(self.np_random, self.device)
-        if fine is None:
-            s0, reference = self.core.sample_tasks(1, gen, device=self.device, dtype=self.dtype)
-        else:
-            reference = self.core.reference_trajectory(fine[None]).to(self.dtype)
-            s0 = reference[:, 0].clone()
-        return self._start(s0, reference)
-
-    def _obs(self) -> np.ndarray:
-        assert self.state is not None
-        return self.core.observe(self.state, None, self.t / self.horizon)[0].cpu().numpy()
-
-    def _error(self) -> float:
-        """The deviation from the current reference state."""
-        assert self.state is not None and self.target is not None
-        return float(self.core.deviation(self.state, self.target[:, self.t])[0])
-
-    def _reward(self, error: float, force_cost: float, terminated: bool) -> float:
-        """Minus the deviation and the force cost, every step."""
-        return -error - self.core.force_penalty * force_cost
-
-    def _frame_target(self) -> torch.Tensor:
-        assert self.target is not None
-        return self.target[0, self.t]
-
-
-class CorrectionVectorEnv(FieldVectorEnv):
+class CorrectionVectorEnv(CorrectionTask, FieldVectorEnv):
     """``num_envs`` episodes of a :class:`CorrectionCore` task, stepped as one torch batch.
 
     Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP`` (see
@@ -276,38 +235,6 @@ class CorrectionVectorEnv(FieldVectorEnv):
     trajectories equal those of ``num_envs`` single envs.
     """
 
-    core: CorrectionCore
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset every sub-env; ``options["initial_state"]`` may give the fine initial states
-        ``(num_envs, N_fine)``."""
-        fine = _parse_initial_state(options, self.core.reference.n, self.num_envs, self.device,
-                                    torch.float64)
-        super().reset(seed=seed)
-        self._generator = _seed_generator(self.np_random, self.device)
-        if fine is None:
-            s0, reference = self.core.sample_tasks(self.num_envs, self._generator,
-                                                   device=self.device, dtype=self.dtype)
-        else:
-            reference = self.core.reference_trajectory(fine).to(self.dtype)
-            s0 = reference[:, 0].clone()
-        return self._start(s0, reference)
-
-    def _frame_targets(self) -> torch.Tensor:
-        """Each sub-env's current reference state, ``(num_envs, N)``."""
-        assert self.target is not None
-        t = torch.as_tensor(self.t, device=self.device)
-        return self.target[torch.arange(self.num_envs, device=self.device), t]
-
-    def _errors(self) -> torch.Tensor:
-        assert self.state is not None
-        return self.core.deviation(self.state, self._frame_targets())
-
-    def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
-                 terminated: np.ndarray) -> np.ndarray:
-        return -errors - self.core.force_penalty * force_cost
-
-    def _obs(self) -> np.ndarray:
-        assert self.state is not None
-        return self.core.observe(self.state, None, self._time_fraction()).cpu().numpy()
+if TYPE_CHECKING:  # mypy proves that CorrectionCore is a TaskCore
+    _correction_core_is_a_task_core: type[TaskCore] = CorrectionCore

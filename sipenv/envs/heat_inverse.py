@@ -9,22 +9,28 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from sipenv.envs.control import _real_array, _seed_generator, checked_options
-from sipenv.envs.control import _validate_action as _check_action
-from sipenv.envs.one_step import OneStepEnv, OneStepVectorEnv
+from sipenv.envs.checks import checked_options, real_array, seed_generator
+from sipenv.envs.checks import validate_action as _check_action
+from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv
 from sipenv.envs.rendering import _pygame
+from sipenv.envs.settings import Factory, Route
 from sipenv.physics.heat import HeatPhysics
 
-__all__ = ["FRAME_SHAPE", "HeatInverseEnv", "HeatInverseVectorEnv", "draw_heat_frame",
-           "make_physics"]
+__all__ = ["FRAME_SHAPE", "HeatInverseEnv", "HeatInverseTask", "HeatInverseVectorEnv",
+           "draw_heat_frame", "make_physics", "make_task"]
 
-_TITLE = "sip/HeatInverse-v0"
+ENV_ID = "sip/HeatInverse-v0"
 FRAME_SHAPE = (440, 640, 3)  # the size of rendering.HumanWindow's screen
 
 
-def make_physics(*, shape: tuple[int, int] = (64, 64), nu_t: float = 8.0) -> HeatPhysics:
+make_task: Factory[HeatPhysics] = Factory(ENV_ID, {"physics": Route(HeatPhysics)},
+                                          lambda kw: HeatPhysics(**kw["physics"]))
+"""Builds the physics of ``sip/HeatInverse-v0`` from its keywords (see the env's Arguments)."""
+
+
+def make_physics(**kwargs: Any) -> HeatPhysics:
     """The physics of ``sip/HeatInverse-v0`` (see the env's Arguments)."""
-    return HeatPhysics(shape=shape, nu_t=nu_t)
+    return HeatPhysics(**kwargs)
 
 
 def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
@@ -34,7 +40,7 @@ def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
                               described="'initial' (the true initial field x*)")
     if "initial" not in options:
         return None
-    arr = _real_array(options["initial"])
+    arr = real_array(options["initial"])
     if arr is None:
         raise ValueError(f"options['initial'] must be a numeric array of shape {shape}.")
     if arr.shape != shape:
@@ -59,11 +65,77 @@ def _sample(physics: HeatPhysics, n: int, np_random: np.random.Generator, device
     """``n`` true fields ``x*``, ``(n, H, W)``. A fresh torch generator per draw, seeded from
     ``np_random``: the env's whole random stream lives in ``np_random`` (so it is seeded by
     ``reset(seed=...)`` and pickles with it)."""
-    return physics.sample_initial(n, _seed_generator(np_random, device), device=device,
+    return physics.sample_initial(n, seed_generator(np_random, device), device=device,
                                   dtype=dtype)
 
 
-class HeatInverseEnv(OneStepEnv):
+class HeatInverseTask(OneStepTask):
+    """The hooks of ``sip/HeatInverse-v0``, batched (``y* = P(x*)`` per episode, answered by a
+    reconstruction ``x``), shared by :class:`HeatInverseEnv` and :class:`HeatInverseVectorEnv`."""
+
+    make_task = make_task
+    physics: HeatPhysics
+    shape: tuple[int, int]
+    x_true: torch.Tensor | None  # (B, H, W) the true initial fields x*
+    y_target: torch.Tensor | None  # (B, H, W) the observations y* = P(x*)
+    # self.x (from OneStepTask): (B, H, W) the last actions (reconstructions)
+
+    def _configure(self, model: HeatPhysics) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
+        self.physics = model
+        self.shape = model.shape
+        self.x_true = self.y_target = None
+        return _field_space(model.shape), _field_space(model.shape)
+
+    def _options_space(self) -> spaces.Dict:
+        return spaces.Dict({"initial": spaces.Box(-np.inf, np.inf, shape=self.shape,
+                                                  dtype=np.float64)})
+
+    def _parse_options(self, options: Any) -> torch.Tensor | None:
+        """``{"initial": x*}``, shape ``(*batch, H, W)``, finite; the env is left unchanged
+        (its generator included) if they are rejected."""
+        return _parse_initial(options, (*self._batch_shape, *self.shape), self.device,
+                              self.dtype)
+
+    def _pose(self, given: torch.Tensor | None) -> None:
+        # Always drawn, even when `initial` is given, so the stream of later resets is the same.
+        x_true = _sample(self.physics, self._batch_size, self.np_random, self.device, self.dtype)
+        self.x_true = x_true if given is None else given.reshape(x_true.shape)
+        self.y_target = self.physics.forward(self.x_true)
+
+    def _problem(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.x_true is None or self.y_target is None:
+            return None
+        return self.x_true, self.y_target
+
+    def _answer(self, action: Any) -> torch.Tensor:
+        arr = _validate_action(action, (*self._batch_shape, *self.shape))
+        return torch.as_tensor(arr, device=self.device, dtype=self.dtype).reshape(
+            self._batch_size, *self.shape)
+
+    def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        assert self.x_true is not None and self.y_target is not None
+        y_loss = self.physics.loss(x, self.y_target).cpu().numpy().astype(np.float64)
+        x_error = self.physics.x_error(x, self.x_true).cpu().numpy().astype(np.float64)
+        return 0.0 - y_loss, {"x_error": x_error, "y_loss": y_loss}  # 0.0 - y: never -0.0
+
+    def _obs(self) -> np.ndarray:
+        assert self.y_target is not None
+        return self.y_target.cpu().numpy().astype(np.float32)
+
+    def _frames(self) -> tuple[np.ndarray, ...]:
+        problem = self._shown_problem()
+        assert problem is not None
+        x_true, y_target = problem
+        info = self._last_info
+        return tuple(draw_heat_frame(_np(x_true[i]), _np(y_target[i]),
+                                     None if self.x is None else _np(self.x[i]),
+                                     nu_t=self.physics.nu_t,
+                                     info=None if info is None else
+                                     {k: float(v[i]) for k, v in info.items()})
+                     for i in range(self._batch_size))
+
+
+class HeatInverseEnv(HeatInverseTask, OneStepEnv):
     """
     ## Description
 
@@ -100,6 +172,7 @@ class HeatInverseEnv(OneStepEnv):
     ``x*`` is the sum of 4 … 10 unit-height hot rectangles
     (:meth:`~sipenv.physics.HeatPhysics.sample_initial`), drawn from the env's seeded generator;
     ``reset(options={"initial": x})`` poses a specific ``x*`` (shape ``(H, W)``, finite).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -110,6 +183,9 @@ class HeatInverseEnv(OneStepEnv):
 
     - ``shape=(64, 64)``: the grid ``(H, W)`` (each ≥ 4).
     - ``nu_t=8.0``: diffusivity times duration ``νt`` (> 0); larger is harder.
+    - Keywords are routed by name to :class:`~sipenv.physics.HeatPhysics` (also ``noise_rel``,
+      ``signal_scale``, ``max_log_gain``: its noise-aware inverse); an unknown keyword raises
+      ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs
       (the reference computes the physics in float64; observations are float32 numpy arrays).
     - ``render_mode``: ``"rgb_array"`` (``(440, 640, 3)`` frames: ``x*``, ``y*`` and the last
@@ -136,61 +212,8 @@ class HeatInverseEnv(OneStepEnv):
     (True, 0.0)
     """
 
-    title = _TITLE
-    physics: HeatPhysics
 
-    def __init__(self, render_mode: str | None = None, *, shape: tuple[int, int] = (64, 64),
-                 nu_t: float = 8.0, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float64") -> None:
-        physics = make_physics(shape=shape, nu_t=nu_t)
-        super().__init__(physics, action_space=_field_space(physics.shape),
-                         observation_space=_field_space(physics.shape), render_mode=render_mode,
-                         device=device, dtype=dtype)
-        self.shape = physics.shape
-        self.x_true: torch.Tensor | None = None  # (1, H, W) the true initial field x*
-        self.y_target: torch.Tensor | None = None  # (1, H, W) the observation y* = P(x*)
-        # self.x (from OneStepEnv): (1, H, W) the last action (reconstruction)
-
-    # --- the task: y* = P(x*), answered by a reconstruction x ---------------------------------
-
-    def _parse_options(self, options: Any) -> torch.Tensor | None:
-        """``{"initial": x*}``, shape ``(H, W)``, finite; the env is left unchanged (its
-        generator included) if they are rejected."""
-        return _parse_initial(options, self.shape, self.device, self.dtype)
-
-    def _pose(self, given: torch.Tensor | None) -> None:
-        # Always drawn, even when `initial` is given, so the stream of later resets is the same.
-        x_true = _sample(self.physics, 1, self.np_random, self.device, self.dtype)
-        self.x_true = x_true if given is None else given[None]
-        self.y_target = self.physics.forward(self.x_true)
-
-    def _problem(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.x_true is None or self.y_target is None:
-            return None
-        return self.x_true, self.y_target
-
-    def _answer(self, action: Any) -> torch.Tensor:
-        arr = _validate_action(action, self.shape)
-        return torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None]
-
-    def _score(self, x: torch.Tensor) -> tuple[float, dict[str, Any]]:
-        assert self.x_true is not None and self.y_target is not None
-        y_loss = float(self.physics.loss(x, self.y_target)[0])
-        x_error = float(self.physics.x_error(x, self.x_true)[0])
-        return 0.0 - y_loss, {"x_error": x_error, "y_loss": y_loss}  # 0.0 - y: never -0.0
-
-    def _obs(self) -> np.ndarray:
-        assert self.y_target is not None
-        return self.y_target[0].cpu().numpy().astype(np.float32)
-
-    def _frame(self) -> np.ndarray:
-        assert self.x_true is not None and self.y_target is not None
-        return draw_heat_frame(_np(self.x_true[0]), _np(self.y_target[0]),
-                               None if self.x is None else _np(self.x[0]),
-                               nu_t=self.physics.nu_t, info=self._last_info)
-
-
-class HeatInverseVectorEnv(OneStepVectorEnv):
+class HeatInverseVectorEnv(HeatInverseTask, OneStepVectorEnv):
     """Native batched ``sip/HeatInverse-v0`` (same arguments as the single env).
 
     All sub-envs are scored in one batched torch call. Every step ends every episode, so
@@ -210,62 +233,6 @@ class HeatInverseVectorEnv(OneStepVectorEnv):
     >>> obs.shape
     (8, 64, 64)
     """
-
-    physics: HeatPhysics
-
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
-                 shape: tuple[int, int] = (64, 64), nu_t: float = 8.0,
-                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float64") -> None:
-        physics = make_physics(shape=shape, nu_t=nu_t)
-        super().__init__(physics, num_envs=num_envs,
-                         single_action_space=_field_space(physics.shape),
-                         single_observation_space=_field_space(physics.shape),
-                         render_mode=render_mode, device=device, dtype=dtype)
-        self.shape = physics.shape
-        self.x_true: torch.Tensor | None = None  # (B, H, W)
-        self.y_target: torch.Tensor | None = None  # (B, H, W)
-        # self.x (from OneStepVectorEnv): (B, H, W) the last actions; self._answered: their
-        # (x_true, y_target)
-
-    def _parse_options(self, options: Any) -> torch.Tensor | None:
-        """``{"initial": x*}``, shape ``(num_envs, H, W)``, finite."""
-        return _parse_initial(options, (self.num_envs, *self.shape), self.device, self.dtype)
-
-    def _pose(self, given: torch.Tensor | None) -> None:
-        x_true = _sample(self.physics, self.num_envs, self.np_random, self.device, self.dtype)
-        self.x_true = x_true if given is None else given
-        self.y_target = self.physics.forward(self.x_true)
-
-    def _problem(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.x_true is None or self.y_target is None:
-            return None
-        return self.x_true, self.y_target
-
-    def _answer(self, actions: Any) -> torch.Tensor:
-        arr = _validate_action(actions, (self.num_envs, *self.shape))
-        return torch.as_tensor(arr, device=self.device, dtype=self.dtype)
-
-    def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        assert self.x_true is not None and self.y_target is not None
-        y_loss = self.physics.loss(x, self.y_target).cpu().numpy().astype(np.float64)
-        x_error = self.physics.x_error(x, self.x_true).cpu().numpy().astype(np.float64)
-        return 0.0 - y_loss, {"x_error": x_error, "y_loss": y_loss}
-
-    def _obs(self) -> np.ndarray:
-        assert self.y_target is not None
-        return self.y_target.cpu().numpy().astype(np.float32)
-
-    def _frames(self) -> tuple[np.ndarray, ...]:
-        problem = self._problem() if self._answered is None else self._answered
-        assert problem is not None
-        x_true, y_target = problem
-        info = self._last_info
-        return tuple(draw_heat_frame(_np(x_true[i]), _np(y_target[i]),
-                                     None if self.x is None else _np(self.x[i]),
-                                     nu_t=self.physics.nu_t,
-                                     info=None if info is None else
-                                     {k: float(v[i]) for k, v in info.items()})
-                     for i in range(self.num_envs))
 
 
 def _np(field: torch.Tensor) -> np.ndarray:
@@ -371,7 +338,7 @@ def draw_heat_frame(x_true: np.ndarray, y_target: np.ndarray, x: np.ndarray | No
         img = f.render(s, True, _INK)
         surf.blit(img, img.get_rect(**{anchor: pos}))
 
-    text(_TITLE, (_MARGIN, 12), big)
+    text(ENV_ID, (_MARGIN, 12), big)
     h, w = x_true.shape
     text(f"{h}x{w} cells   nu*t = {nu_t:g}", (width - _MARGIN, 12), big, anchor="topright")
     for left, (field, f_lo, f_hi, title) in zip(lefts, panels, strict=True):

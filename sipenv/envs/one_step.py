@@ -3,15 +3,26 @@
 
 In a one-step inverse problem every episode is a single question and its answer: ``reset`` poses
 a problem (the observation), ``step`` scores the answer (the action) and ends the episode.
-:class:`OneStepEnv` / :class:`OneStepVectorEnv` hold what every such task shares (validation of
-the arguments, the reset and step templates, SAME_STEP autoreset, the ``final_obs`` /
-``final_info`` layout, rendering); a concrete environment (:mod:`sipenv.envs.sine_inversion`,
-:mod:`sipenv.envs.heat_inverse`) supplies the task-specific hooks and documents the task.
+
+Two layers, each written once:
+
+- the **task hooks** (:class:`OneStepTask`) say, in batched form only, how a task is built from
+  its keywords, how it poses ``B`` problems, reads ``B`` answers, scores them, observes and draws
+  them. :attr:`OneStepTask._batch_shape` is ``()`` in the single env (a batch of one) and
+  ``(num_envs,)`` in the vector env: the leading shape users give actions and reset options in.
+- the **shells** :class:`OneStepEnv` / :class:`OneStepVectorEnv` hold the rest: validation of
+  the arguments, the reset and step templates, SAME_STEP autoreset, the ``final_obs`` /
+  ``final_info`` layout, rendering, and the conversion of the batched results to what the
+  single env returns (Python floats in ``info``).
+
+A concrete environment (:mod:`sipenv.envs.sine_inversion`, :mod:`sipenv.envs.heat_inverse`)
+writes the hooks once in a task class, and its two env classes are that task plus a shell.
 """
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat
+from collections.abc import Callable
+from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -20,49 +31,129 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from sipenv.envs.control import (
-    _check_num_envs,
-    _check_render_mode,
-    parse_device,
-    parse_dtype,
-)
+from sipenv.envs.checks import check_num_envs, check_render_mode, parse_device, parse_dtype
 from sipenv.envs.rendering import FramePresenter
 
-__all__ = ["OneStepEnv", "OneStepVectorEnv"]
+__all__ = ["OneStepEnv", "OneStepTask", "OneStepVectorEnv"]
 
 
-class OneStepEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
+class OneStepTask:
+    """The task-specific hooks of a one-step env, written once in batched form for both shells.
+
+    Attributes (set by the shells):
+        physics: The task's physics (what :meth:`_configure` stores).
+        x: The answers of the last step, ``(B, ...)`` (``None`` before it).
+        device, dtype: Where and in which precision the task runs.
+    """
+
+    make_task: ClassVar[Callable[..., Any]]
+    """Builds the task's model (e.g. its physics) from the env's keywords: a
+    :class:`~sipenv.envs.settings.Factory`, set by each concrete env."""
+    physics: Any
+    device: torch.device
+    dtype: torch.dtype
+    np_random: np.random.Generator
+    x: torch.Tensor | None
+    _answered: Any
+    _last_info: dict[str, np.ndarray] | None
+    _batch_shape: tuple[int, ...]
+
+    @property
+    def _batch_size(self) -> int:
+        return int(np.prod(self._batch_shape, dtype=np.int64))
+
+    def _configure(self, model: Any) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
+        """Store what :attr:`make_task` built (e.g. as ``self.physics``); return the single
+        ``(action_space, observation_space)``."""
+        raise NotImplementedError
+
+    def _options_space(self) -> spaces.Dict:
+        """The reset options one problem accepts (unbatched shapes); any key may be left
+        out."""
+        raise NotImplementedError
+
+    def _parse_options(self, options: Any) -> Any:
+        """Validate ``reset``'s ``options`` (batched by :attr:`_batch_shape`) before anything
+        changes, into what :meth:`_pose` takes; ``None`` when they pose no specific problem.
+
+        Raises:
+            ValueError: For invalid options, with a message that says what is accepted.
+        """
+        raise NotImplementedError
+
+    def _pose(self, given: Any) -> None:
+        """Draw ``B`` problems from ``self.np_random`` (or take ``given``) and store them as new
+        objects (the answered ones are kept as ``_answered``)."""
+        raise NotImplementedError
+
+    def _problem(self) -> Any:
+        """The current problems; ``None`` before the first reset."""
+        raise NotImplementedError
+
+    def _answer(self, action: Any) -> torch.Tensor:
+        """The validated ``(B, ...)`` answers (in the env's device and dtype) that ``action``
+        (of shape ``(*_batch_shape, *single action shape)``) stands for.
+
+        Raises:
+            ValueError: For an invalid action; nothing may change before this is raised.
+        """
+        raise NotImplementedError
+
+    def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The ``(B,)`` float64 rewards of the answers ``x`` to the current problems, and the
+        step info as ``{key: array with a leading B axis}``."""
+        raise NotImplementedError
+
+    def _obs(self) -> np.ndarray:
+        """The ``(B, ...)`` observations of the current problems."""
+        raise NotImplementedError
+
+    def _frames(self) -> tuple[np.ndarray, ...]:
+        """One ``(H, W, 3) uint8`` frame per problem: the last answered problem
+        (:meth:`_shown_problem`), its answer (:attr:`x`) and info (``_last_info``), or the
+        current problem before the first step."""
+        raise NotImplementedError
+
+    def _shown_problem(self) -> Any:
+        """The problems the frames show: the last answered ones, else the current ones."""
+        return self._problem() if self._answered is None else self._answered
+
+    def _init_task(self, kwargs: dict[str, Any], device: str | torch.device,
+                   dtype: str | torch.dtype) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
+        factory = getattr(type(self), "make_task", None)
+        if factory is None:
+            raise TypeError(f"{type(self).__name__} has no make_task.")
+        model = factory(**kwargs)
+        self.title: str = getattr(factory, "owner", "sipenv")  # the "human" window's caption
+        self.device = parse_device(device)
+        self.dtype = parse_dtype(dtype)
+        self.x = None
+        self._answered = None
+        self._last_info = None
+        return self._configure(model)
+
+
+class OneStepEnv(OneStepTask, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     """One episode of a one-step inverse problem behind the Gymnasium API: ``reset`` poses a
     problem, the single ``step`` scores the answer and ends the episode (``terminated=True``).
-
-    A subclass builds the physics and the spaces and supplies the task-specific parts: the reset
-    options (:meth:`_parse_options`), posing a problem (:meth:`_pose`), the current problem
-    (:meth:`_problem`), the answer an action stands for (:meth:`_answer`), its reward and info
-    (:meth:`_score`), the observation (:meth:`_obs`) and the frame (:meth:`_frame`).
+    The task's hooks (:class:`OneStepTask`) see a batch of one.
 
     Attributes:
-        physics: The task's physics (whatever the subclass passes in).
+        physics: The task's physics.
         x: The answer of the last step, a batch of one (``None`` before it).
         done: Whether the episode's single step has been taken.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
-    title: str = "sipenv"  # the caption of the "human" window
+    _batch_shape = ()
 
-    def __init__(self, physics: Any, *, action_space: spaces.Space[Any],
-                 observation_space: spaces.Space[Any], render_mode: str | None = None,
-                 device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float64") -> None:
-        _check_render_mode(render_mode, self.metadata["render_modes"])
-        self.physics = physics
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
+    def __init__(self, render_mode: str | None = None, *, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "float64", **kwargs: Any) -> None:
+        check_render_mode(render_mode, self.metadata["render_modes"])
+        self.action_space, self.observation_space = self._init_task(kwargs, device, dtype)
+        self.reset_options_space = self._options_space()
         self.render_mode = render_mode
-        self.action_space = action_space
-        self.observation_space = observation_space
-        self.x: torch.Tensor | None = None
         self.done = False
-        self._last_info: dict[str, Any] | None = None  # the last step's info (for rendering)
         self._window: Any = None
 
     # --- Gymnasium API --------------------------------------------------------------------------
@@ -84,10 +175,10 @@ class OneStepEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         given = self._parse_options(options)
         super().reset(seed=seed)
         self._pose(given)
-        self.x, self.done, self._last_info = None, False, None
+        self.x, self.done, self._last_info, self._answered = None, False, None, None
         if self.render_mode == "human":
             self.render()
-        return self._obs(), {}
+        return self._obs()[0], {}
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Answer the posed problem with ``action``; the episode ends (``terminated=True``).
@@ -103,11 +194,15 @@ class OneStepEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("The episode ended after its single step; call reset() to pose a "
                                "new problem.")
         x = self._answer(action)
-        reward, info = self._score(x)
-        self.x, self.done, self._last_info = x, True, dict(info)
+        reward, step_info = self._score(x)
+        self.x, self.done, self._answered = x, True, self._problem()
+        self._last_info = step_info
+        # A batch of one: scalars as Python floats, arrays as (copied) arrays.
+        info = {key: float(value[0]) if np.ndim(value) == 1 else np.array(value[0])
+                for key, value in step_info.items()}
         if self.render_mode == "human":
             self.render()
-        return self._obs(), reward, True, False, info
+        return self._obs()[0], float(reward[0]), True, False, info
 
     def render(self) -> np.ndarray | None:
         """``"rgb_array"``: return an ``(H, W, 3) uint8`` frame of the problem and the last answer;
@@ -118,55 +213,12 @@ class OneStepEnv(FramePresenter, gym.Env[np.ndarray, np.ndarray]):
             return None
         if self._problem() is None:
             raise RuntimeError("Call reset() before render().")
-        return self._present(self._frame(), self.title)
-
-    # --- the task-specific parts ----------------------------------------------------------------
-
-    def _parse_options(self, options: Any) -> Any:
-        """Validate ``reset``'s ``options`` (before anything changes) into what :meth:`_pose`
-        takes; ``None`` when they pose no specific problem.
-
-        Raises:
-            ValueError: For invalid options, with a message that says what is accepted.
-        """
-        raise NotImplementedError
-
-    def _pose(self, given: Any) -> None:
-        """Draw a problem from ``self.np_random`` (or take ``given``, from
-        :meth:`_parse_options`) and store it."""
-        raise NotImplementedError
-
-    def _problem(self) -> Any:
-        """The current problem; ``None`` before the first :meth:`reset`."""
-        raise NotImplementedError
-
-    def _answer(self, action: Any) -> torch.Tensor:
-        """The validated answer (a batch of one, in the env's device and dtype) that ``action``
-        stands for.
-
-        Raises:
-            ValueError: For an invalid action; nothing may change before this is raised.
-        """
-        raise NotImplementedError
-
-    def _score(self, x: torch.Tensor) -> tuple[float, dict[str, Any]]:
-        """The reward and the info of the answer ``x`` to the current problem."""
-        raise NotImplementedError
-
-    def _obs(self) -> np.ndarray:
-        """The observation of the current problem."""
-        raise NotImplementedError
-
-    def _frame(self) -> np.ndarray:
-        """An ``(H, W, 3) uint8`` frame of the current problem and answer (:attr:`x` and the
-        info of the last step, ``None`` before it)."""
-        raise NotImplementedError
+        return self._present(self._frames()[0], self.title)
 
 
-class OneStepVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     """``num_envs`` one-step inverse problems, posed and scored as one torch batch (the vector
-    counterpart of :class:`OneStepEnv`, with the same task-specific hooks, batched; the frames
-    come from :meth:`_frames`).
+    counterpart of :class:`OneStepEnv`, with the same task hooks).
 
     Every step ends every episode, so autoreset is ``AutoresetMode.SAME_STEP``: ``step`` scores
     the actions against the current problems, poses new ones and returns their observations; the
@@ -174,32 +226,27 @@ class OneStepVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     ``info["final_info"]`` (with the ``_key`` masks Gymnasium's ``SyncVectorEnv`` uses).
 
     Attributes:
-        physics: The task's physics (whatever the subclass passes in).
+        physics: The task's physics.
         x: The answers of the last step, ``(num_envs, ...)`` (``None`` before it).
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4,
                                 "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, physics: Any, *, num_envs: int, single_action_space: spaces.Space[Any],
-                 single_observation_space: spaces.Space[Any], render_mode: str | None = None,
-                 device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float64") -> None:
-        num_envs = _check_num_envs(num_envs)
-        _check_render_mode(render_mode, self.metadata["render_modes"], " for the vector env")
-        self.physics = physics
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
-        self.num_envs = int(num_envs)
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = "float64",
+                 **kwargs: Any) -> None:
+        num_envs = check_num_envs(num_envs)
+        check_render_mode(render_mode, self.metadata["render_modes"], " for the vector env")
+        self.num_envs = num_envs
+        self._batch_shape = (num_envs,)
+        single_action, single_obs = self._init_task(kwargs, device, dtype)
         self.render_mode = render_mode
-        self.single_action_space = single_action_space
-        self.action_space = batch_space(single_action_space, self.num_envs)
-        self.single_observation_space = single_observation_space
-        self.observation_space = batch_space(single_observation_space, self.num_envs)
-        # The last step's answers, the problems they answered and their infos (for rendering).
-        self.x: torch.Tensor | None = None
-        self._answered: Any = None
-        self._last_info: dict[str, np.ndarray] | None = None
+        self.single_action_space = single_action
+        self.action_space = batch_space(single_action, self.num_envs)
+        self.single_observation_space = single_obs
+        self.observation_space = batch_space(single_obs, self.num_envs)
+        self.reset_options_space = batch_space(self._options_space(), self.num_envs)
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -255,37 +302,3 @@ class OneStepVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         if self._problem() is None:
             raise RuntimeError("Call reset() before render().")
         return self._frames()
-
-    # --- the task-specific parts (batched): as in OneStepEnv, for num_envs problems ------------
-
-    def _parse_options(self, options: Any) -> Any:
-        """As :meth:`OneStepEnv._parse_options`, for options with a leading ``num_envs`` axis."""
-        raise NotImplementedError
-
-    def _pose(self, given: Any) -> None:
-        """As :meth:`OneStepEnv._pose`, for ``num_envs`` problems (also the SAME_STEP autoreset,
-        with ``given=None``)."""
-        raise NotImplementedError
-
-    def _problem(self) -> Any:
-        """The current problems (``None`` before :meth:`reset`); kept as ``_answered`` when a
-        step answers them, so :meth:`_pose` must store new objects rather than write in place."""
-        raise NotImplementedError
-
-    def _answer(self, actions: Any) -> torch.Tensor:
-        """As :meth:`OneStepEnv._answer`: the validated ``(num_envs, ...)`` answers."""
-        raise NotImplementedError
-
-    def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The ``(num_envs,)`` float64 rewards of the answers ``x`` to the current problems, and
-        the step info as ``{key: array with a leading num_envs axis}``."""
-        raise NotImplementedError
-
-    def _obs(self) -> np.ndarray:
-        """The ``(num_envs, ...)`` observations of the current problems."""
-        raise NotImplementedError
-
-    def _frames(self) -> tuple[np.ndarray, ...]:
-        """One frame per sub-env: its last answered problem (``_answered``), answer (:attr:`x`)
-        and info (``_last_info``), or the current problem before the first step."""
-        raise NotImplementedError

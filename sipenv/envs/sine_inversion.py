@@ -3,34 +3,55 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from sipenv.envs.control import checked_options
-from sipenv.envs.one_step import OneStepEnv, OneStepVectorEnv
+from sipenv.envs.checks import checked_options
+from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv
 from sipenv.envs.rendering import _pygame
+from sipenv.envs.settings import Factory, Route
 from sipenv.physics.sine import SinePhysics
+from sipenv.validation import is_real
 
-__all__ = ["SineInversionEnv", "SineInversionVectorEnv", "draw_sine_frame", "make_physics"]
+__all__ = ["SineInversionEnv", "SineInversionTask", "SineInversionVectorEnv", "SineSettings",
+           "draw_sine_frame", "make_physics", "make_task"]
 
-_TITLE = "sip/SineInversion-v0"
+ENV_ID = "sip/SineInversion-v0"
 FRAME_SHAPE = (440, 640, 3)
 
 
-def make_physics(*, xi: float = 1.0, phi: float = 0.0, gamma: float = 10.0,
-                 max_loss_change: float = 0.2) -> SinePhysics:
+@dataclass(frozen=True)
+class SineSettings:
+    """The task's own setting (the physics' are :class:`~sipenv.physics.SinePhysics`'s).
+
+    Args:
+        action_scale: Physical ``x`` per unit action; ``None``: the physics'
+            ``solution_radius`` (the box then holds an exact solution of every target).
+    """
+
+    action_scale: float | None = None
+
+
+make_task: Factory[tuple[SinePhysics, SineSettings]] = Factory(
+    ENV_ID, {"physics": Route(SinePhysics), "settings": Route(SineSettings)},
+    lambda kw: (SinePhysics(**kw["physics"]), SineSettings(**kw["settings"])))
+"""Builds ``(physics, settings)`` of ``sip/SineInversion-v0`` from its keywords (see the env's
+Arguments)."""
+
+
+def make_physics(**kwargs: Any) -> SinePhysics:
     """The physics of ``sip/SineInversion-v0`` (see the env's Arguments)."""
-    return SinePhysics(xi=xi, phi=phi, gamma=gamma, max_loss_change=max_loss_change)
+    return SinePhysics(**kwargs)
 
 
 def _action_scale(physics: SinePhysics, action_scale: float | None) -> float:
     if action_scale is None:
         return physics.solution_radius
-    if not (isinstance(action_scale, (int, float)) and not isinstance(action_scale, bool)
-            and math.isfinite(action_scale) and action_scale > 0):
+    if not (is_real(action_scale) and math.isfinite(action_scale) and action_scale > 0):
         raise ValueError(f"action_scale must be a finite number > 0 or None, got "
                          f"{action_scale!r}.")
     return float(action_scale)
@@ -80,7 +101,63 @@ def _box() -> spaces.Box:
     return spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 
 
-class SineInversionEnv(OneStepEnv):
+class SineInversionTask(OneStepTask):
+    """The hooks of ``sip/SineInversion-v0``, batched (a target ``y*`` per episode, answered by a
+    guess ``x``), shared by :class:`SineInversionEnv` and :class:`SineInversionVectorEnv`."""
+
+    make_task = make_task
+    physics: SinePhysics
+    action_scale: float
+    target: torch.Tensor | None  # (B, 2); self.x (from OneStepTask): (B, 2) physical guesses
+
+    def _configure(self, model: tuple[SinePhysics, SineSettings]
+                   ) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
+        self.physics, settings = model
+        self.action_scale = _action_scale(self.physics, settings.action_scale)
+        self.target = None
+        return _box(), _box()
+
+    def _options_space(self) -> spaces.Dict:
+        return spaces.Dict({"target": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float64)})
+
+    def _parse_options(self, options: Any) -> np.ndarray | None:
+        """``{"target": y*}``, shape ``(*batch, 2)``, finite, in ``[-1, 1]²``."""
+        return _parse_target(options, (*self._batch_shape, 2))
+
+    def _pose(self, given: np.ndarray | None) -> None:
+        # Drawn even when a target is given, so later resets continue the same stream.
+        target = self.np_random.uniform(-1.0, 1.0, size=(*self._batch_shape, 2))
+        self.target = torch.as_tensor(target if given is None else given, dtype=self.dtype,
+                                      device=self.device).reshape(self._batch_size, 2)
+
+    def _problem(self) -> torch.Tensor | None:
+        return self.target
+
+    def _answer(self, action: Any) -> torch.Tensor:
+        x = _guess(action, (*self._batch_shape, 2), self.action_scale, self.device, self.dtype)
+        return x.reshape(self._batch_size, 2)
+
+    def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        assert self.target is not None
+        reward = -self.physics.loss(x, self.target).cpu().numpy().astype(np.float64)
+        nearest = self.physics.nearest_solution(x, self.target)
+        return reward, {"x_distance": (x - nearest).norm(dim=-1).cpu().numpy(),
+                        "x": x.cpu().numpy().copy(),
+                        "nearest_solution": nearest.cpu().numpy().copy()}
+
+    def _obs(self) -> np.ndarray:
+        assert self.target is not None
+        return self.target.cpu().numpy().astype(np.float32)
+
+    def _frames(self) -> tuple[np.ndarray, ...]:
+        target = self._shown_problem()
+        assert target is not None
+        return tuple(draw_sine_frame(self.physics, self.action_scale, target[i].cpu().numpy(),
+                                     None if self.x is None else self.x[i].cpu().numpy())
+                     for i in range(self._batch_size))
+
+
+class SineInversionEnv(SineInversionTask, OneStepEnv):
     """
     ## Description
 
@@ -118,6 +195,7 @@ class SineInversionEnv(OneStepEnv):
 
     ``y* ~ U([-1, 1]²)``; ``reset(options={"target": y})`` poses a specific target (shape
     ``(2,)``, entries in ``[-1, 1]``).
+    ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
     ## Episode End
 
@@ -131,6 +209,9 @@ class SineInversionEnv(OneStepEnv):
     - ``gamma=10.0``: global scale ``γ``.
     - ``action_scale=None``: physical ``x`` per unit action (default above).
     - ``max_loss_change=0.2``: limit of the saddle-free Newton inverse of the physics.
+    - Keywords are routed by name to :class:`~sipenv.physics.SinePhysics` and
+      :class:`SineSettings` (``action_scale``); an unknown keyword raises ``TypeError`` naming
+      the accepted ones.
     - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs
       (observations are float32 numpy arrays).
     - ``render_mode``: ``"rgb_array"`` (``(440, 640, 3)`` frames: the loss landscape
@@ -155,58 +236,8 @@ class SineInversionEnv(OneStepEnv):
     True
     """
 
-    title = _TITLE
-    physics: SinePhysics
 
-    def __init__(self, render_mode: str | None = None, *, xi: float = 1.0, phi: float = 0.0,
-                 gamma: float = 10.0, action_scale: float | None = None,
-                 max_loss_change: float = 0.2, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float64") -> None:
-        super().__init__(make_physics(xi=xi, phi=phi, gamma=gamma,
-                                      max_loss_change=max_loss_change),
-                         action_space=_box(), observation_space=_box(), render_mode=render_mode,
-                         device=device, dtype=dtype)
-        self.action_scale = _action_scale(self.physics, action_scale)
-        self.target: torch.Tensor | None = None  # (1, 2)
-        # self.x (from OneStepEnv): (1, 2) physical guess of the last step
-
-    # --- the task: a target y*, answered by a guess x ------------------------------------------
-
-    def _parse_options(self, options: Any) -> np.ndarray | None:
-        """``{"target": y*}``, shape ``(2,)``, finite, in ``[-1, 1]²``."""
-        return _parse_target(options, (2,))
-
-    def _pose(self, given: np.ndarray | None) -> None:
-        # Drawn even when a target is given, so later resets continue the same stream.
-        target = self.np_random.uniform(-1.0, 1.0, size=2)
-        self.target = torch.as_tensor(target if given is None else given, dtype=self.dtype,
-                                      device=self.device)[None]
-
-    def _problem(self) -> torch.Tensor | None:
-        return self.target
-
-    def _answer(self, action: Any) -> torch.Tensor:
-        return _guess(action, (2,), self.action_scale, self.device, self.dtype)[None]
-
-    def _score(self, x: torch.Tensor) -> tuple[float, dict[str, Any]]:
-        assert self.target is not None
-        reward = -float(self.physics.loss(x, self.target)[0])
-        nearest = self.physics.nearest_solution(x, self.target)
-        info = {"x_distance": float((x - nearest).norm()),
-                "x": x[0].cpu().numpy().copy(), "nearest_solution": nearest[0].cpu().numpy().copy()}
-        return reward, info
-
-    def _obs(self) -> np.ndarray:
-        assert self.target is not None
-        return self.target[0].cpu().numpy().astype(np.float32)
-
-    def _frame(self) -> np.ndarray:
-        assert self.target is not None
-        return draw_sine_frame(self.physics, self.action_scale, self.target[0].cpu().numpy(),
-                               None if self.x is None else self.x[0].cpu().numpy())
-
-
-class SineInversionVectorEnv(OneStepVectorEnv):
+class SineInversionVectorEnv(SineInversionTask, OneStepVectorEnv):
     """Native batched ``sip/SineInversion-v0`` (same arguments as the single env).
 
     Every step ends every episode, so autoreset is ``AutoresetMode.SAME_STEP``: ``step`` scores
@@ -224,55 +255,6 @@ class SineInversionVectorEnv(OneStepVectorEnv):
     >>> obs.shape
     (8, 2)
     """
-
-    physics: SinePhysics
-
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, *, xi: float = 1.0,
-                 phi: float = 0.0, gamma: float = 10.0, action_scale: float | None = None,
-                 max_loss_change: float = 0.2, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float64") -> None:
-        super().__init__(make_physics(xi=xi, phi=phi, gamma=gamma,
-                                      max_loss_change=max_loss_change),
-                         num_envs=num_envs, single_action_space=_box(),
-                         single_observation_space=_box(), render_mode=render_mode,
-                         device=device, dtype=dtype)
-        self.action_scale = _action_scale(self.physics, action_scale)
-        self.target: torch.Tensor | None = None  # (B, 2)
-        # self.x (from OneStepVectorEnv): (B, 2) last guesses; self._answered: their targets
-
-    def _parse_options(self, options: Any) -> np.ndarray | None:
-        """``{"target": y*}``, shape ``(num_envs, 2)``, finite, in ``[-1, 1]²``."""
-        return _parse_target(options, (self.num_envs, 2))
-
-    def _pose(self, given: np.ndarray | None) -> None:
-        target = self.np_random.uniform(-1.0, 1.0, size=(self.num_envs, 2))
-        self.target = torch.as_tensor(target if given is None else given, dtype=self.dtype,
-                                      device=self.device)
-
-    def _problem(self) -> torch.Tensor | None:
-        return self.target
-
-    def _answer(self, actions: Any) -> torch.Tensor:
-        return _guess(actions, (self.num_envs, 2), self.action_scale, self.device, self.dtype)
-
-    def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        assert self.target is not None
-        reward = -self.physics.loss(x, self.target).cpu().numpy().astype(np.float64)
-        nearest = self.physics.nearest_solution(x, self.target)
-        return reward, {"x_distance": (x - nearest).norm(dim=-1).cpu().numpy(),
-                        "x": x.cpu().numpy().copy(),
-                        "nearest_solution": nearest.cpu().numpy().copy()}
-
-    def _obs(self) -> np.ndarray:
-        assert self.target is not None
-        return self.target.cpu().numpy().astype(np.float32)
-
-    def _frames(self) -> tuple[np.ndarray, ...]:
-        target = self.target if self._answered is None else self._answered
-        assert target is not None
-        return tuple(draw_sine_frame(self.physics, self.action_scale, target[i].cpu().numpy(),
-                                     None if self.x is None else self.x[i].cpu().numpy())
-                     for i in range(self.num_envs))
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -331,7 +313,7 @@ def draw_sine_frame(physics: SinePhysics, scale: float, target: np.ndarray,
     for sol in _solutions_in_box(physics, scale, np.asarray(target, dtype=np.float64)):
         pygame.draw.circle(surf, (40, 200, 60), to_px(sol), 6, 2)
     font = pygame.font.Font(None, 22)
-    lines = [_TITLE, f"xi = {physics.xi:g}   phi = {physics.phi:g} deg",
+    lines = [ENV_ID, f"xi = {physics.xi:g}   phi = {physics.phi:g} deg",
              f"box: |x_i| <= {scale:.3g}", f"y* = ({target[0]:+.3f}, {target[1]:+.3f})", ""]
     if x is not None:
         pygame.draw.circle(surf, (220, 30, 30), to_px(np.clip(x, -scale, scale)), 6)

@@ -1,9 +1,9 @@
-"""``sip/ControlledBurgers-v0`` (single and native vector env) through the Gymnasium API."""
+"""``sip/ControlledBurgers-v0`` and ``sip/CorrectedBurgers-v0``: the tasks' own facts (reference
+settings, solvability, dynamics and rewards against the physics, scheme options, keyword
+routing). The Gymnasium contract every env keeps is in ``test_conformance.py``."""
 
 from __future__ import annotations
 
-import pickle
-import re
 import warnings
 from typing import Any
 
@@ -13,26 +13,17 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import sipenv
-from sipenv.envs.controlled_burgers import ControlledBurgersEnv, ControlledBurgersVectorEnv
+import sipenv  # noqa: F401  (registers the ids)
+from sipenv.envs.controlled_burgers import ControlledBurgersEnv
+from sipenv.envs.core import core_of
 from sipenv.physics import BurgersPhysics
 
 ENV_ID = "sip/ControlledBurgers-v0"
 N = 128
 
-ALLOWED_CHECK_ENV_WARNINGS = (
-    r"A Box observation space minimum value is -infinity",
-    r"A Box observation space maximum value is infinity",
-)
-
 
 def _make(**kwargs: Any) -> gym.Env:
     return gym.make(ENV_ID, **kwargs)
-
-
-def _make_vec(num_envs: int, **kwargs: Any) -> gym.vector.VectorEnv:
-    return gym.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point",
-                        **kwargs)
 
 
 def _actions(seed: int, steps: int, shape: tuple[int, ...] = (N,),
@@ -43,31 +34,12 @@ def _actions(seed: int, steps: int, shape: tuple[int, ...] = (N,),
 # --- registration, spaces and the Gymnasium checker ---------------------------------------------
 
 
-def test_registered_with_both_entry_points() -> None:
-    assert ENV_ID in sipenv.ENV_IDS
-    spec = gym.spec(ENV_ID)
-    assert spec.namespace == "sip" and spec.version == 0
+def test_env_exposes_its_core_with_the_reference_settings() -> None:
     env = _make()
     assert isinstance(env.unwrapped, ControlledBurgersEnv)
     assert env.action_space == gym.spaces.Box(-1.0, 1.0, (N,), np.float32)
     assert env.observation_space.shape == (2 * N + 1,)
-    assert env.observation_space.dtype == np.float32
-    assert set(env.metadata["render_modes"]) == {"human", "rgb_array"}
-    assert isinstance(_make_vec(2).unwrapped, ControlledBurgersVectorEnv)
-
-
-def test_check_env_passes_with_only_allowed_warnings() -> None:
-    env = _make()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_env(env.unwrapped)
-    unexpected = [str(w.message) for w in caught
-                  if not any(re.search(p, str(w.message)) for p in ALLOWED_CHECK_ENV_WARNINGS)]
-    assert not unexpected, f"check_env emitted unexpected warnings: {unexpected}"
-
-
-def test_env_exposes_its_core_with_the_reference_settings() -> None:
-    core = _make().unwrapped.core
+    core = core_of(env)
     phys = core.physics
     assert isinstance(phys, BurgersPhysics)
     assert (phys.n, phys.nu, phys.dt, phys.length, core.horizon) == (128, 0.003, 0.03, 1.0, 32)
@@ -77,22 +49,6 @@ def test_env_exposes_its_core_with_the_reference_settings() -> None:
 
 
 # --- seeding and tasks ----------------------------------------------------------------------------
-
-
-def test_seeded_determinism_and_seedless_resets_follow_the_stream() -> None:
-    actions = _actions(0, 4)
-
-    def episode(env: gym.Env, seed: int) -> list[np.ndarray]:
-        obs = [env.reset(seed=seed)[0], env.reset()[0]]
-        for a in actions:
-            obs.append(env.step(a)[0])
-        return obs
-
-    a, b, c = episode(_make(), 3), episode(_make(), 3), episode(_make(), 4)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(a[0], c[0])
-    assert not np.array_equal(a[0], a[1])
 
 
 def test_reset_poses_the_reference_task() -> None:
@@ -149,32 +105,6 @@ def test_dynamics_and_rewards_match_the_physics() -> None:
         assert terminated is last and truncated is False
     with pytest.raises(RuntimeError, match="reset"):
         env.unwrapped.step(np.zeros(N, np.float32))
-
-
-@pytest.mark.parametrize("options,match", [
-    ({"initial_state": np.zeros(N + 1)}, r"shape \(128,\)"),
-    ({"target": np.zeros(N)}, "zero"),
-    ({"target": np.full(N, np.nan)}, "NaN"),
-    ({"bogus": 1}, "Unknown reset options"),
-])
-def test_bad_reset_options_raise(options: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        _make().reset(seed=0, options=options)
-
-
-@pytest.mark.parametrize("action,match", [
-    (np.zeros(N - 1, np.float32), r"shape \(128,\)"),
-    (np.r_[np.zeros(N - 1), np.nan], "NaN"),
-    ("push", "numeric"),
-])
-def test_bad_actions_raise_and_leave_the_state_unchanged(action: Any, match: str) -> None:
-    env = _make()
-    env.reset(seed=0)
-    inner = env.unwrapped
-    state = inner.state.clone()
-    with pytest.raises(ValueError, match=match):
-        inner.step(action)
-    assert torch.equal(inner.state, state) and inner.t == 0
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -245,66 +175,7 @@ def test_unstable_initial_state_warns_once_with_the_cure() -> None:
 # --- vector env ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_vector_env_equals_single_envs(dtype: str) -> None:
-    num_envs, horizon = 3, 3
-    kwargs = {"horizon": horizon, "dtype": dtype, "force_penalty": 0.1}
-    envs = _make_vec(num_envs, **kwargs)
-    singles = [_make(**kwargs) for _ in range(num_envs)]
-    obs, info = envs.reset(seed=11)
-    s0 = envs.unwrapped.state.cpu().numpy()
-    target = envs.unwrapped.target.cpu().numpy()
-    for i, env in enumerate(singles):
-        o, _ = env.reset(options={"initial_state": s0[i], "target": target[i]})
-        np.testing.assert_allclose(obs[i], o, rtol=1e-6, atol=1e-6)
-    actions = _actions(3, horizon, (num_envs, N), scale=1.2)
-    for t in range(horizon):
-        obs, reward, terminated, truncated, info = envs.step(actions[t])
-        for i, env in enumerate(singles):
-            o, r, term, trunc, inf = env.step(actions[t, i])
-            np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-5)
-            assert reward[i] == pytest.approx(r, rel=1e-5, abs=1e-8)
-            assert terminated[i] == term and truncated[i] == trunc
-            assert info["target_error"][i] == pytest.approx(inf["target_error"], rel=1e-5)
-    assert terminated.all()
-    # NEXT_STEP autoreset: the next step starts fresh tasks with zero reward.
-    obs, reward, terminated, _, _ = envs.step(actions[0])
-    assert not terminated.any() and (reward == 0).all() and (obs[:, -1] == 0).all()
-
-
-def test_vector_env_seeded_determinism() -> None:
-    a, b = _make_vec(2), _make_vec(2)
-    oa, _ = a.reset(seed=5)
-    ob, _ = b.reset(seed=5)
-    np.testing.assert_array_equal(oa, ob)
-    act = _actions(4, 1, (2, N))[0]
-    np.testing.assert_array_equal(a.step(act)[0], b.step(act)[0])
-
-
 # --- rendering and pickling -----------------------------------------------------------------------
-
-
-def test_rgb_array_frames_single_and_vector() -> None:
-    env = _make(render_mode="rgb_array")
-    env.reset(seed=0)
-    env.step(np.full(N, 0.5, np.float32))
-    frame = env.render()
-    assert frame.shape == (440, 640, 3) and frame.dtype == np.uint8
-    envs = _make_vec(2, render_mode="rgb_array")
-    envs.reset(seed=0)
-    frames = envs.render()
-    assert len(frames) == 2 and all(f.shape == (440, 640, 3) for f in frames)
-
-
-def test_pickle_round_trip_mid_episode() -> None:
-    env = _make()
-    env.reset(seed=9)
-    actions = _actions(5, 4)
-    env.step(actions[0])
-    clone = pickle.loads(pickle.dumps(env.unwrapped))
-    for a in actions[1:]:
-        np.testing.assert_array_equal(env.unwrapped.step(a)[0], clone.step(a)[0])
-    np.testing.assert_array_equal(env.unwrapped.reset()[0], clone.reset()[0])
 
 
 @pytest.mark.slow
@@ -337,22 +208,13 @@ CORR_ID = "sip/CorrectedBurgers-v0"
 NC = 32
 
 
-def test_corrected_burgers_is_registered_and_passes_check_env() -> None:
-    from sipenv.envs.corrected_burgers import CorrectedBurgersEnv, CorrectedBurgersVectorEnv
+def test_corrected_burgers_is_stable_and_its_models_agree() -> None:
+    from sipenv.envs.corrected_burgers import CorrectedBurgersEnv
 
-    assert CORR_ID in sipenv.ENV_IDS
     env = gym.make(CORR_ID)
     assert isinstance(env.unwrapped, CorrectedBurgersEnv)
     assert env.action_space == gym.spaces.Box(-1.0, 1.0, (NC,), np.float32)
     assert env.observation_space.shape == (NC + 1,)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_env(env.unwrapped)
-    unexpected = [str(w.message) for w in caught
-                  if not any(re.search(p, str(w.message)) for p in ALLOWED_CHECK_ENV_WARNINGS)]
-    assert not unexpected, unexpected
-    envs = gym.make_vec(CORR_ID, num_envs=2, vectorization_mode="vector_entry_point")
-    assert isinstance(envs.unwrapped, CorrectedBurgersVectorEnv)
     # The documented stability argument: no correction in the box breaks the coarse CFL limit.
     core = env.unwrapped.core
     bound = 3.0 + core.horizon * core.physics.dt * core.force_scale
@@ -390,77 +252,6 @@ def test_corrected_burgers_rewards_follow_the_reference() -> None:
     assert total < -1e-3
 
 
-def test_corrected_burgers_vector_env_equals_single_envs_and_autoresets() -> None:
-    num_envs = 3
-    kwargs = {"horizon": 3}
-    envs = gym.make_vec(CORR_ID, num_envs=num_envs, vectorization_mode="vector_entry_point",
-                        **kwargs)
-    fine = BurgersPhysics().sample_initial_states(num_envs, torch.Generator().manual_seed(4),
-                                                  dtype=torch.float64).numpy()
-    obs, _ = envs.reset(seed=0, options={"initial_state": fine})
-    singles = [gym.make(CORR_ID, **kwargs) for _ in range(num_envs)]
-    for i, env in enumerate(singles):
-        np.testing.assert_allclose(env.reset(options={"initial_state": fine[i]})[0], obs[i],
-                                   rtol=1e-6, atol=1e-6)
-    actions = _actions(6, 3, (num_envs, NC), scale=1.2)
-    for t in range(3):
-        obs, reward, terminated, _, info = envs.step(actions[t])
-        for i, env in enumerate(singles):
-            o, r, term, _, inf = env.step(actions[t, i])
-            # float32 physics: a batched and a single-sample FFT may round differently (torch's
-            # CPU FFT splits work by thread count), ≈ 10 ulp of the O(1) field after 3 steps.
-            np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-5)
-            assert reward[i] == pytest.approx(r, rel=1e-4, abs=1e-9)
-            assert terminated[i] == term
-            assert info["target_error"][i] == pytest.approx(inf["target_error"], rel=1e-4,
-                                                            abs=1e-9)
-    assert terminated.all()
-    obs, reward, terminated, _, info = envs.step(actions[0])
-    assert (reward == 0).all() and not terminated.any() and (obs[:, -1] == 0).all()
-    assert (info["target_error"] == 0).all()  # fresh episodes start on their reference
-    frames = gym.make_vec(CORR_ID, num_envs=2, vectorization_mode="vector_entry_point",
-                          render_mode="rgb_array")
-    frames.reset(seed=1)
-    assert all(f.shape == (440, 640, 3) for f in frames.render())
-
-
-def test_corrected_burgers_vector_env_takes_torch_actions_like_numpy() -> None:
-    """The correction shell shares the control shell's stepping (FieldVectorEnv): tensors are
-    accepted, validated and clipped exactly like numpy actions."""
-    actions = _actions(8, 4, (2, NC), scale=2.0)
-    a, b = (gym.make_vec(CORR_ID, num_envs=2, vectorization_mode="vector_entry_point",
-                         horizon=3) for _ in range(2))
-    a.reset(seed=2)
-    b.reset(seed=2)
-    for act in actions:  # 4 steps of a 3-step horizon: includes an autoreset
-        out_np, out_torch = a.step(act), b.step(torch.from_numpy(act))
-        for x, y in zip(out_np[:4], out_torch[:4], strict=True):
-            np.testing.assert_array_equal(x, y)
-    with pytest.raises(ValueError, match="NaN"):
-        b.step(torch.full((2, NC), float("nan")))
-    with pytest.raises(ValueError, match="shape"):
-        b.step(torch.zeros(3, NC))
-
-
-def test_corrected_burgers_seeding_pickling_rendering_and_bad_input() -> None:
-    a, b = gym.make(CORR_ID), gym.make(CORR_ID, render_mode="rgb_array")
-    np.testing.assert_array_equal(a.reset(seed=8)[0], b.reset(seed=8)[0])
-    act = _actions(7, 2, (NC,))
-    np.testing.assert_array_equal(a.step(act[0])[0], b.step(act[0])[0])
-    assert b.render().shape == (440, 640, 3)
-    clone = pickle.loads(pickle.dumps(a.unwrapped))
-    np.testing.assert_array_equal(a.unwrapped.step(act[1])[0], clone.step(act[1])[0])
-    inner = a.unwrapped
-    with pytest.raises(ValueError, match=r"shape \(32,\)"):
-        inner.step(np.zeros(NC + 1))
-    with pytest.raises(ValueError, match="NaN"):
-        inner.step(np.full(NC, np.nan))
-    with pytest.raises(ValueError, match=r"shape \(128,\)"):
-        a.reset(options={"initial_state": np.zeros(NC)})
-    with pytest.raises(ValueError, match="Unknown reset options"):
-        a.reset(options={"target": np.zeros(128)})
-
-
 @pytest.mark.parametrize("kwargs", [
     {"fine_n": 100}, {"fine_dt": 0.04}, {"horizon": 0}, {"force_scale": 0.0},
     {"force_penalty": -1.0}, {"n": 3}, {"substeps": 0}, {"render_mode": "bogus"},
@@ -470,3 +261,22 @@ def test_corrected_burgers_invalid_kwargs_raise(kwargs: dict[str, Any]) -> None:
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError):
             gym.make(CORR_ID, **kwargs)
+
+
+def test_corrected_burgers_routes_fine_keywords_to_the_reference() -> None:
+    """Unprefixed physics keywords configure the coarse model (length, nu and check_cfl also the
+    fine one); fine_* keywords the fine reference; the defaults are the documented ones."""
+    core = core_of(gym.make(CORR_ID))
+    coarse, fine = core.physics, core.reference
+    assert (coarse.n, coarse.dt, coarse.substeps, coarse.nu) == (32, 0.06, 21, 0.003)
+    assert (fine.n, fine.dt, fine.substeps, fine.nu) == (128, 0.03, 20, 0.003)
+    assert (core.horizon, core.force_scale, core.force_penalty) == (16, 8.0, 0.0)
+    core = core_of(gym.make(CORR_ID, n=16, fine_n=64, fine_dt=0.02, fine_substeps=7, nu=0.01,
+                            length=2.0, fine_advection="semi_lagrangian", check_cfl=False))
+    coarse, fine = core.physics, core.reference
+    assert (coarse.n, coarse.nu, coarse.length, coarse.check_cfl) == (16, 0.01, 2.0, False)
+    assert (fine.n, fine.dt, fine.substeps, fine.advection) == (64, 0.02, 7, "semi_lagrangian")
+    assert (fine.nu, fine.length, fine.check_cfl) == (0.01, 2.0, False)
+    assert coarse.advection == "upwind"
+    with pytest.raises(TypeError, match="unexpected keyword argument 'fine_nu'; accepted: "):
+        gym.make(CORR_ID, fine_nu=0.1)

@@ -16,27 +16,17 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 from sipenv.envs.heat_inverse import HeatInverseEnv, HeatInverseVectorEnv
-from sipenv.envs.one_step import OneStepEnv, OneStepVectorEnv
+from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv
+from sipenv.envs.settings import Factory
 from sipenv.envs.sine_inversion import SineInversionEnv, SineInversionVectorEnv
 
-# --- a minimal task: guess a number y* ∈ [0, 1) ---------------------------------------------------
+# --- a minimal task: guess a number y* ∈ [0, 1); its hooks written once, batched ------------------
 
 
-def _parse(options: Any, shape: tuple[int, ...]) -> np.ndarray | None:
-    if set(options or {}) - {"y"}:
-        raise ValueError("Unknown reset options; accepted: 'y'.")
-    if not options or "y" not in options:
-        return None
-    y = np.asarray(options["y"], dtype=np.float64)
-    if y.shape != shape:
-        raise ValueError(f"options['y'] must have shape {shape}.")
-    return y
-
-
-def _check(action: Any, shape: tuple[int, ...]) -> np.ndarray:
-    arr = np.asarray(action, dtype=np.float64)
+def _check(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
     if arr.shape != shape or not np.isfinite(arr).all():
-        raise ValueError(f"action must be finite, of shape {shape}.")
+        raise ValueError(f"{what} must be finite, of shape {shape}.")
     return arr
 
 
@@ -48,66 +38,37 @@ def _draw(y: float, x: float | None) -> np.ndarray:
     return frame
 
 
-class Guess(OneStepEnv):
+class GuessTask(OneStepTask):
     """Guess ``y* ~ U[0, 1)``; reward ``−(x − y*)²``."""
 
-    def __init__(self, render_mode: str | None = None) -> None:
-        super().__init__(None, action_space=spaces.Box(0.0, 1.0, (1,), np.float32),
-                         observation_space=spaces.Box(0.0, 1.0, (1,), np.float32),
-                         render_mode=render_mode)
+    make_task = Factory("guess", {}, lambda kw: None)
+    frames_drawn = 0
+
+    def _configure(self, model: Any) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
         self.y: torch.Tensor | None = None
-        self.frames_drawn = 0
+        return (spaces.Box(0.0, 1.0, (1,), np.float32), spaces.Box(0.0, 1.0, (1,), np.float32))
+
+    def _options_space(self) -> spaces.Dict:
+        return spaces.Dict({"y": spaces.Box(0.0, 1.0, (1,), np.float64)})
 
     def _parse_options(self, options: Any) -> np.ndarray | None:
-        return _parse(options, (1,))
+        if set(options or {}) - {"y"}:
+            raise ValueError("Unknown reset options; accepted: 'y'.")
+        if not options or "y" not in options:
+            return None
+        return _check(options["y"], (*self._batch_shape, 1), "options['y']")
 
     def _pose(self, given: np.ndarray | None) -> None:
-        y = self.np_random.uniform(size=1)
-        self.y = torch.as_tensor(y if given is None else given, dtype=self.dtype)[None]
+        y = self.np_random.uniform(size=(*self._batch_shape, 1))
+        self.y = torch.as_tensor(y if given is None else given,
+                                 dtype=self.dtype).reshape(self._batch_size, 1)
 
     def _problem(self) -> torch.Tensor | None:
         return self.y
 
     def _answer(self, action: Any) -> torch.Tensor:
-        return torch.as_tensor(_check(action, (1,)), dtype=self.dtype)[None]
-
-    def _score(self, x: torch.Tensor) -> tuple[float, dict[str, Any]]:
-        assert self.y is not None
-        err = float(((x - self.y) ** 2).sum())
-        return -err, {"err": err}
-
-    def _obs(self) -> np.ndarray:
-        assert self.y is not None
-        return self.y[0].numpy().astype(np.float32)
-
-    def _frame(self) -> np.ndarray:
-        assert self.y is not None
-        self.frames_drawn += 1
-        return _draw(float(self.y[0, 0]), None if self.x is None else float(self.x[0, 0]))
-
-
-class GuessVector(OneStepVectorEnv):
-    """``num_envs`` :class:`Guess` tasks."""
-
-    def __init__(self, num_envs: int = 2, render_mode: str | None = None) -> None:
-        super().__init__(None, num_envs=num_envs,
-                         single_action_space=spaces.Box(0.0, 1.0, (1,), np.float32),
-                         single_observation_space=spaces.Box(0.0, 1.0, (1,), np.float32),
-                         render_mode=render_mode)
-        self.y: torch.Tensor | None = None
-
-    def _parse_options(self, options: Any) -> np.ndarray | None:
-        return _parse(options, (self.num_envs, 1))
-
-    def _pose(self, given: np.ndarray | None) -> None:
-        y = self.np_random.uniform(size=(self.num_envs, 1))
-        self.y = torch.as_tensor(y if given is None else given, dtype=self.dtype)
-
-    def _problem(self) -> torch.Tensor | None:
-        return self.y
-
-    def _answer(self, actions: Any) -> torch.Tensor:
-        return torch.as_tensor(_check(actions, (self.num_envs, 1)), dtype=self.dtype)
+        arr = _check(action, (*self._batch_shape, 1), "action")
+        return torch.as_tensor(arr, dtype=self.dtype).reshape(self._batch_size, 1)
 
     def _score(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         assert self.y is not None
@@ -119,10 +80,22 @@ class GuessVector(OneStepVectorEnv):
         return self.y.numpy().astype(np.float32)
 
     def _frames(self) -> tuple[np.ndarray, ...]:
-        y = self.y if self._answered is None else self._answered
+        y = self._shown_problem()
         assert y is not None
+        self.frames_drawn += 1
         return tuple(_draw(float(y[i, 0]), None if self.x is None else float(self.x[i, 0]))
-                     for i in range(self.num_envs))
+                     for i in range(self._batch_size))
+
+
+class Guess(GuessTask, OneStepEnv):
+    """One :class:`GuessTask`."""
+
+
+class GuessVector(GuessTask, OneStepVectorEnv):
+    """``num_envs`` :class:`GuessTask` problems."""
+
+    def __init__(self, num_envs: int = 2, render_mode: str | None = None) -> None:
+        super().__init__(num_envs, render_mode)
 
 
 # --- the single-env template ---------------------------------------------------------------------
@@ -148,7 +121,8 @@ def test_single_env_template() -> None:
     before = env.render()
     obs2, reward, terminated, truncated, info = env.step(np.array([0.75]))
     assert (terminated, truncated) == (True, False) and isinstance(reward, float)
-    assert reward == -0.25 and info == {"err": 0.25}
+    assert reward == -0.25 and info["err"] == 0.25 and isinstance(info["err"], float)
+    np.testing.assert_array_equal(info["x"], [0.75])  # arrays: one sub-env's row
     np.testing.assert_array_equal(obs2, obs)  # the observation of the answered problem
     assert env.done is True and float(env.x[0, 0]) == 0.75
     assert np.any(env.render() != before)  # the frame shows the answer
@@ -176,7 +150,7 @@ def test_rejected_reset_neither_reseeds_nor_advances_the_generator(options: Any)
     with pytest.raises(ValueError):
         env.reset(seed=5, options=options)
     assert env.np_random.bit_generator.state == state
-    np.testing.assert_array_equal(env._obs(), obs)
+    np.testing.assert_array_equal(env._obs()[0], obs)
     np.testing.assert_array_equal(env.reset()[0], ref.reset()[0])
 
 
@@ -299,18 +273,6 @@ def test_one_step_envs_share_the_shells(single: type, vector: type,
     env.step(env.action_space.sample())
     with pytest.raises(RuntimeError, match=r"call reset\(\)"):
         env.step(env.action_space.sample())
-
-
-@pytest.mark.parametrize("single,vector,kwargs", ONE_STEP_ENVS)
-def test_one_step_envs_reject_resets_before_reseeding(single: type, vector: type,
-                                                      kwargs: dict[str, Any]) -> None:
-    for make in (lambda: single(**kwargs), lambda: vector(2, **kwargs)):
-        env, ref = make(), make()
-        env.reset(seed=0)
-        ref.reset(seed=0)
-        with pytest.raises(ValueError, match="Unknown reset options"):
-            env.reset(seed=5, options={"bogus": 0})
-        np.testing.assert_array_equal(env.reset()[0], ref.reset()[0])
 
 
 def test_registered_vector_entry_points_take_numpy_ints() -> None:

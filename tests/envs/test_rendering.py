@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.error import ResetNeeded
 
 import sipenv  # noqa: F401  (registers the ids)
 from sipenv.envs.rendering import HEIGHT, WIDTH, HumanWindow, draw_frame
@@ -53,21 +51,6 @@ def test_rendering_never_initialises_audio() -> None:
     env.reset(seed=0)
     env.render()
     assert not pygame.mixer.get_init(), "rendering called pygame.init() (opened audio)"
-
-
-def test_render_before_reset_raises() -> None:
-    env = gym.make(ENV_ID, render_mode="rgb_array")
-    with pytest.raises(RuntimeError, match="reset"):
-        env.unwrapped.render()
-    with pytest.raises(ResetNeeded):  # gymnasium's OrderEnforcing wrapper
-        env.render()
-
-
-def test_render_without_render_mode_warns_and_returns_none() -> None:
-    env = gym.make(ENV_ID)
-    env.reset(seed=0)
-    with pytest.warns(UserWarning, match="render_mode"):
-        assert env.unwrapped.render() is None
 
 
 def test_human_mode_headless(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,23 +107,6 @@ def test_record_video(tmp_path: object) -> None:
 # --- vector env -------------------------------------------------------------------------------
 
 
-def test_vector_env_rgb_array_returns_one_frame_per_env() -> None:
-    envs = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point",
-                        render_mode="rgb_array")
-    with pytest.raises(RuntimeError, match="reset"):
-        envs.render()
-    envs.reset(seed=0)
-    frames = envs.render()
-    assert isinstance(frames, tuple) and len(frames) == 3
-    for frame in frames:
-        assert frame.shape == FRAME_SHAPE and frame.dtype == np.uint8
-    assert np.any(frames[0] != frames[1]), "different tasks should look different"
-    envs.step(np.full((3, N), 0.5, np.float32))
-    after = envs.render()
-    assert all(np.any(a != b) for a, b in zip(frames, after, strict=True))
-    envs.close()
-
-
 def test_vector_env_frames_match_single_env_frames() -> None:
     rng = np.random.default_rng(0)
     s0, target = rng.normal(size=(2, N)), rng.normal(size=(2, N))
@@ -171,10 +137,3 @@ def test_vector_env_frame_after_autoreset_ignores_the_ignored_action() -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_vector_env_render_without_mode_warns() -> None:
-    envs = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point")
-    envs.reset(seed=0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert envs.render() is None
-    assert any("render_mode" in str(w.message) for w in caught)

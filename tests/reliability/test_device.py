@@ -23,6 +23,7 @@ from agents.evaluation import evaluate_gym, evaluate_torch, make_eval_tasks, tor
 from agents.networks import make_network
 from agents.registry import ALGORITHMS, load_algorithm, load_policy
 from agents.trainer import TrainConfig, policy_from_checkpoint
+from sipenv.envs.core import ControlCore, core_of
 from sipenv.physics import DiffusionPhysics
 
 ENV_ID = "sip/ControlledDiffusion-v0"
@@ -114,7 +115,7 @@ def test_a_few_training_iterations_on_the_device(module: Any, config_cls: Any,
 @pytest.mark.parametrize("device", DEVICES)
 def test_evaluation_on_the_device_agrees_between_torch_and_gym(device: str) -> None:
     kwargs = {"device": device, "horizon": 4}
-    core = gym.make(ENV_ID, **kwargs).unwrapped.core  # type: ignore[attr-defined]
+    core = core_of(gym.make(ENV_ID, **kwargs), ControlCore)
     policy = make_network("mlp", core.obs_dim, core.n, hidden=(16,), device=device, seed=0)
     seeds = range(10, 16)
     s0, target = make_eval_tasks(ENV_ID, seeds, kwargs)

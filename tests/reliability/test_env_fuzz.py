@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from reliability_support import hyp_settings
 
-import sipenv
 from sipenv.envs.control import ControlVectorEnv
 from sipenv.envs.controlled_diffusion import ControlledDiffusionEnv, ControlledDiffusionVectorEnv
 
@@ -356,8 +355,9 @@ BAD_MAKE_KWARGS = [
     ({"horizon": "16"}, ValueError, "horizon must be an int ≥ 1, got '16'"),
     ({"force_scale": "100"}, ValueError, "force_scale must be a finite number > 0, got '100'"),
     ({"force_scale": None}, ValueError, "force_scale must be a finite number > 0, got None"),
-    ({"force_penalty": "0"}, ValueError, "force_penalty must be finite and ≥ 0, got '0'"),
-    ({"max_mode": 2.5}, ValueError, r"max_mode must be an int in \[1, 31\] for n=64, got 2.5"),
+    ({"force_penalty": "0"}, ValueError, "force_penalty must be a finite number ≥ 0, got '0'"),
+    ({"max_mode": 2.5}, ValueError,
+     r"max_mode must be an int in \[1, 31\], got 2.5. \(modes up to n/2 - 1 fit n=64"),
     ({"max_mode": "8"}, ValueError, r"max_mode must be an int in \[1, 31\]"),
     ({"amplitude": True}, ValueError, "amplitude must be a finite number > 0, got True"),
     ({"dtype": "float16"}, ValueError, "dtype must be 'float32' or 'float64', got 'float16'"),
@@ -452,20 +452,3 @@ def test_physics_and_core_pickle_with_warm_caches() -> None:
                                rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("env_id", sipenv.ENV_IDS)
-def test_every_registered_env_rejects_garbage_harmlessly(env_id: str) -> None:
-    """Every registered env (not only the control envs): a non-numeric, a NaN and a wrongly
-    shaped action raise ``ValueError``, and the env then continues exactly like a fresh one.
-    (Numeric strings and complex numbers are refused by the control envs, see above.)"""
-    env, ref = gym.make(env_id), gym.make(env_id)
-    shape = env.action_space.shape
-    assert shape is not None
-    env.action_space.seed(0)
-    action = env.action_space.sample()
-    _same(env.reset(seed=0), ref.reset(seed=0))
-    for garbage, match in (("x", "numeric"), (np.full(shape, np.nan), "NaN or inf"),
-                           (np.zeros((1, *shape)), "shape")):
-        with pytest.raises(ValueError, match=match):
-            env.unwrapped.step(garbage)
-    _same(env.step(action), ref.step(action))
-    _same(env.reset(), ref.reset())
