@@ -12,19 +12,37 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from sipenv.physics.burgers import BurgersPhysics
+from sipenv.physics.burgers import (
+    ADVECTION_SCHEMES,
+    AdvectionScheme,
+    BurgersPhysics,
+    SemiLagrangianAdvection,
+    UpwindAdvection,
+)
+from sipenv.physics.defect_correction import defect_correction
 from sipenv.physics.diffusion import DiffusionPhysics
+from sipenv.physics.grid import FactorCache, PeriodicGrid
 from sipenv.physics.heat import Diffusion2DPhysics, HeatPhysics
 from sipenv.physics.sine import SinePhysics
+from sipenv.physics.spectral import ExponentialIntegrator, SpectralFactors
 
 __all__ = [
+    "ADVECTION_SCHEMES",
+    "AdvectionScheme",
     "BurgersPhysics",
     "Diffusion2DPhysics",
     "DiffusionPhysics",
+    "ExponentialIntegrator",
+    "FactorCache",
     "HeatPhysics",
+    "PeriodicGrid",
     "PhysicsModel",
+    "SemiLagrangianAdvection",
     "SinePhysics",
+    "SpectralFactors",
     "SpectralLinearPhysics",
+    "UpwindAdvection",
+    "defect_correction",
 ]
 
 

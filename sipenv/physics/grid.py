@@ -193,6 +193,30 @@ class PeriodicGrid:
         assert keep is not None
         return keep.expand(self.spectral_shape)
 
+    def real_symbol(self, symbol: torch.Tensor) -> torch.Tensor:
+        """The part of a complex per-mode ``symbol`` that a real operator can apply.
+
+        A multiplier ``λ`` on :attr:`spectral_shape` maps real fields to real fields only if
+        ``λ(−k) = conj λ(k)``. The real FFT stores both ``k`` and ``−k`` only in its first and
+        (for even ``N``) Nyquist bins of the last axis; there this returns ``½(λ(k) +
+        conj λ(−k))``, elsewhere ``λ`` unchanged. So odd terms such as ``i c k`` vanish at the
+        Nyquist frequency (the usual convention for spectral first derivatives), and a symbol
+        that already is real-operator compatible is returned as it is.
+        """
+        if not symbol.is_complex():
+            return symbol
+        lead = self.shape[:-1]
+        flat = symbol.reshape(math.prod(lead), symbol.shape[-1])
+        # −k on the leading axis (row p ↦ −p mod H); 1-D: the bin is its own partner.
+        partner = (-torch.arange(flat.shape[0], device=flat.device)).remainder(flat.shape[0])
+        if len(lead) > 1:  # pragma: no cover - grids have at most two axes
+            raise NotImplementedError("real_symbol supports 1-D and 2-D grids.")
+        columns = [0] + ([self.shape[-1] // 2] if self.shape[-1] % 2 == 0 else [])
+        out = flat.clone()
+        for c in columns:
+            out[:, c] = 0.5 * (flat[:, c] + flat[partner, c].conj())
+        return out.reshape(symbol.shape)
+
     def to_spectral(self, x: torch.Tensor) -> torch.Tensor:
         """Unnormalised real FFT over the last ``ndim`` axes: ``(…, *shape)`` → complex
         ``(…, *spectral_shape)``. Leading (batch, component) axes pass through."""

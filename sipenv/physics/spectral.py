@@ -10,11 +10,13 @@ exactly::
 
 with ``φ₁(z) = (e^z − 1)/z`` (``φ₁(0) = 1``, so ``g = dt`` for ``λ = 0``), evaluated with
 ``expm1`` so that it stays accurate for ``|z| ≪ 1`` (:func:`phi1`). There is no time-step
-restriction. Examples of symbols: diffusion ``−ν|k|²``; damped, dispersive waves
-``−a − b k² + i c k``; the linear part of Kuramoto–Sivashinsky ``k² − k⁴`` (with growing modes);
-a model with a nonlinear term ``N(s)`` takes the first-order exponential time-differencing (ETD1)
-step ``ŝ ← d ŝ + g (N̂(s) + f̂)`` by calling :meth:`ExponentialIntegrator.step` with
-``force = N(s) + f``.
+restriction. A complex symbol must describe a real operator, ``λ(−k) = conj λ(k)``; the
+integrator enforces this where the real FFT stores both ``k`` and ``−k`` (so odd terms like
+``i c k`` vanish at the Nyquist frequency). Examples of symbols: diffusion ``−ν|k|²``; damped,
+dispersive waves ``−a − b k² + i c k``; the linear part of Kuramoto–Sivashinsky ``k² − k⁴``
+(with growing modes). A model with a nonlinear term ``N(s)`` takes the first-order exponential
+time-differencing (ETD1) step ``ŝ ← d ŝ + g (N̂(s) + f̂)`` by calling
+:meth:`ExponentialIntegrator.step` with ``force = N(s) + f``.
 
 Inverse simulators
 ------------------
@@ -128,8 +130,10 @@ class ExponentialIntegrator:
     # --- factors --------------------------------------------------------------------------------
 
     def exponent(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """``z = λ(k) dt`` per mode (float64 or complex128)."""
-        return self.symbol(device) * self.dt
+        """``z = λ(k) dt`` per mode (float64 or complex128); a complex symbol is first made
+        real-operator compatible (:meth:`~sipenv.physics.grid.PeriodicGrid.real_symbol`: odd
+        terms vanish at the Nyquist frequency)."""
+        return self.domain.real_symbol(self.symbol(device)) * self.dt
 
     def _build_factors(self, device: torch.device) -> SpectralFactors:
         return exponential_factors(self.exponent(device), self.dt, self.max_gain)
