@@ -13,9 +13,11 @@ Building blocks for new models:
   smooth random fields — and :class:`FactorCache`, per-(device, dtype) precomputed factors.
 * :class:`ExponentialIntegrator` (:mod:`sipenv.physics.spectral`): the exact step, local
   inverse and ``force_for`` of any linear PDE with a Fourier symbol ``λ(k)``, given a grid and
-  the symbol (:class:`DiffusionPhysics` and :class:`Diffusion2DPhysics` are two). A semi-linear
-  PDE ``∂s/∂t = λ s + N(s) + f`` steps with ``force = N(s) + f`` (first-order exponential time
-  differencing).
+  the symbol (:class:`DiffusionPhysics` and :class:`Diffusion2DPhysics` are two); fields may have
+  several components (``(B, C, *grid)``, e.g. a 2-D velocity).
+  :class:`SemilinearExponentialIntegrator` adds a nonlinear term, ``∂s/∂t = λ s + N(s) + f``
+  (first-order exponential time differencing, exact ``force_for``, a defect-correction
+  ``inverse_step``): Kuramoto–Sivashinsky is its symbol ``k² − k⁴`` and ``N(u) = −½ ∂ₓ(u²)``.
 * :func:`defect_correction` (:mod:`sipenv.physics.defect_correction`): a local inverse of any
   step from an approximate inverse (e.g. the time-reversed scheme), as Burgers uses it; beside
   the Gauss–Newton inverse of :mod:`sipenv.physics.generic_inverse`, which needs only
@@ -46,7 +48,11 @@ from sipenv.physics.diffusion import DiffusionPhysics
 from sipenv.physics.grid import FactorCache, PeriodicGrid
 from sipenv.physics.heat import Diffusion2DPhysics, HeatPhysics
 from sipenv.physics.sine import SinePhysics
-from sipenv.physics.spectral import ExponentialIntegrator, SpectralFactors
+from sipenv.physics.spectral import (
+    ExponentialIntegrator,
+    SemilinearExponentialIntegrator,
+    SpectralFactors,
+)
 
 __all__ = [
     "ADVECTION_SCHEMES",
@@ -60,6 +66,7 @@ __all__ = [
     "PeriodicGrid",
     "PhysicsModel",
     "SemiLagrangianAdvection",
+    "SemilinearExponentialIntegrator",
     "SinePhysics",
     "SpectralFactors",
     "SpectralLinearPhysics",

@@ -46,13 +46,20 @@ shape checks and the sampler — is written once here. :class:`~sipenv.physics.D
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 
+from sipenv.physics.defect_correction import defect_correction
 from sipenv.physics.grid import FactorCache, PeriodicGrid
 
-__all__ = ["ExponentialIntegrator", "SpectralFactors", "exponential_factors", "phi1"]
+__all__ = [
+    "ExponentialIntegrator",
+    "SemilinearExponentialIntegrator",
+    "SpectralFactors",
+    "exponential_factors",
+    "phi1",
+]
 
 
 class SpectralFactors(NamedTuple):
@@ -107,15 +114,20 @@ class ExponentialIntegrator:
     * ``domain``: the :class:`~sipenv.physics.grid.PeriodicGrid` (a property or field);
     * :meth:`symbol`: ``λ(k)`` on ``domain.spectral_shape``, float64 (or complex128);
     * fields ``dt`` (> 0), ``max_gain`` (≥ 1) and ``_cache`` (a
-      :class:`~sipenv.physics.grid.FactorCache`, ``compare=False``).
+      :class:`~sipenv.physics.grid.FactorCache`, ``compare=False``);
+    * optionally ``components``: the number of field components per sample (e.g. 2 for a 2-D
+      velocity, tensors ``(B, 2, H, W)``; the symbol then acts on each component alike), or
+      ``None`` (default) for scalar fields.
 
-    Tensors are ``(B, *domain.shape)``; dtype and device follow the input; every operation is
-    differentiable and nothing is edited in place. See the module docstring for the formulas.
+    Tensors are ``(B, *domain.shape)`` (or ``(B, components, *domain.shape)``); dtype and device
+    follow the input; every operation is differentiable and nothing is edited in place. See the
+    module docstring for the formulas.
     """
 
     dt: float
     max_gain: float
     _cache: FactorCache
+    components: ClassVar[int | None] = None
 
     @property
     def domain(self) -> PeriodicGrid:
@@ -171,7 +183,7 @@ class ExponentialIntegrator:
         return self.domain.from_spectral(x_hat)
 
     def _check(self, name: str, x: torch.Tensor) -> None:
-        self.domain.check(name, x)
+        self.domain.check(name, x, components=self.components)
 
     # --- forward and inverse simulators -----------------------------------------------------
 
@@ -257,3 +269,81 @@ class ExponentialIntegrator:
         """
         return self.domain.sample_smooth(batch, generator, max_mode=max_mode,
                                          amplitude=amplitude, device=device, dtype=dtype)
+
+
+class SemilinearExponentialIntegrator(ExponentialIntegrator):
+    """``∂s/∂t = λ(k) s + N(s) + f``: a stiff linear part, a nonlinear term and an additive force.
+
+    One step is first-order exponential time differencing (ETD1; the nonlinear term frozen at the
+    start of the step, the linear part exact)::
+
+        ŝ' = d ŝ + g (N̂(s) + f̂),     d = e^{λ dt},  g = (e^{λ dt} − 1)/λ,
+
+    so ``step(s, f)`` is :meth:`ExponentialIntegrator.step` with the force ``N(s) + f``. A subclass
+    adds :meth:`nonlinear` (and a field ``inverse_iterations``) to what
+    :class:`ExponentialIntegrator` needs; e.g. Kuramoto–Sivashinsky is the symbol ``k² − k⁴`` and
+    ``N(u) = −½ ∂ₓ(u²)`` (dealiased with :meth:`~sipenv.physics.grid.PeriodicGrid.dealias_mask`).
+
+    Inverse simulators:
+
+    * ``force_for(s, s')`` is exact: the linear model's force minus ``N(s)``.
+    * ``inverse_step(s', f, s)`` solves ``P₀(x) = s' − F(f)`` (``P₀`` the unforced step, ``F(f)``
+      the force's exact contribution ``IFFT(g f̂)``) by
+      :func:`~sipenv.physics.defect_correction.defect_correction` from ``s``, with
+      :meth:`approximate_inverse` as the preconditioner (override it with a better one where the
+      nonlinear term dominates); the best iterate per sample is returned, never worse than
+      ``s`` and never inf/NaN for finite inputs.
+    """
+
+    inverse_iterations: int
+
+    def nonlinear(self, state: torch.Tensor) -> torch.Tensor:
+        """``N(s)``, same shape as ``state`` (pure, differentiable)."""
+        raise NotImplementedError
+
+    def step(self, state: torch.Tensor, force: torch.Tensor) -> torch.Tensor:
+        """One ETD1 step of length ``dt``: ``ŝ' = d ŝ + g (N̂(s) + f̂)``.
+
+        Args:
+            state: ``s(t)``, shape ``(B, *grid)``.
+            force: ``f``, same shape, held constant over the step.
+        """
+        self._check("force", force)
+        return super().step(state, self.nonlinear(state) + force)
+
+    def free_step(self, state: torch.Tensor) -> torch.Tensor:
+        """``P₀(s)``: one step without a force."""
+        return super().step(state, self.nonlinear(state))
+
+    def forced_part(self, force: torch.Tensor) -> torch.Tensor:
+        """``IFFT(g f̂)``: what ``force`` adds to a step,
+        ``step(s, f) = P₀(s) + forced_part(f)``."""
+        self._check("force", force)
+        forcing = self.factors(force.device, force.dtype).forcing
+        return self.from_spectral(forcing * self.to_spectral(force))
+
+    def force_for(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
+        """The force with ``step(state, force) = next_state``: ``(n̂ − d ŝ)/g − N(s)``."""
+        return super().force_for(state, next_state) - self.nonlinear(state)
+
+    def approximate_inverse(self, target: torch.Tensor) -> torch.Tensor:
+        """``Q(y) ≈ P₀⁻¹(y)``: the step reversed with the nonlinear term taken at ``y``,
+        ``IFFT(G (ŷ − g N̂(y)))`` (``G`` the clamped inverse gain)."""
+        f = self.factors(target.device, target.dtype)
+        spec = self.to_spectral(target) - f.forcing * self.to_spectral(self.nonlinear(target))
+        return self.from_spectral(f.inverse_gain * spec)
+
+    def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
+                     state: torch.Tensor) -> torch.Tensor:
+        """Local inverse of :meth:`step` around ``state`` by defect correction (class docstring).
+
+        Args:
+            next_state: The state to reach, shape ``(B, *grid)``.
+            force: The force applied during the step, same shape.
+            state: Where the iteration starts, same shape.
+        """
+        self._check("next_state", next_state)
+        self._check("state", state)
+        goal = next_state - self.forced_part(force)
+        return defect_correction(self.free_step, self.approximate_inverse, goal, state,
+                                 iterations=self.inverse_iterations)

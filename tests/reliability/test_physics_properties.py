@@ -363,7 +363,8 @@ def test_every_exported_physics_model_is_in_the_suite() -> None:
                 if isinstance(obj := getattr(physics, name), type)
                 and all(hasattr(obj, m) for m in ("step", "inverse_step", "force_for"))
                 and obj not in (physics.PhysicsModel, physics.SpectralLinearPhysics,
-                                # the abstract base: tested through its instances and with
-                                # other symbols in tests/physics/test_spectral.py
-                                physics.ExponentialIntegrator)}
+                                # the abstract bases: tested through their instances and
+                                # with other symbols in tests/physics/test_spectral.py
+                                physics.ExponentialIntegrator,
+                                physics.SemilinearExponentialIntegrator)}
     assert exported <= covered, f"add a ModelSpec for {exported - covered} to MODELS"
