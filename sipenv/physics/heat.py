@@ -27,7 +27,7 @@ import torch
 
 from sipenv.physics.diffusion import ExactDiffusionBase, check_max_gain
 from sipenv.physics.grid import FactorCache, PeriodicGrid, check_grid_shape
-from sipenv.validation import check_positive
+from sipenv.validation import check_int, check_nonnegative, check_positive
 
 __all__ = ["Diffusion2DPhysics", "HeatPhysics"]
 
@@ -221,13 +221,19 @@ class HeatPhysics:
 
         Returns:
             ``(batch, H, W)`` tensor.
+
+        Raises:
+            ValueError: If ``batch < 1``, not ``1 ≤ min_rects ≤ max_rects``, ``centre_fraction``
+                is not in ``(0, 1]`` or ``max_half_size < 0``.
         """
-        if batch < 1:
-            raise ValueError(f"batch must be ≥ 1, got {batch}.")
-        if not 1 <= min_rects <= max_rects:
-            raise ValueError(f"need 1 ≤ min_rects ≤ max_rects, got {min_rects}, {max_rects}.")
-        if not 0 < centre_fraction <= 1 or not max_half_size >= 0:
-            raise ValueError("centre_fraction must be in (0, 1] and max_half_size ≥ 0.")
+        batch = check_int("batch", batch, minimum=1)
+        min_rects = check_int("min_rects", min_rects, minimum=1)
+        max_rects = check_int("max_rects", max_rects, minimum=min_rects,
+                              hint="(need 1 ≤ min_rects ≤ max_rects)")
+        check_positive("centre_fraction", centre_fraction)
+        if centre_fraction > 1:
+            raise ValueError(f"centre_fraction must be in (0, 1], got {centre_fraction!r}.")
+        check_nonnegative("max_half_size", max_half_size)
         h, w = self.shape
         gen_dev = generator.device
         size = torch.tensor([h, w], device=gen_dev, dtype=torch.float64)
