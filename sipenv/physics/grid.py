@@ -36,7 +36,14 @@ import torch
 
 from sipenv.validation import check_int, check_positive, is_int
 
-__all__ = ["FactorCache", "PeriodicGrid", "check_grid_shape", "smooth_periodic_fields"]
+__all__ = [
+    "FactorCache",
+    "PeriodicGrid",
+    "check_batch",
+    "check_grid_shape",
+    "smooth_periodic_fields",
+    "smooth_periodic_fields_2d",
+]
 
 F = TypeVar("F", bound=tuple[Any, ...])
 
@@ -60,6 +67,33 @@ def check_grid_shape(shape: Any, ndim: int | None = None, *, minimum: int = 4
             ok = False
     wanted = " or ".join(f"{what[d]} ≥ {minimum} {layout[d]}" for d in sizes)
     raise ValueError(f"shape must be {wanted}, got {shape!r}.")
+
+
+def check_batch(name: str, x: Any, shape: Sequence[int], axes: str, *,
+                item: str = "field") -> None:
+    """Check that ``x`` is a floating-point tensor of shape ``(B, *shape)``.
+
+    Args:
+        name: The argument's name, for the message.
+        x: The value to check.
+        shape: The expected shape after the batch axis.
+        axes: Names of those axes for the message, e.g. ``"cells"`` or ``"rows, columns"``.
+        item: What one sample is called in the hint (``"field"``, ``"vector"``).
+
+    Raises:
+        ValueError: ``"<name> must have shape (B, <shape>) (batch, <axes>), got <shape of x>;
+            add a batch axis with x[None] for a single <item>."``, or ``"<name> must be a
+            floating-point tensor, got <dtype>."``
+    """
+    expected = tuple(shape)
+    if not isinstance(x, torch.Tensor) or x.ndim != len(expected) + 1 or tuple(
+            x.shape[1:]) != expected:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        dims = ", ".join(str(v) for v in expected)
+        raise ValueError(f"{name} must have shape (B, {dims}) (batch, {axes}), got {got}; "
+                         f"add a batch axis with x[None] for a single {item}.")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}.")
 
 
 @dataclass(frozen=True)
@@ -247,19 +281,11 @@ class PeriodicGrid:
                 axis with x[None] for a single field."`` (or the 2-D / component equivalent), or
                 ``"<name> must be a floating-point tensor, got torch.int64."``
         """
-        lead = (components,) if components is not None else ()
-        expected = (*lead, *self.shape)
-        if not isinstance(x, torch.Tensor) or x.ndim != len(expected) + 1 or tuple(
-                x.shape[1:]) != expected:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            axes = {1: "cells", 2: "rows, columns"}[self.ndim]
-            if components is not None:
-                axes = "components, " + axes
-            dims = ", ".join(str(v) for v in expected)
-            raise ValueError(f"{name} must have shape (B, {dims}) (batch, {axes}), got {got}; "
-                             f"add a batch axis with x[None] for a single field.")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}.")
+        axes = {1: "cells", 2: "rows, columns"}[self.ndim]
+        if components is None:
+            check_batch(name, x, self.shape, axes)
+        else:
+            check_batch(name, x, (components, *self.shape), "components, " + axes)
 
     # --- samplers -------------------------------------------------------------------------------
 

@@ -52,18 +52,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sipenv.physics.grid import check_batch
 from sipenv.validation import check_finite, check_int, check_positive
 
 __all__ = ["SinePhysics", "saddle_free_newton_step", "saddle_free_step", "symmetric_eigh_2x2"]
 
 
 def _check_vectors(name: str, x: torch.Tensor, n: int = 2) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[-1] != n:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a tensor of shape (B, {n}) (batch, vector), got "
-                         f"{shape}; add a batch axis with x[None] for a single vector.")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}.")
+    check_batch(name, x, (n,), "vector", item="vector")
 
 
 # --- saddle-free Newton step (generic) ------------------------------------------------------------
