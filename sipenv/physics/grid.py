@@ -400,6 +400,10 @@ class FactorCache:
     def get(self, device: torch.device | str | None, dtype: torch.dtype,
             build: Callable[[torch.device], F]) -> F:
         """The factors for ``(device, dtype)`` (``None`` means CPU), built on first use."""
+        if isinstance(device, torch.device):  # what steps pass: no torch.device to construct
+            hit = self._store.get((device, dtype))
+            if hit is not None:
+                return hit
         dev = torch.device(device) if device is not None else torch.device("cpu")
         key = (dev, dtype)
         cached = self._store.get(key)
