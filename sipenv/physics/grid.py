@@ -57,15 +57,13 @@ def check_grid_shape(shape: Any, ndim: int | None = None, *, minimum: int = 4
             generic equivalent.
     """
     sizes = (1, 2) if ndim is None else (ndim,)
-    what = {1: "one int", 2: "a pair of ints"}
-    layout = {1: "(N,)", 2: "(H, W)"}
-    ok = isinstance(shape, (tuple, list)) and len(shape) in sizes
-    if ok:
+    if isinstance(shape, (tuple, list)) and len(shape) in sizes:
         try:
             return tuple(check_int("shape", v, minimum=minimum) for v in shape)
         except ValueError:
-            ok = False
-    wanted = " or ".join(f"{what[d]} ≥ {minimum} {layout[d]}" for d in sizes)
+            pass
+    what = {1: "one int ≥ {m} (N,)", 2: "a pair of ints ≥ {m} (H, W)"}
+    wanted = " or ".join(what.get(d, f"{d} ints ≥ {{m}}").format(m=minimum) for d in sizes)
     raise ValueError(f"shape must be {wanted}, got {shape!r}.")
 
 
