@@ -334,7 +334,12 @@ def test_float32_and_float64_agree_to_the_float32_accuracy(spec: ModelSpec,
     s32, f32 = s.float(), f.float()
     s64, f64 = s32.double(), f32.double()
     n32, n64 = phys.step(s32, f32), phys.step(s64, f64)
-    step_tol = 4 * torch.finfo(F32).eps * math.log2(phys.n) * scale(s64, n64, phys.dt * f64)
+    # Rounding of each FFT pair (~eps·log₂N) over S sub-steps adds up like a random walk (√S):
+    # hypothesis found Burgers at S = 16 and max|u| near the CFL limit 1.15× over the bound
+    # without that factor.
+    substeps = getattr(phys, "n_substeps", 1)
+    step_tol = (4 * torch.finfo(F32).eps * math.log2(phys.n) * math.sqrt(substeps)
+                * scale(s64, n64, phys.dt * f64))
     torch.testing.assert_close(n32.double(), n64, rtol=0, atol=step_tol)
     # Same next state for both (the float32 one), so only the inverse's rounding differs.
     b32 = phys.inverse_step(n32, f32, s32)
@@ -357,5 +362,9 @@ def test_every_exported_physics_model_is_in_the_suite() -> None:
     exported = {obj for name in physics.__all__
                 if isinstance(obj := getattr(physics, name), type)
                 and all(hasattr(obj, m) for m in ("step", "inverse_step", "force_for"))
-                and obj not in (physics.PhysicsModel, physics.SpectralLinearPhysics)}
+                and obj not in (physics.PhysicsModel, physics.SpectralLinearPhysics,
+                                # the abstract bases: tested through their instances and
+                                # with other symbols in tests/physics/test_spectral.py
+                                physics.ExponentialIntegrator,
+                                physics.SemilinearExponentialIntegrator)}
     assert exported <= covered, f"add a ModelSpec for {exported - covered} to MODELS"
