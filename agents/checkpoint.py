@@ -69,7 +69,7 @@ def load_checkpoint(path: str | Path, *, env_id: str | None = None,
     """Load and validate a checkpoint.
 
     Args:
-        path: File written by :func:`save_checkpoint`.
+        path: File written by ``save_checkpoint``.
         env_id: If given, the checkpoint must have been trained on this env.
         map_location: Device for the tensors.
 

@@ -1,6 +1,6 @@
 """Honest comparison of training methods on one control env.
 
-Protocol (the seeds are the one convention of :mod:`agents.problems`):
+Protocol (the seeds are the one convention of ``agents.problems``):
 
 1. **Learning-rate sweep.** Every method trains once per learning rate in its grid (≥ 4 log-spaced
    values) for ``sweep_budget`` seconds with seed ``seeds[0]``, and is scored on **validation**

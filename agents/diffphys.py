@@ -25,7 +25,7 @@ __all__ = ["ALGORITHM", "DPConfig", "loss", "train"]
 
 @dataclass
 class DPConfig(TrainConfig):
-    """DP training (all :class:`agents.trainer.TrainConfig` fields)."""
+    """DP training (all ``agents.trainer.TrainConfig`` fields)."""
 
     algo: Literal["dp"] = "dp"
 
@@ -52,5 +52,5 @@ ALGORITHM = Algorithm("dp", DPConfig, loss=loss)
 
 
 def train(config: DPConfig, **kwargs: Any) -> TrainResult:
-    """Train with DP; see :func:`agents.trainer.run_training` for ``kwargs``."""
+    """Train with DP; see ``agents.trainer.run_training`` for ``kwargs``."""
     return ALGORITHM.train(config, **kwargs)

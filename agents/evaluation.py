@@ -1,11 +1,11 @@
 """Evaluation on a fixed set of seeded episodes, two ways that must agree:
 
-* :func:`evaluate_torch` — one batched torch rollout of the env's differentiable core;
-* :func:`evaluate_gym` — episode by episode through the plain Gymnasium API (``env.step`` with
+* ``evaluate_torch`` — one batched torch rollout of the env's differentiable core;
+* ``evaluate_gym`` — episode by episode through the plain Gymnasium API (``env.step`` with
   numpy actions), exactly as any user of the env would.
 
 The episodes are those that ``env.reset(seed=s)`` poses for ``s`` in ``seeds``; held-out seeds
-(default :data:`agents.problems.VALIDATION_SEED` ``+ i``) never overlap the training stream,
+(default ``agents.problems.VALIDATION_SEED`` ``+ i``) never overlap the training stream,
 which draws from its own generator.
 """
 
@@ -111,7 +111,7 @@ def evaluate_gym(policy: NumpyPolicy, env_id: str, seeds: Sequence[int],
 
 def torch_policy_to_numpy(policy: Callable[[torch.Tensor], torch.Tensor],
                           device: str | torch.device = "cpu") -> NumpyPolicy:
-    """Wrap a torch policy for single numpy observations (as :func:`evaluate_gym` needs)."""
+    """Wrap a torch policy for single numpy observations (as ``evaluate_gym`` needs)."""
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -4,10 +4,10 @@
 The SIP paper's heat experiment (Holl, Koltun & Thuerey, NeurIPS 2022, Sec. 4.3): a U-Net
 ``f_θ`` maps the observed, heavily diffused field ``y* = P(x*)`` to a reconstruction
 ``x = f_θ(y*)`` of the initial temperature ``x*`` (4–10 hot rectangles). Training is
-:func:`agents.trainer.run_training` on :class:`agents.problems.HeatProblem` (SIP with the
-noise-aware regularised inverse :meth:`HeatPhysics.inverse`, or a plain optimizer through the
+``agents.trainer.run_training`` on ``agents.problems.HeatProblem`` (SIP with the
+noise-aware regularised inverse ``HeatPhysics.inverse``, or a plain optimizer through the
 float64 physics = DP); this module holds only what the reproduction adds: the published rates,
-the run settings (:func:`heat_config`), the result type with its evaluation curves, and the
+the run settings (``heat_config``), the result type with its evaluation curves, and the
 worker-process summary.
 
 The metric is the paper's: ``Σ_cells |x − x*|`` averaged over the fixed test batch; the y-loss
@@ -82,7 +82,7 @@ def heat_config(method: str = "sip", *, lr: float = 1e-3, sip_optimizer: str = "
 
 @dataclass
 class HeatTrainResult:
-    """What :func:`train` returns."""
+    """What ``train`` returns."""
 
     config: TrainConfig
     network: nn.Module
@@ -135,7 +135,7 @@ class HeatTrainResult:
 
 
 def train(config: TrainConfig, *, progress: bool = False) -> HeatTrainResult:
-    """Train one heat run (:func:`heat_config`) and collect its evaluation curves.
+    """Train one heat run (``heat_config``) and collect its evaluation curves.
 
     A divergence stops training before the update and sets ``diverged_at`` (no exception:
     learning-rate sweeps expect divergence).
@@ -166,7 +166,7 @@ def sweep_learning_rate(config: TrainConfig, factors: Sequence[float]
                         ) -> tuple[HeatTrainResult, list[HeatTrainResult]]:
     """Train ``config`` with ``lr = factor · REFERENCE_LR[method]`` for each factor.
 
-    The winner has the lowest :attr:`HeatTrainResult.late_val_x_error` on the fixed
+    The winner has the lowest ``HeatTrainResult.late_val_x_error`` on the fixed
     **validation** batch; diverged runs lose.
 
     Returns:

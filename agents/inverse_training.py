@@ -4,13 +4,13 @@ What is specific to the sine and heat reproductions (``scripts/reproduce_sine.py
 ``scripts/reproduce_heat.py``) and nothing else: the *methods* compared (``"sip"``, or a plain
 optimizer through the physics — ``"adam"``, ``"sgd"``, … — which is DP with that optimizer), the
 published learning rates, and a runner that records what the reports need. Training itself is
-:func:`agents.trainer.run_training` on the problem of ``sip/SineInversion-v0`` or
-``sip/HeatInverse-v0`` (:mod:`agents.problems`): its data stream, clock, divergence rule and
-seeds (:data:`~agents.problems.VALIDATION_SEED`, :data:`~agents.problems.TEST_SEED`).
+``agents.trainer.run_training`` on the problem of ``sip/SineInversion-v0`` or
+``sip/HeatInverse-v0`` (``agents.problems``): its data stream, clock, divergence rule and
+seeds (``VALIDATION_SEED``, ``TEST_SEED``).
 
 The sine problem is the characterisation problem of Holl, Koltun & Thuerey (NeurIPS 2022,
 Sec. 4.1): a network ``f_θ`` maps a target ``y* ~ U([-1, 1]²)`` to a guess ``x`` with
-``P(x) ≈ y*`` for the rotated, ill-conditioned sine of :class:`sipenv.physics.SinePhysics`. SIP
+``P(x) ≈ y*`` for the rotated, ill-conditioned sine of ``sipenv.physics.SinePhysics``. SIP
 takes ``x̃ = P⁻¹(y + η (y* − y); x)`` (one saddle-free Newton step) and minimises the proxy loss
 ``Σ|x − x̃|`` (L1, as the published code) or ``½‖x − x̃‖²`` (L2); a plain optimizer minimises
 ``½‖P(f_θ(y*)) − y*‖²`` through the physics. The metric is the paper's: the distance from each
@@ -82,14 +82,14 @@ def reference_lr(method: str, xi: float) -> float:
 
 def method_config(method: str, *, sip_optimizer: str = "adam", proxy_loss: str = "l2",
                   eta: float = 1.0, **settings: Any) -> TrainConfig:
-    """The training config of a method: ``"sip"`` → :class:`SIPConfig` with ``sip_optimizer``
-    (and ``proxy_loss``, ``eta``); an optimizer name → :class:`DPConfig` with that optimizer.
+    """The training config of a method: ``"sip"`` → ``SIPConfig`` with ``sip_optimizer``
+    (and ``proxy_loss``, ``eta``); an optimizer name → ``DPConfig`` with that optimizer.
 
     Args:
-        method: One of :data:`METHODS`.
+        method: One of ``METHODS``.
         sip_optimizer: Optimizer of SIP's proxy loss.
         proxy_loss, eta: SIP's proxy loss and Newton step size.
-        settings: Any other :class:`TrainConfig` fields.
+        settings: Any other ``TrainConfig`` fields.
 
     Raises:
         ValueError: For an unknown method or optimizer.
@@ -141,7 +141,7 @@ def sine_config(method: str = "sip", *, xi: float = 1.0, phi: float = 0.0, gamma
 
 @dataclass
 class InverseRun:
-    """What :func:`run_inverse` records of one run (in memory, nothing written).
+    """What ``run_inverse`` records of one run (in memory, nothing written).
 
     Attributes:
         config: The run's settings.
@@ -169,7 +169,7 @@ class InverseRun:
 
 
 def run_inverse(config: TrainConfig) -> InverseRun:
-    """Train ``config`` with :func:`agents.trainer.run_training` (nothing written) and record
+    """Train ``config`` with ``agents.trainer.run_training`` (nothing written) and record
     every iteration's training metrics and every evaluation.
 
     A divergence does not raise: it is recorded as ``diverged_at`` (sweeps expect it).
@@ -255,7 +255,7 @@ def last_fraction_mean(values: Sequence[float] | np.ndarray, fraction: float = 0
 
 
 def train(config: TrainConfig) -> InverseTrainResult:
-    """Train one sine run (:func:`sine_config`) and summarise it for the reproduction."""
+    """Train one sine run (``sine_config``) and summarise it for the reproduction."""
     run = run_inverse(config)
     empty = np.zeros(0)
     return InverseTrainResult(

@@ -1,5 +1,5 @@
 """Policy networks shared by every algorithm (same architecture and initialisation for a fair
-comparison). Build them by name with :func:`make_network`."""
+comparison). Build them by name with ``make_network``."""
 
 from __future__ import annotations
 

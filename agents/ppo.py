@@ -10,7 +10,7 @@ one by one in SB3's ``DummyVecEnv``, from rewards only (``−force_penalty · me
   weights as the other methods' network (``shared_init``). PPO adds a state-independent
   log-std and a critic of the same widths, which the deterministic policy does not use;
 * the **evaluation**: the deterministic policy (the Gaussian's mean) on the same held-out tasks,
-  through :func:`agents.evaluation.evaluate_torch`;
+  through ``agents.evaluation.evaluate_torch``;
 * the **budgets**: ``iterations`` counts PPO updates (one rollout of ``n_envs · n_steps`` env steps,
   then ``n_epochs`` passes of minibatch Adam), and ``time_budget`` counts training wall-clock
   seconds (rollouts and updates, not evaluation or I/O); training stops at whichever comes first.
@@ -20,7 +20,7 @@ when PPO is built, so this module imports without it.
 
 The run directory holds what every algorithm writes (``config.json``, ``metrics.jsonl``,
 ``checkpoint.pt`` with the actor's weights, ``final_eval.json``, ``learning_curve.png``) plus
-SB3's own ``ppo_model.zip``. :func:`load_policy` rebuilds the deterministic actor from
+SB3's own ``ppo_model.zip``. ``load_policy`` rebuilds the deterministic actor from
 ``checkpoint.pt`` without SB3.
 """
 
@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 NETWORK_NAME = "ppo-mlp"
-"""Network name in PPO checkpoints (the deterministic actor, see :class:`PPOActor`)."""
+"""Network name in PPO checkpoints (the deterministic actor, see ``PPOActor``)."""
 
 _MISSING_SB3 = "PPO needs the rl extra: pip install 'sipenv[rl]'"
 
@@ -88,7 +88,7 @@ def _import_sb3() -> Any:
 class PPOConfig(TrainConfig):
     """PPO (stable-baselines3) on a control env.
 
-    Of the shared :class:`agents.trainer.TrainConfig` fields, ``iterations`` counts PPO updates,
+    Of the shared ``agents.trainer.TrainConfig`` fields, ``iterations`` counts PPO updates,
     ``batch_size`` is the PPO minibatch size, ``eval_every`` / ``log_every`` /
     ``checkpoint_every`` count PPO updates, ``optimizer`` and ``lr`` configure the actor-critic's
     optimizer, and ``hidden`` the widths of both the actor and the critic.
@@ -186,7 +186,7 @@ def train_env_seeds(config: PPOConfig) -> range:
     """Seeds of the training envs' first ``reset``: ``seed · n_envs + i`` for ``i < n_envs``.
 
     Later episodes continue each env's own generator, so different ``seed`` values give disjoint
-    task streams and none of them is an evaluation task (checked by :meth:`PPOConfig.validate`).
+    task streams and none of them is an evaluation task (checked by ``PPOConfig.validate``).
     """
     return range(config.seed * config.n_envs, (config.seed + 1) * config.n_envs)
 
@@ -197,10 +197,10 @@ class PPOActor(nn.Module):
     """PPO's deterministic policy: the mean of its Gaussian, ``obs (B, 2N+1) → action (B, N)``.
 
     ``net`` is ``Linear, ReLU, …, Linear``, laid out (and named) like
-    :class:`agents.networks.MLPPolicy`, so the two exchange weights with ``load_state_dict``. Built
-    by :func:`actor_from_model` it *shares* its layers with the SB3 policy (it follows training);
-    built by :meth:`build` it is standalone (for loading a checkpoint, no SB3 needed). Actions
-    are not clipped here; the env and :meth:`ControlCore.rollout` clip them to ``[-1, 1]``.
+    ``agents.networks.MLPPolicy``, so the two exchange weights with ``load_state_dict``. Built
+    by ``actor_from_model`` it *shares* its layers with the SB3 policy (it follows training);
+    built by ``build`` it is standalone (for loading a checkpoint, no SB3 needed). Actions
+    are not clipped here; the env and ``ControlCore.rollout`` clip them to ``[-1, 1]``.
     """
 
     def __init__(self, net: nn.Sequential) -> None:
@@ -268,7 +268,7 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> PPOActo
 
 def make_train_envs(config: PPOConfig) -> VecEnv:
     """``n_envs`` copies of ``gym.make(env_id, **config.env_make_kwargs())`` in SB3's
-    ``DummyVecEnv`` (each in SB3's ``Monitor``), seeded by :func:`train_env_seeds` at their first
+    ``DummyVecEnv`` (each in SB3's ``Monitor``), seeded by ``train_env_seeds`` at their first
     reset.
 
     Raises:
@@ -410,11 +410,11 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
         run_dir: Override ``runs_dir/run_name``.
         on_eval: Called with each evaluation record (``iteration`` = PPO updates so far,
             ``time`` = training seconds, ``eval_target_error_mean``, …), every ``eval_every``
-            updates, as :func:`agents.trainer.run_training` does.
+            updates, as ``agents.trainer.run_training`` does.
 
     Returns:
-        :class:`agents.trainer.TrainResult` whose ``policy`` is the deterministic
-        :class:`PPOActor` (eval mode) and ``iterations`` the number of PPO updates.
+        ``agents.trainer.TrainResult`` whose ``policy`` is the deterministic
+        ``PPOActor`` (eval mode) and ``iterations`` the number of PPO updates.
 
     Raises:
         ValueError: For invalid settings.

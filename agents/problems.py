@@ -1,28 +1,28 @@
-"""Training problems: what the one training loop (:mod:`agents.trainer`) trains a network on.
+"""Training problems: what the one training loop (``agents.trainer``) trains a network on.
 
-A problem is built from a Gymnasium id (:func:`make_problem`) and supplies, for every algorithm
+A problem is built from a Gymnasium id (``make_problem``) and supplies, for every algorithm
 alike:
 
-* its **data stream**: :meth:`Problem.sample` draws one batch from a ``torch.Generator`` in one
+* its **data stream**: ``Problem.sample`` draws one batch from a ``torch.Generator`` in one
   call (so that it can later be sliced by rank for data-parallel training);
-* its **held-out sets** and **evaluation metrics** (:meth:`Problem.held_out_sets`,
-  :meth:`Problem.evaluate`), drawn with the seeds defined once here: :data:`VALIDATION_SEED`
+* its **held-out sets** and **evaluation metrics** (``Problem.held_out_sets``,
+  ``Problem.evaluate``), drawn with the seeds defined once here: ``VALIDATION_SEED``
   (the held-out set scored during and after training, and used to pick learning rates) and
-  :data:`TEST_SEED` (reported, never used for choices);
-* the **network dimensions** (:meth:`Problem.network_spec`): MLP input/output sizes, or the
+  ``TEST_SEED`` (reported, never used for choices);
+* the **network dimensions** (``Problem.network_spec``): MLP input/output sizes, or the
   spatial shape of a 2-D U-Net, and the network's dtype;
-* the training-batch metrics (:meth:`Problem.batch_metrics`), computed outside the training
+* the training-batch metrics (``Problem.batch_metrics``), computed outside the training
   clock.
 
 Problem types:
 
-* :class:`TaskProblem` — multi-step control (``kind="control"``) and correction
-  (``kind="correction"``) tasks through their :class:`sipenv.envs.core.TaskCore`
+* ``TaskProblem`` — multi-step control (``kind="control"``) and correction
+  (``kind="correction"``) tasks through their ``sipenv.envs.core.TaskCore``
   (``core_of(gym.make(env_id))``). A batch is ``(s_0, target)``; the network is the policy
   ``π(s_t, s*, t/T)``; evaluation plays the episodes ``env.reset(seed=eval_seed + i)``.
-* :class:`InverseProblem` — single-step inverse problems ``y = P(x)`` (``kind="inverse"``)
-  through ``env.unwrapped.physics``: :class:`SineProblem` (``sip/SineInversion-v0``) and
-  :class:`HeatProblem` (``sip/HeatInverse-v0``). A batch is :class:`InverseBatch`
+* ``InverseProblem`` — single-step inverse problems ``y = P(x)`` (``kind="inverse"``)
+  through ``env.unwrapped.physics``: ``SineProblem`` (``sip/SineInversion-v0``) and
+  ``HeatProblem`` (``sip/HeatInverse-v0``). A batch is ``InverseBatch``
   ``(y*, x*)``; the network maps ``y*`` to a guess ``x``.
 """
 
@@ -65,7 +65,7 @@ of a control task, or the batch drawn from ``torch.Generator().manual_seed(VALID
 an inverse problem. Scored during and after training; learning-rate sweeps pick on it."""
 
 TEST_SEED = 2_000_000
-"""Seed of every held-out test set (same construction as :data:`VALIDATION_SEED`); reported,
+"""Seed of every held-out test set (same construction as ``VALIDATION_SEED``); reported,
 never used for choices."""
 
 
@@ -88,9 +88,9 @@ class Problem(ABC):
     kind: str
     """``"control"``, ``"correction"`` or ``"inverse"``."""
     train_metric: ClassVar[str]
-    """Key of :meth:`batch_metrics` shown in the progress bar and the learning curve."""
+    """Key of ``batch_metrics`` shown in the progress bar and the learning curve."""
     eval_metric: ClassVar[str]
-    """Key of :meth:`evaluate` shown in the learning curve."""
+    """Key of ``evaluate`` shown in the learning curve."""
 
     def __init__(self, env_id: str, device: torch.device) -> None:
         self.env_id = env_id
@@ -103,7 +103,7 @@ class Problem(ABC):
 
     @property
     def reference_advice(self) -> str:
-        """Why :attr:`has_reference` is False and what to use instead."""
+        """Why ``has_reference`` is False and what to use instead."""
         return ""
 
     @abstractmethod
@@ -112,7 +112,7 @@ class Problem(ABC):
         (``spatial`` is ``[H, W]`` for a 2-D U-Net, else ``None``)."""
 
     def generator(self, seed: int) -> torch.Generator:
-        """A ``torch.Generator`` for :meth:`sample`, seeded with ``seed``."""
+        """A ``torch.Generator`` for ``sample``, seeded with ``seed``."""
         return torch.Generator(device=self.device).manual_seed(seed)
 
     @abstractmethod
@@ -121,7 +121,7 @@ class Problem(ABC):
 
     @abstractmethod
     def batch_metrics(self, prediction: Any, batch: Any) -> dict[str, float]:
-        """Metrics of an algorithm's ``prediction`` (a :class:`Rollout` or the guesses ``x``)
+        """Metrics of an algorithm's ``prediction`` (a ``Rollout`` or the guesses ``x``)
         on its training batch; ``{}`` for ``prediction=None``."""
 
     @abstractmethod
@@ -141,7 +141,7 @@ class Problem(ABC):
 # --- multi-step control and correction tasks ----------------------------------------------------
 
 class TaskProblem(Problem):
-    """A control or correction task through its :class:`~sipenv.envs.core.TaskCore`.
+    """A control or correction task through its ``TaskCore``.
 
     A batch is ``(s_0, target)`` (``(B, N)`` and ``(B, N)``, or the reference trajectory
     ``(B, T + 1, N)`` of a correction task); evaluation plays ``env.reset(seed=eval_seed + i)``.
@@ -206,8 +206,8 @@ class InverseProblem(Problem):
     """A single-step inverse problem ``y = P(x)``: learn ``x = f_θ(y*)``.
 
     Subclasses supply the physics-specific parts (sampling, metrics). The held-out sets are a
-    validation batch (generator seeded ``eval_seed``, by default :data:`VALIDATION_SEED`) and a
-    test batch (:data:`TEST_SEED`), with metrics prefixed ``val_`` and ``test_``.
+    validation batch (generator seeded ``eval_seed``, by default ``VALIDATION_SEED``) and a
+    test batch (``TEST_SEED``), with metrics prefixed ``val_`` and ``test_``.
 
     Attributes:
         physics: The env's batched physics (``forward``, ``inverse``, ``loss``).
@@ -276,7 +276,7 @@ class InverseProblem(Problem):
 
 class SineProblem(InverseProblem):
     """``sip/SineInversion-v0``: the rotated, ill-conditioned sine of
-    :class:`~sipenv.physics.SinePhysics` (Holl, Koltun & Thuerey, NeurIPS 2022, Sec. 4.1).
+    ``SinePhysics`` (Holl, Koltun & Thuerey, NeurIPS 2022, Sec. 4.1).
 
     ``y* ~ U([-1, 1]²)``, ``(B, 2)``; network and physics share ``dtype``. Metrics: ``x_dist``
     (mean distance to the nearest exact solution, the paper's metric) and ``y_loss``
@@ -335,7 +335,7 @@ class SineProblem(InverseProblem):
 
 class HeatProblem(InverseProblem):
     """``sip/HeatInverse-v0``: recover the initial temperature ``x*`` from its diffused image
-    ``y* = P(x*)`` (:class:`~sipenv.physics.HeatPhysics`; Holl, Koltun & Thuerey, NeurIPS 2022,
+    ``y* = P(x*)`` (``HeatPhysics``; Holl, Koltun & Thuerey, NeurIPS 2022,
     Sec. 4.3).
 
     ``x*``, ``y*``: ``(B, H, W)`` in float64 (the paper's physics precision, whatever the env's

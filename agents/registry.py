@@ -1,9 +1,9 @@
 """Algorithms by name: each algorithm module defines ``ALGORITHM`` (an
-:class:`agents.trainer.Algorithm`) and is listed here once.
+``agents.trainer.Algorithm``) and is listed here once.
 
 Adding an algorithm (e.g. half-inverse gradients) is one new module with its config, its loss
 and/or its own update and ``ALGORITHM = Algorithm("name", Config, loss=…, update=…)``, plus one
-line in :data:`ALGORITHMS`. PPO's module imports without stable-baselines3; SB3 is only needed
+line in ``ALGORITHMS``. PPO's module imports without stable-baselines3; SB3 is only needed
 when PPO trains.
 """
 
@@ -43,7 +43,7 @@ def get_algorithm(name: str) -> Algorithm:
 
 def load_algorithm(name: str) -> tuple[type[TrainConfig], Callable[..., TrainResult]]:
     """The config class and training function of an algorithm (kept for callers of the
-    earlier registry; :func:`get_algorithm` gives the :class:`Algorithm` itself).
+    earlier registry; ``get_algorithm`` gives the ``Algorithm`` itself).
 
     Raises:
         ValueError: For an unknown name (the message lists the known ones).

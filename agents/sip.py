@@ -22,29 +22,29 @@ per-step inverse simulators, and a **split rule** decides which share of the sti
   and ``Δ_t = d W_t Δ_{t+1} / W_{t+1}``.
 
 For physics without spectral factors (e.g. Burgers) ``gauss-newton`` replaces the sweep by the
-generic inverse of :mod:`sipenv.physics.generic_inverse`: the minimum-norm force correction
+generic inverse of ``sipenv.physics.generic_inverse``: the minimum-norm force correction
 ``δF = Jᵀ (J Jᵀ + λ I)⁻¹ Δ_T`` (``J = ∂s_T/∂F``) by a few conjugate-gradient iterations, each one
 Jacobian-vector and one vector-Jacobian product through the rollout; the targets are ``F + δF``.
 For linear physics and enough iterations it equals ``minimum-force`` (``λ = 0``).
 
-Correction tasks (:class:`sipenv.envs.correction.CorrectionCore`: a coarse solver corrected every
+Correction tasks (``sipenv.envs.correction.CorrectionCore``: a coarse solver corrected every
 step to follow a fine reference ``r_t``) have a loss at every step, so each step gets its own
 Newton target ``s̃_{t+1} = s_{t+1} + η (r_{t+1} − s_{t+1})``, mapped through the exact inverse of
-the additive correction: ``F̃_t = force_for(s_t, s̃_{t+1})`` (:func:`sip_correction_targets`).
+the additive correction: ``F̃_t = force_for(s_t, s̃_{t+1})`` (``sip_correction_targets``).
 
 With linear physics, an exact inverse and ``η = 1``, replaying the targets ``F̃_t`` from ``s_0``
 lands exactly on ``s*`` whichever split is used (``tests/agents/test_sip.py``): one SIP physics step
 solves the problem, where a gradient step cannot.
 
-Single-step inverse problems ``y = P(x)`` (:class:`agents.problems.InverseProblem`: the sine and
+Single-step inverse problems ``y = P(x)`` (``agents.problems.InverseProblem``: the sine and
 heat problems) take one Newton step on the y-loss and one local inverse:
-``x̃ = P⁻¹(y + η (y* − y); x)`` (:func:`sip_inverse_targets`), with the proxy loss
+``x̃ = P⁻¹(y + η (y* − y); x)`` (``sip_inverse_targets``), with the proxy loss
 ``½‖x − x̃‖²`` (``l2``) or ``Σ|x − x̃|`` (``l1``, the published code) averaged over the batch.
 
-The target computations are pure functions (:func:`newton_step`, :func:`sip_inverse_targets`,
-:func:`sip_control_targets`); :func:`loss` is SIP's proxy loss on a batch of any problem
-(:func:`control_loss` for tasks, :func:`inverse_loss` for inverse problems), and
-:data:`ALGORITHM` registers it with the one training loop (:mod:`agents.trainer`).
+The target computations are pure functions (``newton_step``, ``sip_inverse_targets``,
+``sip_control_targets``); ``loss`` is SIP's proxy loss on a batch of any problem
+(``control_loss`` for tasks, ``inverse_loss`` for inverse problems), and
+``ALGORITHM`` registers it with the one training loop (``agents.trainer``).
 """
 
 from __future__ import annotations
@@ -176,10 +176,10 @@ def sip_control_targets(physics: PhysicsModel, states: torch.Tensor, forces: tor
         target: ``(B, N)`` goal ``s*`` for the final state.
         eta: Newton step size on the terminal loss (1 = go all the way to ``s*``).
         split: ``"uniform"``, ``"minimum-force"``, ``"gauss-newton"`` or a custom
-            :data:`SplitRule`.
+            ``SplitRule``.
         gn_iterations, gn_tol, gn_damping: Conjugate-gradient iterations, early-stop tolerance
             and Levenberg–Marquardt damping of the ``"gauss-newton"`` split (see
-            :func:`sipenv.physics.generic_inverse.solve_minimum_norm`).
+            ``sipenv.physics.generic_inverse.solve_minimum_norm``).
 
     Returns:
         ``(T, B, N)`` force targets, detached.
@@ -241,7 +241,7 @@ def sip_correction_targets(physics: PhysicsModel, states: torch.Tensor, referenc
 
 @dataclass
 class SIPConfig(TrainConfig):
-    """SIP training on any problem (all :class:`agents.trainer.TrainConfig` fields, plus:)."""
+    """SIP training on any problem (all ``agents.trainer.TrainConfig`` fields, plus:)."""
 
     algo: Literal["sip"] = "sip"
     eta: float = 1.0
@@ -261,7 +261,7 @@ class SIPConfig(TrainConfig):
     (the published code's choice on the sine problem)."""
 
     def validate(self) -> None:
-        """:meth:`TrainConfig.validate` plus the gauss-newton settings."""
+        """``TrainConfig.validate`` plus the gauss-newton settings."""
         if (not isinstance(self.gn_iterations, int) or isinstance(self.gn_iterations, bool)
                 or self.gn_iterations < 1):
             raise ValueError(f"gn_iterations must be an int ≥ 1, got {self.gn_iterations!r}.")
@@ -362,8 +362,8 @@ def inverse_loss(network: nn.Module, problem: InverseProblem, batch: InverseBatc
 
 
 def loss(network: nn.Module, problem: Problem, batch: Any, config: SIPConfig) -> Step:
-    """SIP's proxy loss on a batch of any problem (:func:`control_loss`,
-    :func:`inverse_loss`)."""
+    """SIP's proxy loss on a batch of any problem (``control_loss``,
+    ``inverse_loss``)."""
     if isinstance(problem, InverseProblem):
         return inverse_loss(network, problem, batch, config)
     assert isinstance(problem, TaskProblem)
@@ -400,5 +400,5 @@ ALGORITHM = Algorithm("sip", SIPConfig, loss=loss)
 
 
 def train(config: SIPConfig, **kwargs: Any) -> TrainResult:
-    """Train with SIP; see :func:`agents.trainer.run_training` for ``kwargs``."""
+    """Train with SIP; see ``agents.trainer.run_training`` for ``kwargs``."""
     return ALGORITHM.train(config, **kwargs)

@@ -2,7 +2,7 @@
 
 * **Control tasks**: for every sampled task ``(s_0, s*)`` the reference is the exact
   minimum-force open-loop control of the linear problem: roll out zero forces, then take one
-  SIP step with ``η = 1`` and the minimum-force split (:func:`agents.sip.sip_control_targets`),
+  SIP step with ``η = 1`` and the minimum-force split (``agents.sip.sip_control_targets``),
   which for linear spectral physics with an exact inverse *is* the least-``Σ‖F_t‖²`` solution
   reaching ``s*``. The reference trajectory is replayed under those forces, and the policy
   regresses ``π(s_t^ref, s*, t) ≈ a_t^ref`` on it (teacher forcing). Only physics with spectral
@@ -12,7 +12,7 @@
 
 The data stream is the same as for SIP and DP; only the targets differ. Problems without a
 reference solution (Burgers tasks, the sine problem) are refused by
-:meth:`SupervisedConfig.check_problem` before anything runs.
+``SupervisedConfig.check_problem`` before anything runs.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = ["ALGORITHM", "SupervisedConfig", "loss", "reference_solution", "train
 
 @dataclass
 class SupervisedConfig(TrainConfig):
-    """Supervised training (all :class:`agents.trainer.TrainConfig` fields)."""
+    """Supervised training (all ``agents.trainer.TrainConfig`` fields)."""
 
     algo: Literal["supervised"] = "supervised"
 
@@ -95,5 +95,5 @@ ALGORITHM = Algorithm("supervised", SupervisedConfig, loss=loss)
 
 
 def train(config: SupervisedConfig, **kwargs: Any) -> TrainResult:
-    """Train by supervised regression; see :func:`agents.trainer.run_training`."""
+    """Train by supervised regression; see ``agents.trainer.run_training``."""
     return ALGORITHM.train(config, **kwargs)

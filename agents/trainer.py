@@ -1,27 +1,27 @@
 """The one training loop of every algorithm, on every problem type.
 
-An **algorithm** (:class:`Algorithm`) supplies a **loss**
+An **algorithm** (``Algorithm``) supplies a **loss**
 ``loss(network, problem, batch, config) -> Step`` and may supply its own **update**
 ``update(network, optimizer, problem, batch, config) -> Step`` (default,
-:func:`gradient_update`: ``zero_grad; backward; finite-gradient check; optimizer.step``), e.g.
+``gradient_update``: ``zero_grad; backward; finite-gradient check; optimizer.step``), e.g.
 an update direction that is not the gradient of any loss (half-inverse gradients). A
-**problem** (:mod:`agents.problems`, built from an env id) supplies the data stream, the
-held-out sets and metrics and the network's dimensions. :func:`run_training` owns everything
+**problem** (``agents.problems``, built from an env id) supplies the data stream, the
+held-out sets and metrics and the network's dimensions. ``run_training`` owns everything
 around them, once, so that comparisons differ only in the algorithm:
 
 * the **data stream**: every iteration draws a fresh batch with one call
   ``problem.sample(batch_size, generator)`` from a ``torch.Generator`` seeded with
   ``data_seed`` (default ``seed``): the same stream for every method with the same seed;
 * the **network** (built by name, seeded: every method starts from the same weights);
-* the optimizer (any of :data:`OPTIMIZERS`), the stopping rule (``iterations`` and/or a
+* the optimizer (any of ``OPTIMIZERS``), the stopping rule (``iterations`` and/or a
   ``time_budget`` on ``clock`` — wall or process CPU time — that counts training work only:
   sampling, loss, update; not metrics, evaluation or I/O);
 * **divergence**: a non-finite loss, gradient or update stops training *before* it reaches the
-  weights (:class:`NonFiniteUpdate`), saves the last good state when writing, and raises
-  :class:`TrainingDiverged` carrying the iteration; a finite update that overflows the weights
+  weights (``NonFiniteUpdate``), saves the last good state when writing, and raises
+  ``TrainingDiverged`` carrying the iteration; a finite update that overflows the weights
   stops too (nothing is saved then). Sweeps catch it and record the run as diverged;
 * the run directory ``runs/<run-name>/``: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``
-  (atomic, CRC-checked: :mod:`agents.checkpoint`), ``final_eval.json`` and
+  (atomic, CRC-checked: ``agents.checkpoint``), ``final_eval.json`` and
   ``learning_curve.png``; ``resume=True`` continues from the checkpoint to the same result an
   uninterrupted run gives (CPU).
 """
@@ -97,7 +97,7 @@ class TrainingDiverged(RuntimeError):
 class NonFiniteUpdate(RuntimeError):
     """Raised by an update *before* it changes the weights: what was non-finite (``what``:
     ``"loss"``, ``"gradient"``, ``"update"``) and advice. The loop turns it into
-    :class:`TrainingDiverged` after saving the last good state."""
+    ``TrainingDiverged`` after saving the last good state."""
 
     def __init__(self, what: str, advice: str = "") -> None:
         super().__init__(f"non-finite {what}")
@@ -266,7 +266,7 @@ class Step:
         loss: The scalar the default update differentiates (logged as ``loss``); a custom
             update may return any scalar it wants logged (detached is fine).
         prediction: What the problem scores on the training batch, outside the training clock
-            (:meth:`agents.problems.Problem.batch_metrics`): the :class:`Rollout` of a task, the
+            (``agents.problems.Problem.batch_metrics``): the ``Rollout`` of a task, the
             guesses ``x`` ``(B, ...)`` of an inverse problem, or ``None``.
         metrics: Extra scalars of the algorithm, logged as they are.
     """
@@ -285,15 +285,15 @@ class LossFn(Protocol):
 
 class UpdateFn(Protocol):
     """``update(network, optimizer, problem, batch, config) -> Step``: changes the weights
-    once. It must raise :class:`NonFiniteUpdate` instead of applying a non-finite step (see
-    :func:`check_finite`); the loop checks the weights afterwards."""
+    once. It must raise ``NonFiniteUpdate`` instead of applying a non-finite step (see
+    ``check_finite``); the loop checks the weights afterwards."""
 
     def __call__(self, network: nn.Module, optimizer: torch.optim.Optimizer, problem: Any,
                  batch: Any, config: Any) -> Step: ...
 
 
 def check_finite(tensors: Iterable[torch.Tensor | None], what: str, advice: str = "") -> None:
-    """Raise :class:`NonFiniteUpdate` (``what``) if any of ``tensors`` holds NaN/inf.
+    """Raise ``NonFiniteUpdate`` (``what``) if any of ``tensors`` holds NaN/inf.
 
     One fused reduction per call (the max-abs norm, ``torch._foreach_norm(ord=inf)``: it is
     finite exactly when every entry is, and cannot overflow), so the check stays cheap for small
@@ -310,7 +310,7 @@ def check_finite(tensors: Iterable[torch.Tensor | None], what: str, advice: str 
 def gradient_update(loss: LossFn) -> UpdateFn:
     """The default update of an algorithm with ``loss``: ``zero_grad; backward;
     finite-gradient check; optimizer.step``; a non-finite loss or gradient raises
-    :class:`NonFiniteUpdate` before the weights change."""
+    ``NonFiniteUpdate`` before the weights change."""
 
     def update(network: nn.Module, optimizer: torch.optim.Optimizer, problem: Any, batch: Any,
                config: Any) -> Step:
@@ -332,14 +332,14 @@ class Algorithm:
     methods outside this loop, e.g. PPO through stable-baselines3) its own ``train``.
 
     Adding an algorithm is one module that defines ``ALGORITHM = Algorithm(...)`` plus one line
-    in :data:`agents.registry.ALGORITHMS`. Which problems it accepts is its config's
-    :meth:`TrainConfig.check_problem`.
+    in ``agents.registry.ALGORITHMS``. Which problems it accepts is its config's
+    ``TrainConfig.check_problem``.
 
     Attributes:
         name: The name on the command line (``scripts/train.py <name>``).
-        config: Its :class:`TrainConfig` subclass (``algo`` set to ``name``).
+        config: Its ``TrainConfig`` subclass (``algo`` set to ``name``).
         loss: ``loss(network, problem, batch, config) -> Step``.
-        update: Its own update (default: :func:`gradient_update` of ``loss``).
+        update: Its own update (default: ``gradient_update`` of ``loss``).
         trainer: Its own training function (then ``loss``/``update`` are unused).
     """
 
@@ -358,7 +358,7 @@ class Algorithm:
         return gradient_update(self.loss)
 
     def train(self, config: TrainConfig, **kwargs: Any) -> TrainResult:
-        """Train with ``config``; ``kwargs`` as :func:`run_training`."""
+        """Train with ``config``; ``kwargs`` as ``run_training``."""
         if self.trainer is not None:
             return self.trainer(config, **kwargs)
         return run_training(config, self, **kwargs)
@@ -366,7 +366,7 @@ class Algorithm:
 
 @dataclass
 class TrainResult:
-    """What :func:`run_training` returns."""
+    """What ``run_training`` returns."""
 
     policy: nn.Module
     """The trained network (eval mode): a policy, or ``x = f(y*)`` of an inverse problem."""
@@ -408,7 +408,7 @@ def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
 
 def build_network(spec: dict[str, Any], *, device: str | torch.device = "cpu",
                   seed: int | None = None) -> nn.Module:
-    """The network of a spec (:meth:`agents.problems.Problem.network_spec`), seeded."""
+    """The network of a spec (``agents.problems.Problem.network_spec``), seeded."""
     kwargs = {"spatial": tuple(spec["spatial"])} if spec.get("spatial") else {}
     net = make_network(spec["name"], spec["obs_dim"], spec["act_dim"], hidden=spec["hidden"],
                        device=device, seed=seed, **kwargs)
@@ -464,7 +464,7 @@ def _plot_curve(history: list[dict[str, float]], path: Path, title: str,
 
 
 class RunRecorder:
-    """Run bookkeeping shared by every training loop (here and in :mod:`agents.ppo`).
+    """Run bookkeeping shared by every training loop (here and in ``agents.ppo``).
 
     Writes ``config.json`` and ``metrics.jsonl``, keeps the log / evaluation / checkpoint
     cadence of ``config`` (``log_every``, ``eval_every``, ``checkpoint_every``), and at the end
@@ -556,8 +556,8 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
 
     Args:
         config: Settings (validated before any work starts).
-        algorithm: An :class:`Algorithm`, or just a loss (``loss(network, problem, batch,
-            config) -> Step``, trained with :func:`gradient_update`).
+        algorithm: An ``Algorithm``, or just a loss (``loss(network, problem, batch,
+            config) -> Step``, trained with ``gradient_update``).
         resume: Continue from ``<run_dir>/checkpoint.pt`` (its settings are kept; only
             ``iterations`` and ``time_budget`` are taken from ``config``, to extend a run).
         progress: Show a progress bar with the live loss and error.

@@ -246,8 +246,8 @@ def burgers_substeps(n: int, max_speed: float = 1.0) -> int:
 
 
 def burgers_physics(label: str, n: int = 128) -> Any:
-    """sipenv's Burgers model of row ``label`` (:data:`BURGERS_VARIANTS`) on ``n`` cells; the
-    upwind variants get :func:`burgers_substeps`, the semi-Lagrangian one its default 1."""
+    """sipenv's Burgers model of row ``label`` (``BURGERS_VARIANTS``) on ``n`` cells; the
+    upwind variants get ``burgers_substeps``, the semi-Lagrangian one its default 1."""
     from sipenv.physics import BurgersPhysics
 
     options = dict(BURGERS_VARIANTS[label])
@@ -517,7 +517,7 @@ def _subprocess_env(settings: Settings) -> dict[str, str]:
 
 def peak_memory_subprocess(cases: Sequence[tuple[str, int]], settings: Settings
                            ) -> dict[str, Any]:
-    """Run :func:`measure_peak_memory` for ``cases`` in one fresh subprocess."""
+    """Run ``measure_peak_memory`` for ``cases`` in one fresh subprocess."""
     if not Path("/proc/self/clear_refs").exists():
         return {"error": "peak memory needs Linux /proc (clear_refs, VmHWM)"}
     env = _subprocess_env(settings)
@@ -593,7 +593,7 @@ def bench_our_envs(settings: Settings, cases: Sequence[tuple[str, int, str]] | N
                    tuned: bool = False) -> list[dict[str, Any]]:
     """Env throughput rows of ``cases`` ``(env id, num_envs, variant)`` (default: all), and for
     B = 1024 the cost and minor page faults of one autoreset's task draw. ``tuned`` labels rows
-    timed in a process started with :data:`TUNED_MALLOC`."""
+    timed in a process started with ``TUNED_MALLOC``."""
     import gymnasium as gym
 
     import sipenv  # noqa: F401  (registers the ids)
@@ -663,7 +663,7 @@ def bench_our_envs(settings: Settings, cases: Sequence[tuple[str, int, str]] | N
 
 
 def tuned_env_rows_subprocess(settings: Settings) -> list[dict[str, Any]]:
-    """The B = 1024 Burgers env rows again, in a fresh process with :data:`TUNED_MALLOC`."""
+    """The B = 1024 Burgers env rows again, in a fresh process with ``TUNED_MALLOC``."""
     cases = [("sip/ControlledBurgers-v0", 1024, "")]
     cases += [("sip/ControlledBurgers-v0", 1024, variant) for variant in ENV_VARIANTS]
     env = {**_subprocess_env(settings), **TUNED_MALLOC}
@@ -805,7 +805,7 @@ def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
 def compute_bars(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The issue's bars as ratios (``None`` where a side was not measured).
 
-    Each bar is judged on the sipenv row of :data:`JUDGED_ON` (PhiFlow's operator or scheme,
+    Each bar is judged on the sipenv row of ``JUDGED_ON`` (PhiFlow's operator or scheme,
     checked to agree with it to round-off before timing); ``variants`` holds the same ratio for
     sipenv's other rows — the defaults among them — so a reader sees both.
     """

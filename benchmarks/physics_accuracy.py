@@ -7,7 +7,7 @@ Regenerate with (from the repository root)::
 
 It writes ``docs/results/physics_accuracy.json`` and ``docs/results/physics_accuracy.md``.
 
-The docstrings of :mod:`sipenv.physics.burgers` (and friends) state *what* is measured and point
+The docstrings of ``sipenv.physics.burgers`` (and friends) state *what* is measured and point
 to ``docs/results/physics_accuracy.md``; the numbers live there, written by this script, and the
 tests under ``tests/physics`` pin bounds on them. Every accuracy case is seeded and runs in float64
 (deterministic); the speed ratios are wall-clock medians on the machine that ran the script.
@@ -23,11 +23,11 @@ batch):
 * Burgers inverse, semi-Lagrangian at 1 and 4 sub-steps: from the next state and 10 % away, on
   8 smooth states (amplitude 0.3, under a force, seed 0) and on the 32 steep reference states
   (seed 0, no force); and the same at 1 sub-step with a one-sweep reversed step instead of two
-  (why :class:`~sipenv.physics.SemiLagrangianAdvection` reverses with two sweeps).
+  (why ``SemiLagrangianAdvection`` reverses with two sweeps).
 * The Riemann problem (u = 1 on [0.2, 0.5), N = 256, ν = 1e-6, 10 steps; exact shock at 0.65):
   shock position, mass lost, over/undershoot per scheme.
 * One unforced step against an independent fine-grid solution (dealiased pseudo-spectral
-  IF-RK4 on a 4× finer grid, :func:`benchmarks.bench_peers.burgers_reference`) for unit-peak
+  IF-RK4 on a 4× finer grid, ``benchmarks.bench_peers.burgers_reference``) for unit-peak
   smooth fields, at N = 128 and 1024, per scheme.
 * Speed ratios (B = 64, N = 128): semi-Lagrangian vs upwind step; analytic vs plain-autograd
   backward through a 32-step rollout; diffusion ``step`` with a zero force vs ``free_step``.

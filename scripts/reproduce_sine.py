@@ -193,7 +193,7 @@ class Runner:
 
     def best_curve(self, method: str, xi: float, phi: float,
                    budget: float) -> dict[str, list[float]]:
-        """The binned error-vs-time curve of :meth:`best`."""
+        """The binned error-vs-time curve of ``best``."""
         self.best(method, xi, phi, budget)
         return self.curves[(method, float(xi), float(phi), self.factor(method, xi, phi),
                             float(budget))]

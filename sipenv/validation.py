@@ -1,6 +1,6 @@
 """Argument checks shared by every layer (physics, envs, agents, scripts).
 
-Each check raises :class:`ValueError` with one sentence that names the setting, what it must be
+Each check raises ``ValueError`` with one sentence that names the setting, what it must be
 and what it got, plus an optional ``hint`` saying how to fix it; it returns the value (as a plain
 ``int`` / ``float`` / ``bool`` where that applies), so a check reads as an assignment::
 

@@ -8,7 +8,7 @@ same code.
 Two PhiFlow facts shape these references (``/work/shared/PEERS.md``, re-checked by the tests):
 
 * ``diffuse.fourier`` ignores the grid spacing (it assumes ``Δx = 1``), so the diffusivity is
-  passed as ``ν / Δx²``; the agreement check against :class:`sipenv.physics.DiffusionPhysics`
+  passed as ``ν / Δx²``; the agreement check against ``sipenv.physics.DiffusionPhysics``
   would fail by orders of magnitude otherwise.
 * 1-D advection crashes on the torch backend (``grid_sampler(): expected 4D or 5D input``), so
   Burgers runs on a **2-D grid with a singleton y axis** (``x = N``, ``y = 1``, cells square,
@@ -19,7 +19,7 @@ PhiFlow's Burgers step is its demo's: diffuse, then advect the velocity by itsel
 (``advect.semi_lagrangian`` by default, ``advect.mac_cormack`` optionally), with
 ``diffuse.fourier`` for the diffusion so that it matches sipenv's exact spectral diffusion; the
 force is added once at the end of the step, as in sipenv. sipenv's scheme is different
-(conservative upwind advection in sub-steps, see :mod:`sipenv.physics.burgers`), so the two agree
+(conservative upwind advection in sub-steps, see ``sipenv.physics.burgers``), so the two agree
 only to discretisation error, which the harness reports against a fine-grid reference.
 """
 

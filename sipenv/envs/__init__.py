@@ -2,7 +2,7 @@
 
 All registrations live here, with string entry points, namespaced and versioned; a change of
 behaviour bumps the version. A new env is one line in ``_ENTRY_POINTS`` (and gets the
-conformance tests of ``tests/envs/test_conformance.py`` by being in :data:`ENV_IDS`).
+conformance tests of ``tests/envs/test_conformance.py`` by being in ``ENV_IDS``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Input checks shared by every env shell: device and dtype, actions, reset options, sizes.
 
-Each raises :class:`ValueError` with a message that names the input, what it must be and what it
+Each raises ``ValueError`` with a message that names the input, what it must be and what it
 got, before anything in the env changes.
 """
 

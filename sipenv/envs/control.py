@@ -1,19 +1,19 @@
 """Gymnasium shells over a batched field task: a single env and a native batched
-:class:`gymnasium.vector.VectorEnv`.
+``gymnasium.vector.VectorEnv``.
 
 Two layers, each written once:
 
-- the **shells** :class:`FieldEnv` / :class:`FieldVectorEnv` hold what every field task shares:
+- the **shells** ``FieldEnv`` / ``FieldVectorEnv`` hold what every field task shares:
   construction from a core, validation, stepping, costs, NEXT_STEP autoreset (vector),
   rendering. The single env is a batch of one: it holds ``(1, …)`` tensors and calls the same
   hooks as the vector env.
-- the **task hooks** (:class:`FieldTask`; :class:`ControlTask` here,
-  :class:`~sipenv.envs.correction.CorrectionTask` for correction) say, in batched form only,
+- the **task hooks** (``FieldTask``; ``ControlTask`` here,
+  ``CorrectionTask`` for correction) say, in batched form only,
   what a task observes, rewards and draws, and how its reset options pose episodes.
 
 ``ControlEnv = ControlTask + FieldEnv`` and ``ControlVectorEnv = ControlTask + FieldVectorEnv``.
-A concrete environment (e.g. :mod:`sipenv.envs.controlled_diffusion`) only names its physics and
-defaults (:func:`control_factory`) and documents the task.
+A concrete environment (e.g. ``sipenv.envs.controlled_diffusion``) only names its physics and
+defaults (``control_factory``) and documents the task.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ __all__ = ["ControlEnv", "ControlTask", "ControlVectorEnv", "FieldEnv", "FieldTa
 def control_factory(owner: str, physics: type, *, sampler: type | None = None,
                     **defaults: Any) -> Factory[ControlCore]:
     """The core factory of a control env: ``gym.make`` keywords routed to the fields of
-    ``physics`` (a physics dataclass), of :class:`ControlCore` and, given a ``sampler``
+    ``physics`` (a physics dataclass), of ``ControlCore`` and, given a ``sampler``
     dataclass (built as ``sampler(physics, horizon=…, **its other fields)``), to it.
 
     Args:
@@ -57,7 +57,7 @@ def control_factory(owner: str, physics: type, *, sampler: type | None = None,
         physics: The physics dataclass; it owns the physics defaults.
         sampler: Optional task sampler dataclass (else ``physics.sample_fields`` draws tasks).
         **defaults: The env's own defaults, e.g. ``horizon=16, force_scale=100.0,
-            force_penalty=1e-3`` (:class:`ControlCore` requires these three).
+            force_penalty=1e-3`` (``ControlCore`` requires these three).
     """
     routes = {"physics": Route(physics),
               "core": Route(ControlCore, exclude=("physics", "task_sampler"))}
@@ -87,7 +87,7 @@ class FieldTask:
 
     A shell provides the inputs: ``core``, ``device``, ``dtype``, the current ``state``
     ``(B, *action_shape)`` and ``target`` (what ``core.sample_tasks`` returns), the steps taken
-    :meth:`_steps` ``(B,)``, and :attr:`_batch_shape` (``()`` for the single env, ``(num_envs,)``
+    ``_steps`` ``(B,)``, and ``_batch_shape`` (``()`` for the single env, ``(num_envs,)``
     for the vector env: the leading shape users give reset options in).
     """
 
@@ -117,8 +117,8 @@ class FieldTask:
         raise NotImplementedError
 
     def _parse_reset(self, options: Any) -> Any:
-        """Validate ``reset``'s ``options`` (batched by :attr:`_batch_shape`) before anything
-        changes; what :meth:`_new_episodes` takes.
+        """Validate ``reset``'s ``options`` (batched by ``_batch_shape``) before anything
+        changes; what ``_new_episodes`` takes.
 
         Raises:
             ValueError: For invalid options, saying what is accepted.
@@ -128,7 +128,7 @@ class FieldTask:
     def _new_episodes(self, given: Any, generator: torch.Generator
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(s0, target)`` of ``B`` new episodes: drawn from ``generator``, or posed by
-        ``given`` (from :meth:`_parse_reset`)."""
+        ``given`` (from ``_parse_reset``)."""
         raise NotImplementedError
 
     def _observations(self) -> torch.Tensor:
@@ -157,7 +157,7 @@ def _check_targets_nonzero(target: torch.Tensor) -> None:
 
 
 class ControlTask(FieldTask):
-    """Hooks of the "reach the target state" task of a :class:`ControlCore`: the observation
+    """Hooks of the "reach the target state" task of a ``ControlCore``: the observation
     ``[s_t, s*, t/T]``, the force cost every step and the relative terminal error at the last;
     reset options ``initial_state`` / ``target`` (either alone)."""
 
@@ -212,8 +212,8 @@ class _FieldShell(FieldTask):
 
     metadata: dict[str, Any]
     make_core: ClassVar[Callable[..., TaskCore]]
-    """Builds the core from ``gym.make`` keywords: a :class:`~sipenv.envs.settings.Factory`
-    (e.g. :func:`control_factory`), set by each concrete env."""
+    """Builds the core from ``gym.make`` keywords: a ``Factory``
+    (e.g. ``control_factory``), set by each concrete env."""
     np_random: np.random.Generator
 
     def _setup(self, core: TaskCore | None, kwargs: dict[str, Any],
@@ -267,7 +267,7 @@ class _FieldShell(FieldTask):
 
     def _frames(self, forces: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
         """One ``(H, W, 3) uint8`` frame per episode, with ``forces[i]`` drawn as applied: the
-        1-D drawing of :func:`~sipenv.envs.rendering.draw_frame` (a task whose state is not a
+        1-D drawing of ``draw_frame`` (a task whose state is not a
         1-D field overrides this)."""
         from sipenv.envs.rendering import draw_frame
 
@@ -288,9 +288,9 @@ class _FieldShell(FieldTask):
 class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     """One episode of a batched field task (a control or a correction core) behind the
     Gymnasium API: validation, stepping, costs and rendering, written once; the task's hooks
-    (a :class:`FieldTask`) see a batch of one.
+    (a ``FieldTask``) see a batch of one.
 
-    ``reset_options_space`` (a :class:`gymnasium.spaces.Dict`) describes the reset options;
+    ``reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the reset options;
     every key is optional (batched with a leading ``num_envs`` axis in the vector env).
 
     Args:
@@ -331,7 +331,7 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         """Apply the normalised force ``action`` (clipped to ``[-1, 1]``).
 
         Raises:
-            RuntimeError: Before :meth:`reset` or after the episode has ended.
+            RuntimeError: Before ``reset`` or after the episode has ended.
             ValueError: For a wrong shape or NaN/inf entries (the state is left unchanged).
         """
         if self.state is None or self.target is None:
@@ -369,7 +369,7 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
 
 class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     """``num_envs`` episodes of a batched field task, stepped as one torch batch (the vector
-    counterpart of :class:`FieldEnv`, calling the same task hooks).
+    counterpart of ``FieldEnv``, calling the same task hooks).
 
     Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP``: the step after an episode ends
     resets that sub-env (its action is ignored, its reward is 0 and it is neither terminated nor
@@ -438,7 +438,7 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         to [-1, 1]).
 
         Raises:
-            RuntimeError: Before :meth:`reset`.
+            RuntimeError: Before ``reset``.
             ValueError: For a wrong shape or NaN/inf entries (no sub-env is changed).
         """
         if self.state is None or self.target is None or self._generator is None:
@@ -486,14 +486,14 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
 
 
 class ControlEnv(ControlTask, FieldEnv):
-    """A single episode of a :class:`ControlCore` task behind the Gymnasium API.
+    """A single episode of a ``ControlCore`` task behind the Gymnasium API.
 
-    Subclasses set ``make_core`` (:func:`control_factory`) and carry the user-facing
-    documentation. See :class:`sipenv.envs.controlled_diffusion.ControlledDiffusionEnv` for the
+    Subclasses set ``make_core`` (``control_factory``) and carry the user-facing
+    documentation. See ``sipenv.envs.controlled_diffusion.ControlledDiffusionEnv`` for the
     full description of spaces, rewards and options.
     """
 
 
 class ControlVectorEnv(ControlTask, FieldVectorEnv):
-    """``num_envs`` episodes of a :class:`ControlCore` task, stepped as one torch batch
-    (NEXT_STEP autoreset; see :class:`FieldVectorEnv`)."""
+    """``num_envs`` episodes of a ``ControlCore`` task, stepped as one torch batch
+    (NEXT_STEP autoreset; see ``FieldVectorEnv``)."""

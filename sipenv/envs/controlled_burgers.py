@@ -13,8 +13,8 @@ ENV_ID = "sip/ControlledBurgers-v0"
 make_core = control_factory(ENV_ID, BurgersPhysics, sampler=BurgersTaskSampler, horizon=32,
                             force_scale=2.0, force_penalty=1e-3)
 """Builds the core of ``sip/ControlledBurgers-v0`` from its keywords (see the env's Arguments);
-the physics defaults are :class:`~sipenv.physics.BurgersPhysics`'s, ``force_amplitude``'s is
-:class:`~sipenv.physics.burgers.BurgersTaskSampler`'s."""
+the physics defaults are ``BurgersPhysics``'s, ``force_amplitude``'s is
+``BurgersTaskSampler``'s."""
 
 
 class ControlledBurgersEnv(ControlEnv):
@@ -23,7 +23,7 @@ class ControlledBurgersEnv(ControlEnv):
 
     A 1-D periodic velocity field ``u(x, t)`` on ``[0, L)`` obeys the forced viscous Burgers
     equation ``∂u/∂t + u ∂u/∂x = ν ∂²u/∂x² + f(x, t)``, integrated by conservative upwind
-    advection and exact spectral diffusion in sub-steps (:class:`sipenv.physics.BurgersPhysics`).
+    advection and exact spectral diffusion in sub-steps (``sipenv.physics.BurgersPhysics``).
     Each step the agent chooses a force field ``f``, added as ``u ← P₀(u) + dt · f``. Two
     Gaussian bumps of opposite sign collide and form a shock; the goal is to reach a target
     field ``u*`` at the final step with little force. This is the Burgers control benchmark of
@@ -37,7 +37,7 @@ class ControlledBurgersEnv(ControlEnv):
     behaviour, not an error). NaN/inf or wrongly shaped actions raise ``ValueError`` and leave
     the state unchanged. The default ``force_scale = 2`` makes every task solvable inside the
     box: the constant force that generated the target peaks at ≤ 1.74 (``|a| ≤ 0.87``), and the
-    converged least-``Σ‖F_t‖²`` solutions (Gauss–Newton, :mod:`sipenv.physics.generic_inverse`)
+    converged least-``Σ‖F_t‖²`` solutions (Gauss–Newton, ``sipenv.physics.generic_inverse``)
     peak at ``|a| ≈ 0.48`` for the median task and 0.89 at the 99th percentile (the largest of
     384 measured tasks: 1.006, where the generating force stays inside); they cost 0.94–1.0×
     the ``Σ‖F_t‖²`` of the generating force (``docs/results/burgers/reference_solutions.json``).
@@ -83,21 +83,21 @@ class ControlledBurgersEnv(ControlEnv):
       conservative (shocks stall, mass is lost at fronts) and with a weaker local inverse on
       shocks; targets are then simulated with it too, so it is a different task.
     - ``diffuse_every_substep=True``, ``save_substeps=True``: the upwind scheme's speed options
-      (:class:`sipenv.physics.BurgersPhysics`; ``docs/performance.md`` measures them).
+      (``sipenv.physics.BurgersPhysics``; ``docs/performance.md`` measures them).
     - ``force_scale=2.0``: force per unit action; ``force_penalty=1e-3``: force-cost weight.
     - ``force_amplitude=1.6``: peak of the force that generates targets (``0.05 · 32``).
     - ``max_gain=100``, ``inverse_iterations=10``: the physics' local inverse simulator.
     - ``check_cfl=True``: the CFL check (one host sync per step).
-    - Keywords are routed by name: every field of :class:`~sipenv.physics.BurgersPhysics` (also
-      ``analytic_derivatives``), of :class:`~sipenv.envs.core.ControlCore` and of
-      :class:`~sipenv.physics.burgers.BurgersTaskSampler` (also ``chunk``); an unknown keyword
+    - Keywords are routed by name: every field of ``BurgersPhysics`` (also
+      ``analytic_derivatives``), of ``ControlCore`` and of
+      ``BurgersTaskSampler`` (also ``chunk``); an unknown keyword
       raises ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float32"``: where and in which precision the physics runs.
     - ``render_mode``: ``"human"`` (pygame window) or ``"rgb_array"`` (``(440, 640, 3)`` frames).
 
     Agents reach the differentiable batched core with
-    :func:`sipenv.envs.core.core_of` (``core_of(env)``, typed; it is ``env.unwrapped.core``)
-    (:class:`sipenv.envs.core.ControlCore`: physics, task sampler, horizon, costs).
+    ``sipenv.envs.core.core_of`` (``core_of(env)``, typed; it is ``env.unwrapped.core``)
+    (``sipenv.envs.core.ControlCore``: physics, task sampler, horizon, costs).
 
     ## Version History
 

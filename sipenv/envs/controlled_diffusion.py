@@ -13,7 +13,7 @@ ENV_ID = "sip/ControlledDiffusion-v0"
 make_core = control_factory(ENV_ID, DiffusionPhysics, horizon=16, force_scale=100.0,
                             force_penalty=1e-3)
 """Builds the core of ``sip/ControlledDiffusion-v0`` from its keywords (see the env's
-Arguments); the physics defaults are :class:`~sipenv.physics.DiffusionPhysics`'s."""
+Arguments); the physics defaults are ``DiffusionPhysics``'s."""
 
 
 class ControlledDiffusionEnv(ControlEnv):
@@ -22,7 +22,7 @@ class ControlledDiffusionEnv(ControlEnv):
 
     A 1-D periodic field ``s(x, t)`` on ``[0, L)`` obeys the forced heat equation
     ``∂s/∂t = ν ∂²s/∂x² + f(x, t)``, integrated exactly in Fourier space
-    (:class:`sipenv.physics.DiffusionPhysics`). Each step the agent chooses a force field ``f``
+    (``sipenv.physics.DiffusionPhysics``). Each step the agent chooses a force field ``f``
     (constant over the step). The goal is to reach a target field ``s*`` at the final step with
     little force. High Fourier modes decay fast, so reaching a target with fine detail needs
     large, well-timed forces: the problem is badly scaled for gradient descent, which is what
@@ -67,15 +67,15 @@ class ControlledDiffusionEnv(ControlEnv):
     - ``force_scale=100.0``: force per unit action; ``force_penalty=1e-3``: force-cost weight.
     - ``max_mode=8``, ``amplitude=1.0``: the task sampler.
     - ``max_gain=1e4``: largest per-mode gain of the inverse simulator.
-    - Keywords are routed by name to :class:`~sipenv.physics.DiffusionPhysics` and
-      :class:`~sipenv.envs.core.ControlCore` (the lists above are all of their fields); an
+    - Keywords are routed by name to ``DiffusionPhysics`` and
+      ``ControlCore`` (the lists above are all of their fields); an
       unknown keyword raises ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float32"``: where and in which precision the physics runs.
     - ``render_mode``: ``"human"`` (pygame window) or ``"rgb_array"`` (``(440, 640, 3)`` frames).
 
     Agents reach the differentiable batched core with
-    :func:`sipenv.envs.core.core_of` (``core_of(env)``, typed; it is ``env.unwrapped.core``)
-    (:class:`sipenv.envs.core.ControlCore`: physics, sampler, horizon, costs).
+    ``sipenv.envs.core.core_of`` (``core_of(env)``, typed; it is ``env.unwrapped.core``)
+    (``sipenv.envs.core.ControlCore``: physics, sampler, horizon, costs).
 
     ## Version History
 

@@ -1,8 +1,8 @@
 """The functional, batched core of a control task: what agents differentiate through.
 
-A :class:`ControlCore` couples a physics model with a task definition (horizon, action scaling,
+A ``ControlCore`` couples a physics model with a task definition (horizon, action scaling,
 costs, task sampler). Every method is pure batched torch on ``(B, N)`` tensors, so the Gymnasium
-shells (:mod:`sipenv.envs.control`) and the training algorithms in ``agents/`` run exactly the same
+shells (``sipenv.envs.control``) and the training algorithms in ``agents/`` run exactly the same
 numerics.
 
 Task: from ``s_0`` reach the target ``s*`` after ``horizon`` steps of
@@ -55,10 +55,10 @@ class TaskCore(Protocol):
     """The functional, batched core of a field task (control or correction): what the env
     shells step and what agents differentiate through.
 
-    :class:`ControlCore` and :class:`~sipenv.envs.correction.CorrectionCore` implement it; get an
-    env's core with :func:`core_of`. Shapes: states ``(B, *action_shape)``; normalised actions
+    ``ControlCore`` and ``CorrectionCore`` implement it; get an
+    env's core with ``core_of``. Shapes: states ``(B, *action_shape)``; normalised actions
     ``(B, *action_shape)`` in ``[-1, 1]``; observations ``(B, *observation_shape)`` (float32);
-    the ``target`` is whatever :meth:`sample_tasks` returns as the task's goal (``(B, N)`` for
+    the ``target`` is whatever ``sample_tasks`` returns as the task's goal (``(B, N)`` for
     control, the reference trajectory ``(B, T + 1, N)`` for correction). Every method is pure
     batched torch; every attribute is read-only (the cores are frozen dataclasses).
     """
@@ -140,7 +140,7 @@ def core_of(env: object, kind: type[Any] | None = None) -> Any:
 
     Args:
         env: The env (``gym.make`` / ``gym.make_vec`` result, or the env itself).
-        kind: Optionally the core class the caller needs (e.g. :class:`ControlCore`); the
+        kind: Optionally the core class the caller needs (e.g. ``ControlCore``); the
             result is then typed as it, and any other core is refused.
 
     >>> import gymnasium as gym

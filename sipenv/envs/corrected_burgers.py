@@ -43,12 +43,12 @@ class CorrectedBurgersEnv(CorrectionEnv):
     ## Description
 
     A coarse solver of the viscous Burgers equation ``∂u/∂t + u ∂u/∂x = ν ∂²u/∂x²`` (32 cells,
-    steps of ``dt = 0.06``; :class:`sipenv.physics.BurgersPhysics`) smears shocks: its
+    steps of ``dt = 0.06``; ``sipenv.physics.BurgersPhysics``) smears shocks: its
     first-order numerical viscosity (≈ ``|u| Δx / 2 · (1 − CFL) ≈ 0.03`` at ``|u| = 3``) dwarfs
     ``ν = 0.003``. The agent
     corrects the coarse state every step so that it follows the *reference*: the solution of a
     fine solver (128 cells, ``dt = 0.03``) from the same initial state, down-sampled to the
-    coarse grid by finite-volume averaging (:func:`sipenv.envs.correction.block_average`). The
+    coarse grid by finite-volume averaging (``sipenv.envs.correction.block_average``). The
     correction ``c`` enters as the coarse model's additive force, ``u ← P₀(u) + dt · c``. This is
     the "solver in the loop" correction task; the exact per-step correction is
     ``physics.force_for(u_t, r_{t+1})``. Without corrections the coarse solution drifts to a
@@ -97,16 +97,16 @@ class CorrectedBurgersEnv(CorrectionEnv):
       a multiple of ``n``, ``fine_dt`` dividing ``dt``).
     - ``length=1.0``, ``nu=0.003``, ``horizon=16`` (coarse steps).
     - ``force_scale=8.0``, ``force_penalty=0.0``: correction per unit action and its cost weight.
-    - Keywords are routed by name: unprefixed fields of :class:`~sipenv.physics.BurgersPhysics`
+    - Keywords are routed by name: unprefixed fields of ``BurgersPhysics``
       configure the coarse solver (``length``, ``nu``, ``check_cfl`` also the fine one), the same
       fields prefixed ``fine_`` (e.g. ``fine_advection``) the fine one; an unknown keyword
       raises ``TypeError`` naming the accepted ones.
     - ``check_cfl=True``; ``device="cpu"``, ``dtype="float32"``; ``render_mode`` ``"human"`` or
       ``"rgb_array"`` (the state against the current reference state).
 
-    Agents reach the differentiable batched core with :func:`sipenv.envs.core.core_of`
+    Agents reach the differentiable batched core with ``sipenv.envs.core.core_of``
     (``core_of(env)``, typed; it is ``env.unwrapped.core``)
-    (:class:`sipenv.envs.correction.CorrectionCore`); its "target" is the whole reference
+    (``sipenv.envs.correction.CorrectionCore``); its "target" is the whole reference
     trajectory ``(B, horizon + 1, N)``.
 
     ## Version History

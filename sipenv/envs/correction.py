@@ -1,6 +1,6 @@
 """Correction tasks: a network corrects a coarse solver each step to follow a fine reference.
 
-A :class:`CorrectionCore` couples a *coarse* physics model (the one the agent steps and
+A ``CorrectionCore`` couples a *coarse* physics model (the one the agent steps and
 corrects) with a *fine* reference model. A task is an initial fine state; its reference
 trajectory is the fine solution, down-sampled to the coarse grid at every coarse step::
 
@@ -10,13 +10,13 @@ trajectory is the fine solution, down-sampled to the coarse grid at every coarse
 The correction enters the coarse model as its additive force (``s' = P₀(s) + dt · c``), so the
 exact per-step correction is ``coarse.force_for(s_t, r_{t+1})``. The per-step deviation is the
 relative squared error ``‖s_t − r_t‖² / ‖r_t‖²``; the reward is minus it (plus a force cost), every
-step. The core has the same interface as :class:`sipenv.envs.core.ControlCore` (so the agents'
+step. The core has the same interface as ``sipenv.envs.core.ControlCore`` (so the agents'
 training loops, DP and evaluation run unchanged); its "target" is the whole reference trajectory
-``(B, T + 1, N)``, and :meth:`CorrectionCore.target_error` of a final state compares it with the
+``(B, T + 1, N)``, and ``CorrectionCore.target_error`` of a final state compares it with the
 last reference state.
 
-The task's env hooks (:class:`CorrectionTask`, batched, written once) run in the shells of
-:mod:`sipenv.envs.control`: :class:`CorrectionEnv` and :class:`CorrectionVectorEnv` (validation,
+The task's env hooks (``CorrectionTask``, batched, written once) run in the shells of
+``sipenv.envs.control``: ``CorrectionEnv`` and ``CorrectionVectorEnv`` (validation,
 NEXT_STEP autoreset, rendering).
 """
 
@@ -156,7 +156,7 @@ class CorrectionCore(FieldCore):
         return relative_squared_error(state, reference_state)
 
     def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """:meth:`deviation` from a reference state ``(B, N)``, or — given a whole reference
+        """``deviation`` from a reference state ``(B, N)``, or — given a whole reference
         trajectory ``(B, T + 1, N)`` — from its last state (the final-state error)."""
         return self.deviation(state, target[:, -1] if target.ndim == 3 else target)
 
@@ -172,8 +172,8 @@ class CorrectionCore(FieldCore):
 
 
 class CorrectionTask(FieldTask):
-    """Hooks of the "follow the fine reference" task of a :class:`CorrectionCore`, batched,
-    shared by :class:`CorrectionEnv` and :class:`CorrectionVectorEnv`: the observation
+    """Hooks of the "follow the fine reference" task of a ``CorrectionCore``, batched,
+    shared by ``CorrectionEnv`` and ``CorrectionVectorEnv``: the observation
     ``[s_t, t/T]``, minus the deviation from the current reference state (and the force cost)
     every step; the reset option ``initial_state`` (the fine initial state)."""
 
@@ -219,19 +219,19 @@ class CorrectionTask(FieldTask):
 
 
 class CorrectionEnv(CorrectionTask, FieldEnv):
-    """A single episode of a :class:`CorrectionCore` task behind the Gymnasium API.
+    """A single episode of a ``CorrectionCore`` task behind the Gymnasium API.
 
     Subclasses set ``make_core`` and carry the user-facing documentation (see
-    :class:`sipenv.envs.corrected_burgers.CorrectedBurgersEnv`). Stepping, validation and
-    rendering are :class:`sipenv.envs.control.FieldEnv`'s.
+    ``sipenv.envs.corrected_burgers.CorrectedBurgersEnv``). Stepping, validation and
+    rendering are ``sipenv.envs.control.FieldEnv``'s.
     """
 
 
 class CorrectionVectorEnv(CorrectionTask, FieldVectorEnv):
-    """``num_envs`` episodes of a :class:`CorrectionCore` task, stepped as one torch batch.
+    """``num_envs`` episodes of a ``CorrectionCore`` task, stepped as one torch batch.
 
     Autoreset follows Gymnasium 1.x ``AutoresetMode.NEXT_STEP`` (see
-    :class:`sipenv.envs.control.FieldVectorEnv`). Given the same fine initial states and actions,
+    ``sipenv.envs.control.FieldVectorEnv``). Given the same fine initial states and actions,
     trajectories equal those of ``num_envs`` single envs.
     """
 

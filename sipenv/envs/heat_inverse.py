@@ -51,7 +51,7 @@ def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
 
 
 def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """A reconstruction of ``shape``, checked (:func:`sipenv.envs.control._validate_action`)."""
+    """A reconstruction of ``shape``, checked (``sipenv.envs.control._validate_action``)."""
     return _check_action(action, shape, what=" (the reconstructed initial field)",
                          fix="Pass a finite field, e.g. np.nan_to_num(action).")
 
@@ -71,7 +71,7 @@ def _sample(physics: HeatPhysics, n: int, np_random: np.random.Generator, device
 
 class HeatInverseTask(OneStepTask):
     """The hooks of ``sip/HeatInverse-v0``, batched (``y* = P(x*)`` per episode, answered by a
-    reconstruction ``x``), shared by :class:`HeatInverseEnv` and :class:`HeatInverseVectorEnv`."""
+    reconstruction ``x``), shared by ``HeatInverseEnv`` and ``HeatInverseVectorEnv``."""
 
     make_task = make_task
     physics: HeatPhysics
@@ -145,7 +145,7 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
 
     ``y = P(x)``,  ``ŷ_k = x̂_k · exp(−(2π)² |k|² νt)``  (``k`` in cycles per cell)
 
-    (:class:`sipenv.physics.HeatPhysics`), and the agent sees only ``y* = P(x*)`` and must
+    (``sipenv.physics.HeatPhysics``), and the agent sees only ``y* = P(x*)`` and must
     reconstruct ``x*``. With the published ``νt = 8`` on 64×64 cells the finest modes are damped
     by ``e^{−158}``: they are lost in round-off, so the exact inverse does not exist and a good
     reconstruction has to *know* what hot rectangles look like. An episode is a single step:
@@ -170,7 +170,7 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
     ## Starting State
 
     ``x*`` is the sum of 4 … 10 unit-height hot rectangles
-    (:meth:`~sipenv.physics.HeatPhysics.sample_initial`), drawn from the env's seeded generator;
+    (``sample_initial``), drawn from the env's seeded generator;
     ``reset(options={"initial": x})`` poses a specific ``x*`` (shape ``(H, W)``, finite).
     ``env.unwrapped.reset_options_space`` (a ``gymnasium.spaces.Dict``) describes the options.
 
@@ -183,7 +183,7 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
 
     - ``shape=(64, 64)``: the grid ``(H, W)`` (each ≥ 4).
     - ``nu_t=8.0``: diffusivity times duration ``νt`` (> 0); larger is harder.
-    - Keywords are routed by name to :class:`~sipenv.physics.HeatPhysics` (also ``noise_rel``,
+    - Keywords are routed by name to ``HeatPhysics`` (also ``noise_rel``,
       ``signal_scale``, ``max_log_gain``: its noise-aware inverse); an unknown keyword raises
       ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs

@@ -1,21 +1,21 @@
 """Gymnasium shells over a one-step inverse problem: a single env and a native batched
-:class:`gymnasium.vector.VectorEnv`.
+``gymnasium.vector.VectorEnv``.
 
 In a one-step inverse problem every episode is a single question and its answer: ``reset`` poses
 a problem (the observation), ``step`` scores the answer (the action) and ends the episode.
 
 Two layers, each written once:
 
-- the **task hooks** (:class:`OneStepTask`) say, in batched form only, how a task is built from
+- the **task hooks** (``OneStepTask``) say, in batched form only, how a task is built from
   its keywords, how it poses ``B`` problems, reads ``B`` answers, scores them, observes and draws
-  them. :attr:`OneStepTask._batch_shape` is ``()`` in the single env (a batch of one) and
+  them. ``OneStepTask._batch_shape`` is ``()`` in the single env (a batch of one) and
   ``(num_envs,)`` in the vector env: the leading shape users give actions and reset options in.
-- the **shells** :class:`OneStepEnv` / :class:`OneStepVectorEnv` hold the rest: validation of
+- the **shells** ``OneStepEnv`` / ``OneStepVectorEnv`` hold the rest: validation of
   the arguments, the reset and step templates, SAME_STEP autoreset, the ``final_obs`` /
   ``final_info`` layout, rendering, and the conversion of the batched results to what the
   single env returns (Python floats in ``info``).
 
-A concrete environment (:mod:`sipenv.envs.sine_inversion`, :mod:`sipenv.envs.heat_inverse`)
+A concrete environment (``sipenv.envs.sine_inversion``, ``sipenv.envs.heat_inverse``)
 writes the hooks once in a task class, and its two env classes are that task plus a shell.
 """
 
@@ -41,14 +41,14 @@ class OneStepTask:
     """The task-specific hooks of a one-step env, written once in batched form for both shells.
 
     Attributes (set by the shells):
-        physics: The task's physics (what :meth:`_configure` stores).
+        physics: The task's physics (what ``_configure`` stores).
         x: The answers of the last step, ``(B, ...)`` (``None`` before it).
         device, dtype: Where and in which precision the task runs.
     """
 
     make_task: ClassVar[Callable[..., Any]]
     """Builds the task's model (e.g. its physics) from the env's keywords: a
-    :class:`~sipenv.envs.settings.Factory`, set by each concrete env."""
+    ``Factory``, set by each concrete env."""
     physics: Any
     device: torch.device
     dtype: torch.dtype
@@ -63,7 +63,7 @@ class OneStepTask:
         return int(np.prod(self._batch_shape, dtype=np.int64))
 
     def _configure(self, model: Any) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
-        """Store what :attr:`make_task` built (e.g. as ``self.physics``); return the single
+        """Store what ``make_task`` built (e.g. as ``self.physics``); return the single
         ``(action_space, observation_space)``."""
         raise NotImplementedError
 
@@ -73,8 +73,8 @@ class OneStepTask:
         raise NotImplementedError
 
     def _parse_options(self, options: Any) -> Any:
-        """Validate ``reset``'s ``options`` (batched by :attr:`_batch_shape`) before anything
-        changes, into what :meth:`_pose` takes; ``None`` when they pose no specific problem.
+        """Validate ``reset``'s ``options`` (batched by ``_batch_shape``) before anything
+        changes, into what ``_pose`` takes; ``None`` when they pose no specific problem.
 
         Raises:
             ValueError: For invalid options, with a message that says what is accepted.
@@ -110,7 +110,7 @@ class OneStepTask:
 
     def _frames(self) -> tuple[np.ndarray, ...]:
         """One ``(H, W, 3) uint8`` frame per problem: the last answered problem
-        (:meth:`_shown_problem`), its answer (:attr:`x`) and info (``_last_info``), or the
+        (``_shown_problem``), its answer (``x``) and info (``_last_info``), or the
         current problem before the first step."""
         raise NotImplementedError
 
@@ -136,7 +136,7 @@ class OneStepTask:
 class OneStepEnv(OneStepTask, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     """One episode of a one-step inverse problem behind the Gymnasium API: ``reset`` poses a
     problem, the single ``step`` scores the answer and ends the episode (``terminated=True``).
-    The task's hooks (:class:`OneStepTask`) see a batch of one.
+    The task's hooks (``OneStepTask``) see a batch of one.
 
     Attributes:
         physics: The task's physics.
@@ -184,7 +184,7 @@ class OneStepEnv(OneStepTask, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         """Answer the posed problem with ``action``; the episode ends (``terminated=True``).
 
         Raises:
-            RuntimeError: Before :meth:`reset` or after the (one-step) episode has ended.
+            RuntimeError: Before ``reset`` or after the (one-step) episode has ended.
             ValueError: For an invalid action, e.g. of the wrong shape or with NaN/inf entries
                 (the env is left unchanged).
         """
@@ -218,7 +218,7 @@ class OneStepEnv(OneStepTask, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
 
 class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     """``num_envs`` one-step inverse problems, posed and scored as one torch batch (the vector
-    counterpart of :class:`OneStepEnv`, with the same task hooks).
+    counterpart of ``OneStepEnv``, with the same task hooks).
 
     Every step ends every episode, so autoreset is ``AutoresetMode.SAME_STEP``: ``step`` scores
     the actions against the current problems, poses new ones and returns their observations; the
@@ -269,7 +269,7 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
         """Score ``actions`` (one answer per sub-env), then pose new problems (SAME_STEP).
 
         Raises:
-            RuntimeError: Before :meth:`reset`.
+            RuntimeError: Before ``reset``.
             ValueError: For an invalid action batch, e.g. of the wrong shape or with NaN/inf
                 entries (nothing is changed).
         """

@@ -133,7 +133,7 @@ def draw_frame(x: np.ndarray, state: np.ndarray, target: np.ndarray,
 
 class FramePresenter:
     """Mixin for single envs: give a drawn frame to the caller (``"rgb_array"``) or show it in a
-    :class:`HumanWindow` (``"human"``, opened on first use), and close that window."""
+    ``HumanWindow`` (``"human"``, opened on first use), and close that window."""
 
     render_mode: str | None
     metadata: dict[str, Any]

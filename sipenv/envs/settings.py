@@ -1,10 +1,10 @@
 """Keyword routing for env factories: every default is stated once.
 
-A physics dataclass (e.g. :class:`~sipenv.physics.DiffusionPhysics`) owns its physics defaults and
-a core dataclass (:class:`~sipenv.envs.core.ControlCore`) its task defaults; an env states only
+A physics dataclass (e.g. ``DiffusionPhysics``) owns its physics defaults and
+a core dataclass (``ControlCore``) its task defaults; an env states only
 the defaults that make it *this* task (its horizon, its force scale …), in one
-:class:`Factory`. ``gym.make`` keywords are split by the field names of those dataclasses
-(:func:`route`), so an env never restates a signature, and an unknown keyword is refused with a
+``Factory``. ``gym.make`` keywords are split by the field names of those dataclasses
+(``route``), so an env never restates a signature, and an unknown keyword is refused with a
 ``TypeError`` that lists the accepted ones::
 
     make_core = Factory(
@@ -13,7 +13,7 @@ the defaults that make it *this* task (its horizon, its force scale …), in one
         build=lambda kw: ControlCore(physics=DiffusionPhysics(**kw["physics"]), **kw["core"]),
         horizon=16, force_scale=100.0)
 
-(:func:`sipenv.envs.control.control_factory` writes exactly this for a control env.)
+(``sipenv.envs.control.control_factory`` writes exactly this for a control env.)
 """
 
 from __future__ import annotations

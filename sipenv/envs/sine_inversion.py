@@ -26,7 +26,7 @@ FRAME_SHAPE = (440, 640, 3)
 
 @dataclass(frozen=True)
 class SineSettings:
-    """The task's own setting (the physics' are :class:`~sipenv.physics.SinePhysics`'s).
+    """The task's own setting (the physics' are ``SinePhysics``'s).
 
     Args:
         action_scale: Physical ``x`` per unit action; ``None``: the physics'
@@ -103,7 +103,7 @@ def _box() -> spaces.Box:
 
 class SineInversionTask(OneStepTask):
     """The hooks of ``sip/SineInversion-v0``, batched (a target ``y*`` per episode, answered by a
-    guess ``x``), shared by :class:`SineInversionEnv` and :class:`SineInversionVectorEnv`."""
+    guess ``x``), shared by ``SineInversionEnv`` and ``SineInversionVectorEnv``."""
 
     make_task = make_task
     physics: SinePhysics
@@ -166,7 +166,7 @@ class SineInversionEnv(SineInversionTask, OneStepEnv):
 
     ``x̂ = R_φ x``,  ``P(x) = (sin(γ x̂₁ / ξ), γ ξ x̂₂)``,  ``γ = 10``
 
-    (:class:`sipenv.physics.SinePhysics`). ``ξ`` makes the problem ill-conditioned (the two
+    (``sipenv.physics.SinePhysics``). ``ξ`` makes the problem ill-conditioned (the two
     directions' gradients differ by ``ξ²``), ``φ`` rotates the ill-conditioned axes away from the
     coordinate axes. An episode is a single step: a bandit-like one-shot inverse problem, meant
     for learning ``x = f_θ(y*)`` over many targets (``agents.inverse_training``).
@@ -209,8 +209,8 @@ class SineInversionEnv(SineInversionTask, OneStepEnv):
     - ``gamma=10.0``: global scale ``γ``.
     - ``action_scale=None``: physical ``x`` per unit action (default above).
     - ``max_loss_change=0.2``: limit of the saddle-free Newton inverse of the physics.
-    - Keywords are routed by name to :class:`~sipenv.physics.SinePhysics` and
-      :class:`SineSettings` (``action_scale``); an unknown keyword raises ``TypeError`` naming
+    - Keywords are routed by name to ``SinePhysics`` and
+      ``SineSettings`` (``action_scale``); an unknown keyword raises ``TypeError`` naming
       the accepted ones.
     - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs
       (observations are float32 numpy arrays).

@@ -2,29 +2,29 @@
 
 Every time-dependent model exposes ``step(state, force)``, ``inverse_step(next_state, force,
 state)``, ``force_for(state, next_state)`` and a seeded sampler ``sample_fields(batch, generator,
-...)``; see :class:`PhysicsModel`. Single-step inverse problems (``SinePhysics``,
+...)``; see ``PhysicsModel``. Single-step inverse problems (``SinePhysics``,
 ``HeatPhysics``) expose ``forward`` / ``inverse`` / ``sample_*`` instead. Nothing here imports
 gymnasium or pygame.
 
 Building blocks for new models:
 
-* :class:`PeriodicGrid` (:mod:`sipenv.physics.grid`): a periodic 1-D or 2-D grid — spacing, cell
+* ``PeriodicGrid`` (``sipenv.physics.grid``): a periodic 1-D or 2-D grid — spacing, cell
   coordinates, wavenumbers and ``|k|²``, the real FFT pair over the grid axes, shape checks,
-  smooth random fields — and :class:`FactorCache`, per-(device, dtype) precomputed factors.
-* :class:`ExponentialIntegrator` (:mod:`sipenv.physics.spectral`): the exact step, local
+  smooth random fields — and ``FactorCache``, per-(device, dtype) precomputed factors.
+* ``ExponentialIntegrator`` (``sipenv.physics.spectral``): the exact step, local
   inverse and ``force_for`` of any linear PDE with a Fourier symbol ``λ(k)``, given a grid and
-  the symbol (:class:`DiffusionPhysics` and :class:`Diffusion2DPhysics` are two); fields may have
+  the symbol (``DiffusionPhysics`` and ``Diffusion2DPhysics`` are two); fields may have
   several components (``(B, C, *grid)``, e.g. a 2-D velocity).
-  :class:`SemilinearExponentialIntegrator` adds a nonlinear term, ``∂s/∂t = λ s + N(s) + f``
+  ``SemilinearExponentialIntegrator`` adds a nonlinear term, ``∂s/∂t = λ s + N(s) + f``
   (first-order exponential time differencing, exact ``force_for``, a defect-correction
   ``inverse_step``): Kuramoto–Sivashinsky is its symbol ``k² − k⁴`` and ``N(u) = −½ ∂ₓ(u²)``.
-* :func:`defect_correction` (:mod:`sipenv.physics.defect_correction`): a local inverse of any
+* ``defect_correction`` (``sipenv.physics.defect_correction``): a local inverse of any
   step from an approximate inverse (e.g. the time-reversed scheme), as Burgers uses it; beside
-  the Gauss–Newton inverse of :mod:`sipenv.physics.generic_inverse`, which needs only
+  the Gauss–Newton inverse of ``sipenv.physics.generic_inverse``, which needs only
   derivatives.
-* :class:`AdvectionScheme` (:class:`UpwindAdvection`, :class:`SemiLagrangianAdvection`): Burgers'
+* ``AdvectionScheme`` (``UpwindAdvection``, ``SemiLagrangianAdvection``): Burgers'
   interchangeable advection sub-steps.
-* :mod:`sipenv.validation` checks every setting.
+* ``sipenv.validation`` checks every setting.
 
 Measured accuracies and speed ratios are in ``docs/results/physics_accuracy.md``
 (``benchmarks/physics_accuracy.py`` regenerates it).

@@ -33,7 +33,7 @@ of the ICLR 2020 setting, so fronts are a few cells wide rather than ``ν/|u|``.
 At the defaults (128 cells on ``[0, 1]``, ``ν = 0.003``, ``dt = 0.03``, 20 sub-steps) the scheme
 is stable for ``max|u| ≤ Δx / τ ≈ 5.2``: the reference states stay below 3, and 32 steps of a
 force of at most 2 add at most ``32 · 0.03 · 2 ≈ 1.9``.
-:meth:`BurgersPhysics.step` warns (``RuntimeWarning``, once per model instance) when a state
+``BurgersPhysics.step`` warns (``RuntimeWarning``, once per model instance) when a state
 breaks the condition, naming the number of sub-steps needed. Until then the check reads ``max|u|``
 back to the host (one sync per step); pass ``check_cfl=False`` to skip it, e.g. for GPU
 throughput once the settings are known to be safe.
@@ -75,14 +75,14 @@ Inverse simulator
 -----------------
 ``inverse_step(next_state, force, state)`` solves ``P₀(s) = y``, ``y = next_state − dt · f``, for
 the state ``s`` by defect-correction iterations started from ``state``
-(:func:`~sipenv.physics.defect_correction.defect_correction`)::
+(``defect_correction``)::
 
     s ← s + W [Q(y) − Q(P₀(s))]
 
 where ``Q`` is the time-reversed scheme: the sub-steps in reverse order, each the inverse diffusion
 ``exp(+ν k² τ)`` (its total gain over a step clamped at ``max_gain``, so that modes diffusion has
 erased are not amplified from rounding noise) and the scheme's reversed advection
-(:meth:`AdvectionScheme.reverse`; upwind: the advection with the velocity reversed, ``−A(−u)``,
+(``AdvectionScheme.reverse``; upwind: the advection with the velocity reversed, ``−A(−u)``,
 as the inviscid Burgers equation is reversible under ``u → −u``), and ``W``
 weights the update of mode ``k`` by ``w_k = min(1, max_gain · exp(−2 ν k² dt))``: modes that one
 step damps below ``1/√max_gain`` by viscosity alone (at the defaults ``m ≳ 25``; the numerical
@@ -113,11 +113,11 @@ Derivatives
 Everything is pure, batched torch on ``(B, N)`` tensors; dtype and device follow the input; all
 operations are differentiable. By default (``analytic_derivatives=True``) a step is one autograd
 node whose backward and forward-mode derivatives are hand-written adjoint and tangent sweeps
-through the saved sub-step states (:meth:`BurgersPhysics.adjoint`, :meth:`BurgersPhysics.tangent`):
+through the saved sub-step states (``BurgersPhysics.adjoint``, ``BurgersPhysics.tangent``):
 a backward pass through a rollout is then cheaper than plain autograd, which differentiates some
 13 operations per sub-step (measured: the ratio of the two). The adjoint is itself
 differentiable with respect to its cotangent, so the double-backward Jacobian-vector products of
-the Gauss–Newton inverse (:mod:`sipenv.physics.generic_inverse`) work; second derivatives with
+the Gauss–Newton inverse (``sipenv.physics.generic_inverse``) work; second derivatives with
 respect to the state drop the flux curvature there (use ``analytic_derivatives=False`` for exact
 Hessian-vector products). The backward pass needs the ``S`` sub-step states of every step;
 ``save_substeps=False`` keeps only each step's input and recomputes them (``S``× less memory,
@@ -151,7 +151,7 @@ __all__ = [
 
 
 class BurgersFactors(NamedTuple):
-    """Per-mode factors of :class:`BurgersPhysics`, cached per (device, dtype).
+    """Per-mode factors of ``BurgersPhysics``, cached per (device, dtype).
 
     Attributes:
         decay: ``exp(−ν k² τ_D)`` of one diffusion (``τ_D = τ``, or ``dt`` when diffusing once).
@@ -170,9 +170,9 @@ class BurgersFactors(NamedTuple):
 class AdvectionScheme:
     """One advection sub-step of the inviscid Burgers flux, as a strategy object.
 
-    :class:`BurgersPhysics` picks its scheme once (from ``advection=``) and delegates to it; a
-    scheme says what it does (:meth:`advect`), how to approximately undo it (:meth:`reverse`),
-    how fast a flow it can carry (:meth:`max_stable_speed`), and its properties below. Schemes
+    ``BurgersPhysics`` picks its scheme once (from ``advection=``) and delegates to it; a
+    scheme says what it does (``advect``), how to approximately undo it (``reverse``),
+    how fast a flow it can carry (``max_stable_speed``), and its properties below. Schemes
     are stateless; ``cells`` is the ``(N,)`` tensor of cell indices and ``ratio = τ / Δx``.
     """
 
@@ -180,7 +180,7 @@ class AdvectionScheme:
     default_substeps: ClassVar[int]
     """Sub-steps per step when ``substeps`` is not given."""
     hand_written_derivatives: ClassVar[bool]
-    """Whether :meth:`BurgersPhysics.tangent` / :meth:`BurgersPhysics.adjoint` apply."""
+    """Whether ``BurgersPhysics.tangent`` / ``BurgersPhysics.adjoint`` apply."""
     diffusion_first: ClassVar[bool]
     """Where the diffusion sits in a sub-step: before (``True``) or after the advection."""
     has_cfl_limit: ClassVar[bool]
@@ -191,7 +191,7 @@ class AdvectionScheme:
         raise NotImplementedError
 
     def reverse(self, u: torch.Tensor, ratio: float, cells: torch.Tensor) -> torch.Tensor:
-        """An approximate inverse of :meth:`advect` (the preconditioner of the inverse)."""
+        """An approximate inverse of ``advect`` (the preconditioner of the inverse)."""
         raise NotImplementedError
 
     def max_stable_speed(self, dx: float, sub_dt: float) -> float:
@@ -240,12 +240,12 @@ class SemiLagrangianAdvection(AdvectionScheme):
         return periodic_interpolate(u, torch.add(cells, u, alpha=-ratio))
 
     def reverse(self, u: torch.Tensor, ratio: float, cells: torch.Tensor) -> torch.Tensor:
-        """Approximate inverse of :meth:`advect`: ``w(x) = v(x + w(x) τ)``.
+        """Approximate inverse of ``advect``: ``w(x) = v(x + w(x) τ)``.
 
         Values travel along characteristics, so the state one sub-step earlier satisfies this
         implicit relation; two fixed-point sweeps from ``w = v`` (the first is the plain
         reversed step ``−SL(−v)``) make the defect correction of
-        :meth:`BurgersPhysics.inverse_step` converge further at one sub-step per ``dt``, where
+        ``BurgersPhysics.inverse_step`` converge further at one sub-step per ``dt``, where
         the departure points lie several cells away (``docs/results/physics_accuracy.md``
         compares one and two sweeps).
         """
@@ -323,10 +323,10 @@ class BurgersPhysics:
             unconditionally stable step per ``dt``, far fewer operations; not conservative,
             shocks stall, less accurate on smooth flow; module docstring).
         max_gain: Largest total amplification of a Fourier mode by the inverse diffusion in
-            :meth:`inverse_step` (≥ 1).
-        inverse_iterations: Defect-correction iterations of :meth:`inverse_step` (≥ 0; each costs
+            ``inverse_step`` (≥ 1).
+        inverse_iterations: Defect-correction iterations of ``inverse_step`` (≥ 0; each costs
             one forward and one time-reversed step).
-        check_cfl: Warn (``RuntimeWarning``) when a state passed to :meth:`step` breaks the CFL
+        check_cfl: Warn (``RuntimeWarning``) when a state passed to ``step`` breaks the CFL
             condition (costs one host sync per step; the semi-Lagrangian scheme has no CFL
             condition and never checks).
         analytic_derivatives: Differentiate the step with hand-written tangent/adjoint sweeps
@@ -470,7 +470,7 @@ class BurgersPhysics:
 
     def factors(self, device: torch.device | str | None = None,
                 dtype: torch.dtype = torch.float32) -> BurgersFactors:
-        """The cached :class:`BurgersFactors` for ``(device, dtype)`` (built in float64)."""
+        """The cached ``BurgersFactors`` for ``(device, dtype)`` (built in float64)."""
         return self._cache.get(device, dtype, self._build_factors)
 
     def _factors(self, device: torch.device, dtype: torch.dtype) -> BurgersFactors:
@@ -505,7 +505,7 @@ class BurgersPhysics:
 
         With ``analytic_derivatives`` (and autograd on) the step is one autograd node whose
         backward and forward-mode derivatives are the hand-written adjoint / tangent sweeps
-        (:meth:`tangent`, :meth:`adjoint`) through the saved sub-step states.
+        (``tangent``, ``adjoint``) through the saved sub-step states.
         """
         if (self.analytic_derivatives and self._scheme.hand_written_derivatives
                 and torch.is_grad_enabled() and state.requires_grad):
@@ -552,7 +552,7 @@ class BurgersPhysics:
     def adjoint(self, inputs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Vector-Jacobian product ``(∂P₀/∂s)ᵀ w`` given the sub-step inputs ``(S, B, N)``.
 
-        The transpose of :meth:`tangent`, sub-steps in reverse: ``w ← D w`` (``D`` is
+        The transpose of ``tangent``, sub-steps in reverse: ``w ← D w`` (``D`` is
         symmetric), ``q̄ = −(τ/2Δx)(w − R₋₁ w)``, ``w ← w + 2 max(u,0) q̄ + 2 min(u,0) R₁ q̄``.
         Upwind scheme only.
         """
@@ -575,13 +575,13 @@ class BurgersPhysics:
                 f"advection={self.advection!r} use torch.func.jvp / torch.autograd instead.")
 
     def reverse_step(self, state: torch.Tensor) -> torch.Tensor:
-        """``Q(y)``: the time-reversed scheme, an approximate inverse of :meth:`free_step`.
+        """``Q(y)``: the time-reversed scheme, an approximate inverse of ``free_step``.
 
         Sub-steps in reverse order, each reversed: clamped inverse diffusion and advection with
         the velocity reversed (upwind: ``−A(−u)``; semi-Lagrangian: the implicit characteristic
-        relation, :meth:`SemiLagrangianAdvection.reverse`), in the opposite order to the forward
+        relation, ``SemiLagrangianAdvection.reverse``), in the opposite order to the forward
         sub-step. Exact for neither the schemes' dissipation nor shocks; it is the
-        preconditioner of :meth:`inverse_step`.
+        preconditioner of ``inverse_step``.
         """
         factors = self._factors(state.device, state.dtype)
         gain, cells = factors.gain, factors.cells
@@ -620,7 +620,7 @@ class BurgersPhysics:
 
     def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
                      state: torch.Tensor) -> torch.Tensor:
-        """Local inverse of :meth:`step` with respect to the state, started from ``state``.
+        """Local inverse of ``step`` with respect to the state, started from ``state``.
 
         Returns the ``s`` with the smallest residual ``‖step(s, force) − next_state‖`` among
         ``state`` and the ``inverse_iterations`` defect-correction iterates (module docstring).
@@ -655,8 +655,8 @@ class BurgersPhysics:
 
         ``u(x) = amplitude · Σ_{m=1}^{max_mode} (a_m cos(2π m x/L) + b_m sin(2π m x/L)) / m``
         with ``a_m, b_m ~ N(0, 1)`` from ``generator`` (the same law as
-        :meth:`sipenv.physics.DiffusionPhysics.sample_fields`). The reference control tasks use
-        :meth:`sample_initial_states` instead.
+        ``sipenv.physics.DiffusionPhysics.sample_fields``). The reference control tasks use
+        ``sample_initial_states`` instead.
 
         Raises:
             ValueError: If ``max_mode`` is not in ``[1, N/2)`` or ``batch < 1``.
@@ -675,7 +675,7 @@ class BurgersPhysics:
         """Two colliding Gaussian bumps (the reference initial states), shape ``(batch, N)``.
 
         Left bump: amplitude ``U[0, 3]`` at ``U[0.2, 0.4] L``; right bump: amplitude ``U[−3, 0]``
-        at ``U[0.6, 0.8] L``; widths ``U[0.05, 0.15] L`` (see :func:`periodic_gaussian`).
+        at ``U[0.6, 0.8] L``; widths ``U[0.05, 0.15] L`` (see ``periodic_gaussian``).
         """
         check_int("batch", batch, minimum=1)
         L = self.length
@@ -709,9 +709,9 @@ class BurgersTaskSampler:
     """The reference Burgers control tasks ``(s_0, s*)`` of Holl, Thuerey & Koltun (ICLR 2020),
     as used by Holl, Koltun & Thuerey (NeurIPS 2022).
 
-    ``s_0`` is drawn by :meth:`BurgersPhysics.sample_initial_states`; the target ``s*`` is the
+    ``s_0`` is drawn by ``BurgersPhysics.sample_initial_states``; the target ``s*`` is the
     state reached from ``s_0`` after ``horizon`` steps under a random constant Gaussian force
-    (:meth:`BurgersPhysics.sample_forces`), so every task is solvable with a constant force of
+    (``BurgersPhysics.sample_forces``), so every task is solvable with a constant force of
     peak ``≤ 1.09 · force_amplitude`` (the periodic images of the widest bumps add up). The
     rollout runs in float64 and is cast to ``dtype``.
 
@@ -746,7 +746,7 @@ class BurgersTaskSampler:
 
     def with_forces(self, batch: int, generator: torch.Generator
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Like :meth:`__call__` (float64, on ``generator.device``) but also returns the
+        """Like ``__call__`` (float64, on ``generator.device``) but also returns the
         generating force ``(batch, N)``: ``(s_0, s*, f)``."""
         s0 = self.physics.sample_initial_states(batch, generator, dtype=torch.float64)
         force = self.physics.sample_forces(batch, generator, amplitude=self.force_amplitude,
@@ -764,9 +764,9 @@ class BurgersTaskSampler:
 # --- hand-written derivatives -------------------------------------------------------------------
 
 class _FreeStep(torch.autograd.Function):
-    """``P₀`` as one autograd node: backward = :meth:`BurgersPhysics.adjoint` (itself an
-    autograd node, :class:`_FreeStepAdjoint`, so that double backward through the cotangent gives
-    Jacobian-vector products), forward mode = :meth:`BurgersPhysics.tangent`."""
+    """``P₀`` as one autograd node: backward = ``BurgersPhysics.adjoint`` (itself an
+    autograd node, ``_FreeStepAdjoint``, so that double backward through the cotangent gives
+    Jacobian-vector products), forward mode = ``BurgersPhysics.tangent``."""
 
     @staticmethod
     def forward(state: torch.Tensor, physics: BurgersPhysics

@@ -13,9 +13,9 @@ is NaN or inf is never "better"). ``W`` (optional, linear) damps the update of c
 ``F`` barely shows (e.g. Fourier modes a step damps away), so that they keep their values from
 ``s₀`` instead of being amplified from rounding.
 
-It is the local inverse of :class:`~sipenv.physics.BurgersPhysics` and the model for any
+It is the local inverse of ``BurgersPhysics`` and the model for any
 nonlinear PDE whose step can be approximately reversed. It sits beside the Gauss–Newton
-inverse of :mod:`sipenv.physics.generic_inverse`, which needs only derivatives of ``F`` but
+inverse of ``sipenv.physics.generic_inverse``, which needs only derivatives of ``F`` but
 costs two backward passes per iteration.
 """
 

@@ -4,7 +4,7 @@ The PDE is the forced heat equation on the periodic domain ``[0, L)``::
 
     ∂s/∂t = ν ∂²s/∂x² + f(x)
 
-It is the :class:`~sipenv.physics.spectral.ExponentialIntegrator` of the symbol ``λ(k) = −ν k²``:
+It is the ``ExponentialIntegrator`` of the symbol ``λ(k) = −ν k²``:
 with the force held constant over one step of length ``dt``, every real Fourier mode ``k``
 (angular wavenumber ``k = 2π m / L``) evolves independently and exactly::
 
@@ -20,7 +20,7 @@ Inverse simulators
 ``force_for(state, next_state)`` is exact: ``f̂ = (n̂ − d ŝ) / g`` with ``g_k ∈ (0, dt]``, which is
 well conditioned for every mode.
 
-``inverse_step(next_state, force, state)`` is the *local* inverse of :meth:`step` with respect to
+``inverse_step(next_state, force, state)`` is the *local* inverse of ``step`` with respect to
 the state, linearised at (and falling back to) ``state``::
 
     s_prev = state + IFFT( G_k · (n̂ − d_k ŝ − g_k f̂) ),      G_k = min(1 / d_k, max_gain).
@@ -28,7 +28,7 @@ the state, linearised at (and falling back to) ``state``::
 Where ``1/d_k ≤ max_gain`` this is the exact inverse ``(n̂ − g f̂)/d`` whatever ``state`` is. Modes
 whose amplification ``1/d_k = exp(ν k² dt)`` would exceed ``max_gain`` are clamped: they move from
 ``state`` towards the exact preimage by the gain ``max_gain`` only, so the result is never inf/NaN
-for finite inputs. The largest gain applied is :attr:`DiffusionPhysics.max_inverse_gain`.
+for finite inputs. The largest gain applied is ``DiffusionPhysics.max_inverse_gain``.
 At the environment defaults (N = 64, L = 1, ν = 0.01, dt = 0.01) the largest exact gain is
 ``exp(0.01 · (2π·32)² · 0.01) ≈ 57``, so no mode is clamped and the inverse is exact.
 """
@@ -56,7 +56,7 @@ def check_max_gain(max_gain: object, what: str = "inversion") -> float:
 
 class ExactDiffusionBase(ExponentialIntegrator):
     """The diffusion symbol ``λ(k) = −ν |k|²`` on an
-    :class:`~sipenv.physics.spectral.ExponentialIntegrator`, shared by the 1-D and 2-D models.
+    ``ExponentialIntegrator``, shared by the 1-D and 2-D models.
 
     A subclass adds its ``domain`` (grid), ``nu``, ``dt``, ``max_gain`` and ``_cache``.
     """
@@ -81,7 +81,7 @@ class DiffusionPhysics(ExactDiffusionBase):
         length: Domain length ``L`` (> 0).
         nu: Diffusivity ``ν`` (> 0).
         dt: Time step (> 0). Any value is stable: the integration is exact per mode.
-        max_gain: Largest per-mode amplification :meth:`inverse_step` may apply (≥ 1). Modes
+        max_gain: Largest per-mode amplification ``inverse_step`` may apply (≥ 1). Modes
             with ``exp(ν k² dt) > max_gain`` are only partially inverted (see module docstring).
 
     Raises:

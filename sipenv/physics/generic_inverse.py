@@ -46,7 +46,7 @@ per iteration); ``tol = 0`` runs exactly ``iterations`` iterations without syncs
 
 Requirements: ``step`` must be differentiable with respect to the force, and its backward pass
 must be differentiable with respect to its cotangent (true for plain torch operations and for
-:class:`sipenv.physics.BurgersPhysics`' hand-written derivatives).
+``sipenv.physics.BurgersPhysics``' hand-written derivatives).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class RolloutJacobian:
 def linearize_rollout(step: StepFn, s0: torch.Tensor, forces: torch.Tensor | ForceFn, *,
                       horizon: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, RolloutJacobian]:
-    """Run and record a rollout for :class:`RolloutJacobian`.
+    """Run and record a rollout for ``RolloutJacobian``.
 
     Args:
         step: The differentiable physics step.
@@ -161,7 +161,7 @@ def linearize_rollout(step: StepFn, s0: torch.Tensor, forces: torch.Tensor | For
 
 
 class MinimumNormSolution(NamedTuple):
-    """Result of :func:`solve_minimum_norm`.
+    """Result of ``solve_minimum_norm``.
 
     Attributes:
         correction: ``δF = Jᵀ y``, shape ``(T, B, N)``.
@@ -227,7 +227,7 @@ def solve_minimum_norm(jacobian: RolloutJacobian, residual: torch.Tensor, *,
 
 
 class GaussNewtonResult(NamedTuple):
-    """Result of :func:`gauss_newton_correction`.
+    """Result of ``gauss_newton_correction``.
 
     Attributes:
         forces: The corrected forces ``F + δF``, shape ``(T, B, N)``.
@@ -256,7 +256,7 @@ def gauss_newton_correction(step: StepFn, s0: torch.Tensor, forces: torch.Tensor
         s0: Initial states ``(B, N)``.
         forces: Current forces ``(T, B, N)``.
         desired: Desired final states ``s̃_T``, ``(B, N)``.
-        iterations, tol, damping: CG settings, see :func:`solve_minimum_norm`.
+        iterations, tol, damping: CG settings, see ``solve_minimum_norm``.
 
     Returns:
         The corrected forces ``F + δF`` with ``δF = Jᵀ (J Jᵀ + λ I)⁻¹ (s̃_T − s_T(F))`` and

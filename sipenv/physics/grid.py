@@ -1,21 +1,21 @@
 """Periodic spectral grids in 1-D and 2-D, and a per-device, per-dtype cache of their factors.
 
-:class:`PeriodicGrid` is the domain every spectral model in :mod:`sipenv.physics` is built on: a
+``PeriodicGrid`` is the domain every spectral model in ``sipenv.physics`` is built on: a
 periodic box ``[0, L_1) × … `` of ``N_1 × …`` cells (one or two axes), with
 
-* its geometry: :attr:`~PeriodicGrid.shape`, :attr:`~PeriodicGrid.length`,
-  :attr:`~PeriodicGrid.spacing`, cell positions (:meth:`~PeriodicGrid.positions`,
-  :meth:`~PeriodicGrid.coordinates`);
-* its spectral side: angular wavenumbers per axis (:meth:`~PeriodicGrid.wavenumbers`) and
-  ``|k|²`` (:meth:`~PeriodicGrid.wavenumber_squared`) on the half spectrum of the real FFT pair
-  :meth:`~PeriodicGrid.to_spectral` / :meth:`~PeriodicGrid.from_spectral` (over the last one or
+* its geometry: ``shape``, ``length``,
+  ``spacing``, cell positions (``positions``,
+  ``coordinates``);
+* its spectral side: angular wavenumbers per axis (``wavenumbers``) and
+  ``|k|²`` (``wavenumber_squared``) on the half spectrum of the real FFT pair
+  ``to_spectral`` / ``from_spectral`` (over the last one or
   two axes, so leading batch and component axes pass through: a velocity ``(B, 2, H, W)``
   transforms like a scalar field ``(B, H, W)``);
-* the input check :meth:`~PeriodicGrid.check` with the message every model uses;
-* seeded smooth random fields (:meth:`~PeriodicGrid.sample_smooth`; the 1-D law is
-  :func:`smooth_periodic_fields`).
+* the input check ``check`` with the message every model uses;
+* seeded smooth random fields (``sample_smooth``; the 1-D law is
+  ``smooth_periodic_fields``).
 
-:class:`FactorCache` holds a model's precomputed per-mode factors (any ``NamedTuple`` of tensors)
+``FactorCache`` holds a model's precomputed per-mode factors (any ``NamedTuple`` of tensors)
 per ``(device, dtype)``: built once in float64 (complex128 for complex factors) and cast, so a step
 is only FFT → multiply-add → inverse FFT.
 
@@ -99,7 +99,7 @@ class PeriodicGrid:
     """A periodic grid of ``shape`` cells on a box of side lengths ``length`` (1-D or 2-D).
 
     Cell ``j`` along an axis sits at ``x_j = j · Δ`` with ``Δ = L / N`` (cell positions, not
-    centres; pass ``offset=0.5`` to :meth:`positions` for centres).
+    centres; pass ``offset=0.5`` to ``positions`` for centres).
 
     Args:
         shape: Cells per axis, ``(N,)`` or ``(H, W)`` (each ≥ 4).
@@ -156,7 +156,7 @@ class PeriodicGrid:
 
     @property
     def spectral_shape(self) -> tuple[int, ...]:
-        """Shape of a spectrum from :meth:`to_spectral`: ``(…, N_last // 2 + 1)``."""
+        """Shape of a spectrum from ``to_spectral``: ``(…, N_last // 2 + 1)``."""
         return (*self.shape[:-1], self.shape[-1] // 2 + 1)
 
     def positions(self, axis: int = -1, *, offset: float = 0.0,
@@ -184,7 +184,7 @@ class PeriodicGrid:
     def mode_numbers(self, device: torch.device | str | None = None
                      ) -> tuple[torch.Tensor, ...]:
         """Integer mode numbers ``m`` per axis (float64), broadcastable to
-        :attr:`spectral_shape`: full FFT order ``0, 1, …, −1`` on leading axes, ``0 … N//2`` on
+        ``spectral_shape``: full FFT order ``0, 1, …, −1`` on leading axes, ``0 … N//2`` on
         the last (real FFT) axis."""
         out = []
         for axis, n in enumerate(self.shape):
@@ -200,13 +200,13 @@ class PeriodicGrid:
     def wavenumbers(self, device: torch.device | str | None = None,
                     dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
         """Angular wavenumbers ``k_i = 2π m_i / L_i`` per axis, each broadcastable to
-        :attr:`spectral_shape` (1-D: one tensor ``(N//2 + 1,)``; 2-D: ``(H, 1)`` and
+        ``spectral_shape`` (1-D: one tensor ``(N//2 + 1,)``; 2-D: ``(H, 1)`` and
         ``(1, W//2 + 1)``). Computed in float64, then cast."""
         return tuple((2 * math.pi / L * m).to(dtype)
                      for L, m in zip(self.lengths, self.mode_numbers(device), strict=True))
 
     def wavenumber_squared(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """``|k|² = Σ_i k_i²`` (angular) on :attr:`spectral_shape`, float64."""
+        """``|k|² = Σ_i k_i²`` (angular) on ``spectral_shape``, float64."""
         ks = self.wavenumbers(device)
         out = ks[0] ** 2
         for k in ks[1:]:
@@ -215,7 +215,7 @@ class PeriodicGrid:
 
     def dealias_mask(self, fraction: float = 2 / 3, device: torch.device | str | None = None
                      ) -> torch.Tensor:
-        """Boolean mask on :attr:`spectral_shape`: ``True`` where ``|m_i| < fraction · N_i / 2``
+        """Boolean mask on ``spectral_shape``: ``True`` where ``|m_i| < fraction · N_i / 2``
         on every axis (Orszag's 2/3 rule by default), for products of fields."""
         check_positive("fraction", fraction)
         keep = None
@@ -228,7 +228,7 @@ class PeriodicGrid:
     def real_symbol(self, symbol: torch.Tensor) -> torch.Tensor:
         """The part of a complex per-mode ``symbol`` that a real operator can apply.
 
-        A multiplier ``λ`` on :attr:`spectral_shape` maps real fields to real fields only if
+        A multiplier ``λ`` on ``spectral_shape`` maps real fields to real fields only if
         ``λ(−k) = conj λ(k)``. The real FFT stores both ``k`` and ``−k`` only in its first and
         (for even ``N``) Nyquist bins of the last axis; there this returns ``½(λ(k) +
         conj λ(−k))``, elsewhere ``λ`` unchanged. So odd terms such as ``i c k`` vanish at the
@@ -257,7 +257,7 @@ class PeriodicGrid:
         return torch.fft.rfft2(x)
 
     def from_spectral(self, x_hat: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`to_spectral`: complex ``(…, *spectral_shape)`` → real
+        """Inverse of ``to_spectral``: complex ``(…, *spectral_shape)`` → real
         ``(…, *shape)``."""
         if self.ndim == 1:
             return torch.fft.irfft(x_hat, n=self.shape[0], dim=-1)
@@ -292,7 +292,7 @@ class PeriodicGrid:
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Random smooth zero-mean periodic fields, ``(batch, *shape)``.
 
-        1-D: :func:`smooth_periodic_fields`. 2-D: :func:`smooth_periodic_fields_2d`. Drawn on
+        1-D: ``smooth_periodic_fields``. 2-D: ``smooth_periodic_fields_2d``. Drawn on
         ``generator.device`` in float64 and then moved and cast, so a seed fixes the batch
         whatever ``device`` and ``dtype``.
 
@@ -343,7 +343,7 @@ def smooth_periodic_fields_2d(shape: Sequence[int], batch: int, generator: torch
     """``(batch, H, W)`` fields ``amplitude · Σ_m (a_m cos + b_m sin)(2π (p y/L_y + q x/L_x)) /
     |m|`` over the modes ``m = (p, q) ≠ 0`` with ``|p|, |q| ≤ max_mode`` (each pair ``±m``
     once), ``|m| = √(p² + q²)`` and ``a_m, b_m ~ N(0, 1)`` from ``generator`` (on
-    ``generator.device``): the 2-D sibling of :func:`smooth_periodic_fields`.
+    ``generator.device``): the 2-D sibling of ``smooth_periodic_fields``.
 
     Raises:
         ValueError: If ``max_mode`` is not an int in ``[1, min(H, W)/2)``.

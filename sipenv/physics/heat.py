@@ -1,9 +1,9 @@
 """2-D periodic diffusion and the heat-equation inverse problem of the SIP paper.
 
-``Diffusion2DPhysics`` is the 2-D sibling of :class:`~sipenv.physics.diffusion.DiffusionPhysics`:
+``Diffusion2DPhysics`` is the 2-D sibling of ``DiffusionPhysics``:
 the exact spectral integrator of ``∂s/∂t = ν ∇²s + f`` (the
-:class:`~sipenv.physics.spectral.ExponentialIntegrator` of the symbol ``λ = −ν|k|²``) on a periodic
-``H × W`` grid (:class:`~sipenv.physics.grid.PeriodicGrid`), batched over tensors ``(B, H, W)``.
+``ExponentialIntegrator`` of the symbol ``λ = −ν|k|²``) on a periodic
+``H × W`` grid (``PeriodicGrid``), batched over tensors ``(B, H, W)``.
 
 ``HeatPhysics`` is the single-step inverse problem of Holl, Koltun & Thuerey ("Scale-invariant
 learning by physics inversion", NeurIPS 2022, § "Heat equation"): reconstruct the initial
@@ -12,7 +12,7 @@ temperature ``x`` from its image after diffusing for a time ``t``::
     y = P(x),     ŷ_k = x̂_k · exp(−(2π)² |k|² νt),     k in cycles per cell, unit cells.
 
 With the published ``νt = 8`` on 64×64 cells, the highest modes are damped by ``e^{−158}``: the
-exact inverse does not exist in floating point. :meth:`HeatPhysics.inverse` is the paper's
+exact inverse does not exist in floating point. ``HeatPhysics.inverse`` is the paper's
 **noise-aware regularised inverse**: per frequency it decides from the residual's spectrum
 whether the mode carries signal or only round-off noise, and applies a power ``a_k ∈ [−1, 1]`` of
 the inverse kernel (1 = exact inverse, 0 = identity, −1 = one more forward diffusion).
@@ -46,7 +46,7 @@ class Diffusion2DPhysics(ExactDiffusionBase):
         length: Domain size ``(L_y, L_x)``; default: unit cells, ``(H, W)``.
         nu: Diffusivity ``ν`` (> 0).
         dt: Time step (> 0).
-        max_gain: Largest per-mode amplification :meth:`inverse_step` may apply (≥ 1).
+        max_gain: Largest per-mode amplification ``inverse_step`` may apply (≥ 1).
 
     Example:
         >>> phys = Diffusion2DPhysics(shape=(16, 16), nu=1.0, dt=0.1)
@@ -104,8 +104,8 @@ class HeatPhysics:
         max_log_gain: Clamp of the log inverse kernel ``a_k (2π)²|k|²νt`` against overflow
             (paper: 88, about the float32 limit ``e^{88.7}``).
 
-    Tensors are ``(B, H, W)``. :meth:`forward` follows the input's dtype and device;
-    :meth:`inverse` computes in float64 (the paper's physics precision) and returns the dtype of
+    Tensors are ``(B, H, W)``. ``forward`` follows the input's dtype and device;
+    ``inverse`` computes in float64 (the paper's physics precision) and returns the dtype of
     its ``x``.
 
     Example:
@@ -179,7 +179,7 @@ class HeatPhysics:
         """Noise-aware local inverse ``x̃ = x + IFFT(A_k K_k)`` around the guess ``x``.
 
         ``A_k`` is the spectrum of the residual ``r = y_target − P(x)``; ``K_k = exp(a_k x_k)``
-        with ``x_k = (2π)²|k|²νt`` and ``a_k`` from :meth:`inverse_powers`, the log kernel
+        with ``x_k = (2π)²|k|²νt`` and ``a_k`` from ``inverse_powers``, the log kernel
         clamped at ``max_log_gain``. Modes detectably above round-off get the exact inverse, modes
         lost in noise are left alone or damped. Never inf/NaN for finite inputs.
 

@@ -24,12 +24,12 @@ Closed-form derivatives
 so the Hessian in ``x`` is ``H = R_φᵀ diag(λ₁, λ₂) R_φ``: its eigen-decomposition is known in
 closed form (eigenvalues ``λ₁, λ₂``, eigenvectors the rows of ``R_φ``), for every sample at once,
 without autograd. This is also the numerically sound way to get it: ``λ₂/λ₁`` reaches ``ξ⁴ ≈
-1.7·10⁷`` at ``ξ = 64``, and a generic 2×2 eigen-solver (:func:`symmetric_eigh_2x2`) applied to the
+1.7·10⁷`` at ``ξ = 64``, and a generic 2×2 eigen-solver (``symmetric_eigh_2x2``) applied to the
 assembled ``H`` loses the small eigenvalue to cancellation in float32.
 
 Saddle-free Newton inverse
 --------------------------
-:meth:`SinePhysics.inverse` is one saddle-free Newton step on ``L`` (:func:`saddle_free_step`, the
+``SinePhysics.inverse`` is one saddle-free Newton step on ``L`` (``saddle_free_step``, the
 rule of the published code): in eigen-coordinates, along directions whose curvature is positive and
 at least the geometric mean ``τ = (Π|λ_i|)^{1/n}`` of the ``|λ_i|`` the full Newton step
 ``−g_i/λ_i``; along the others (flat or negative curvature) the step ``|g_i|/|λ_i|`` limited to
@@ -40,8 +40,8 @@ finite input (zero gradients give a zero step, zero eigenvalues the limited step
 Exact solutions
 ---------------
 ``P(x) = y*`` holds on two families of points (for ``|y₁*| ≤ 1``):
-``x̂₂ = y₂*/b`` and ``a x̂₁ ∈ {arcsin y₁* + 2πk, π − arcsin y₁* + 2πk}``. :meth:`SinePhysics.
-nearest_solution` picks the branch and the ``k`` closest to a given ``x`` (rotation preserves
+``x̂₂ = y₂*/b`` and ``a x̂₁ ∈ {arcsin y₁* + 2πk, π − arcsin y₁* + 2πk}``. ``SinePhysics.
+nearest_solution`` picks the branch and the ``k`` closest to a given ``x`` (rotation preserves
 distances, so only ``x̂₁`` decides).
 """
 
@@ -109,7 +109,7 @@ def symmetric_eigh_2x2(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Precision limit: the smaller eigenvalue is a difference of the larger ones, so its absolute
     error is ``~eps · max|λ|``; for condition numbers near ``1/eps`` use a structured
-    decomposition instead (as :class:`SinePhysics` does).
+    decomposition instead (as ``SinePhysics`` does).
 
     Args:
         h: ``(B, 2, 2)`` symmetric matrices (only ``h[:, 0, 0]``, ``h[:, 0, 1]``, ``h[:, 1, 1]``
@@ -117,7 +117,7 @@ def symmetric_eigh_2x2(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns:
         ``(eigenvalues (B, 2), eigenvectors (B, 2, 2))``, eigenvalues ascending and eigenvector
-        ``i`` in column ``i`` (``h = V diag(λ) Vᵀ``), like :func:`torch.linalg.eigh`.
+        ``i`` in column ``i`` (``h = V diag(λ) Vᵀ``), like ``torch.linalg.eigh``.
     """
     if h.ndim != 3 or h.shape[-2:] != (2, 2):
         raise ValueError(f"h must have shape (B, 2, 2), got {tuple(h.shape)}.")
@@ -136,9 +136,9 @@ def saddle_free_newton_step(grad: torch.Tensor, hessian: torch.Tensor,
                             max_loss_change: float = 0.2) -> torch.Tensor:
     """Saddle-free Newton step ``Δx`` for a batch of 2-D problems given gradient and Hessian.
 
-    Decomposes ``hessian`` with :func:`symmetric_eigh_2x2` and applies :func:`saddle_free_step`.
+    Decomposes ``hessian`` with ``symmetric_eigh_2x2`` and applies ``saddle_free_step``.
     Generic (any twice-differentiable 2-D loss); see the precision limit of
-    :func:`symmetric_eigh_2x2`.
+    ``symmetric_eigh_2x2``.
 
     Args:
         grad: ``(B, 2)`` gradients.
@@ -223,7 +223,7 @@ class SinePhysics:
         return x @ self.rotation(x.device, x.dtype).T
 
     def unrotate(self, x_hat: torch.Tensor) -> torch.Tensor:
-        """``x = R_φᵀ x̂`` for a batch ``(B, 2)`` (the inverse of :meth:`rotate`)."""
+        """``x = R_φᵀ x̂`` for a batch ``(B, 2)`` (the inverse of ``rotate``)."""
         return x_hat @ self.rotation(x_hat.device, x_hat.dtype)
 
     # --- forward model and closed-form derivatives ---------------------------------------------
@@ -294,7 +294,7 @@ class SinePhysics:
         """Local inverse ``x̃ = x + Δx``: one saddle-free Newton step on ``½‖P(x) − y*‖²``.
 
         The step is taken in the Hessian's eigenbasis (the rotated frame, see the module
-        docstring) with :func:`saddle_free_step` and ``max_loss_change``. Near a solution
+        docstring) with ``saddle_free_step`` and ``max_loss_change``. Near a solution
         (``|y₁* | < 1``, small residual) it is the full Newton step, which converges
         quadratically; far from one it is limited, never ascends, and is never inf/NaN for
         finite inputs. Argument order matches ``agents.sip.sip_inverse_targets``'s ``inverse``.

@@ -9,14 +9,14 @@ exactly::
                                             g_k = (e^{λ_k dt} − 1) / λ_k = dt · φ₁(λ_k dt),
 
 with ``φ₁(z) = (e^z − 1)/z`` (``φ₁(0) = 1``, so ``g = dt`` for ``λ = 0``), evaluated with
-``expm1`` so that it stays accurate for ``|z| ≪ 1`` (:func:`phi1`). There is no time-step
+``expm1`` so that it stays accurate for ``|z| ≪ 1`` (``phi1``). There is no time-step
 restriction. A complex symbol must describe a real operator, ``λ(−k) = conj λ(k)``; the
 integrator enforces this where the real FFT stores both ``k`` and ``−k`` (so odd terms like
 ``i c k`` vanish at the Nyquist frequency). Examples of symbols: diffusion ``−ν|k|²``; damped,
 dispersive waves ``−a − b k² + i c k``; the linear part of Kuramoto–Sivashinsky ``k² − k⁴``
 (with growing modes). A model with a nonlinear term ``N(s)`` takes the first-order exponential
 time-differencing (ETD1) step ``ŝ ← d ŝ + g (N̂(s) + f̂)`` by calling
-:meth:`ExponentialIntegrator.step` with ``force = N(s) + f``.
+``ExponentialIntegrator.step`` with ``force = N(s) + f``.
 
 Inverse simulators
 ------------------
@@ -35,12 +35,12 @@ for finite inputs. For a real symbol ``G_k`` is real.
 
 Building a model
 ----------------
-A subclass of :class:`ExponentialIntegrator` supplies its grid (:attr:`domain`, a
-:class:`~sipenv.physics.grid.PeriodicGrid`), its symbol (:meth:`symbol`), and the fields ``dt``,
-``max_gain`` and a :class:`~sipenv.physics.grid.FactorCache` ``_cache``; everything else — the
+A subclass of ``ExponentialIntegrator`` supplies its grid (``domain``, a
+``PeriodicGrid``), its symbol (``symbol``), and the fields ``dt``,
+``max_gain`` and a ``FactorCache`` ``_cache``; everything else — the
 cached factors, ``step``, ``free_step``, ``inverse_step``, ``force_for``, the FFT pair, the
-shape checks and the sampler — is written once here. :class:`~sipenv.physics.DiffusionPhysics`
-(1-D) and :class:`~sipenv.physics.Diffusion2DPhysics` are such subclasses.
+shape checks and the sampler — is written once here. ``DiffusionPhysics``
+(1-D) and ``Diffusion2DPhysics`` are such subclasses.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def phi1(z: torch.Tensor) -> torch.Tensor:
 
 
 def exponential_factors(exponent: torch.Tensor, dt: float, max_gain: float) -> SpectralFactors:
-    """:class:`SpectralFactors` from ``z = λ dt`` (any shape; real or complex).
+    """``SpectralFactors`` from ``z = λ dt`` (any shape; real or complex).
 
     Args:
         exponent: ``λ_k dt`` per mode (float64 or complex128 recommended; the result has its
@@ -111,10 +111,10 @@ class ExponentialIntegrator:
 
     A subclass (typically a frozen dataclass) provides:
 
-    * ``domain``: the :class:`~sipenv.physics.grid.PeriodicGrid` (a property or field);
-    * :meth:`symbol`: ``λ(k)`` on ``domain.spectral_shape``, float64 (or complex128);
+    * ``domain``: the ``PeriodicGrid`` (a property or field);
+    * ``symbol``: ``λ(k)`` on ``domain.spectral_shape``, float64 (or complex128);
     * fields ``dt`` (> 0), ``max_gain`` (≥ 1) and ``_cache`` (a
-      :class:`~sipenv.physics.grid.FactorCache`, ``compare=False``);
+      ``FactorCache``, ``compare=False``);
     * optionally ``components``: the number of field components per sample (e.g. 2 for a 2-D
       velocity, tensors ``(B, 2, H, W)``; the symbol then acts on each component alike), or
       ``None`` (default) for scalar fields.
@@ -143,7 +143,7 @@ class ExponentialIntegrator:
 
     def exponent(self, device: torch.device | str | None = None) -> torch.Tensor:
         """``z = λ(k) dt`` per mode (float64 or complex128); a complex symbol is first made
-        real-operator compatible (:meth:`~sipenv.physics.grid.PeriodicGrid.real_symbol`: odd
+        real-operator compatible (``real_symbol``: odd
         terms vanish at the Nyquist frequency)."""
         return self.domain.real_symbol(self.symbol(device)) * self.dt
 
@@ -152,7 +152,7 @@ class ExponentialIntegrator:
 
     def factors(self, device: torch.device | str | None = None,
                 dtype: torch.dtype = torch.float32) -> SpectralFactors:
-        """The cached :class:`SpectralFactors` for ``(device, dtype)`` (computed once in float64,
+        """The cached ``SpectralFactors`` for ``(device, dtype)`` (computed once in float64,
         then cast; complex factors to the complex dtype of that precision)."""
         return self._cache.get(device, dtype, self._build_factors)
 
@@ -160,14 +160,14 @@ class ExponentialIntegrator:
                          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-mode decay ``d_k`` and force gain ``g_k``, shaped like the real FFT.
 
-        One step is ``ŝ ← d ŝ + g f̂`` in the basis of :meth:`to_spectral`.
+        One step is ``ŝ ← d ŝ + g f̂`` in the basis of ``to_spectral``.
         """
         f = self.factors(device, dtype)
         return f.decay, f.forcing
 
     @property
     def max_inverse_gain(self) -> float:
-        """Largest amplification ``max_k |G_k|`` that :meth:`inverse_step` applies to any mode."""
+        """Largest amplification ``max_k |G_k|`` that ``inverse_step`` applies to any mode."""
         z = self.exponent("cpu")
         decay_rate = float((-(z.real if z.is_complex() else z)).max())
         return min(math.exp(min(decay_rate, 700.0)), self.max_gain)
@@ -179,7 +179,7 @@ class ExponentialIntegrator:
         return self.domain.to_spectral(x)
 
     def from_spectral(self, x_hat: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`to_spectral`."""
+        """Inverse of ``to_spectral``."""
         return self.domain.from_spectral(x_hat)
 
     def _check(self, name: str, x: torch.Tensor) -> None:
@@ -212,7 +212,7 @@ class ExponentialIntegrator:
     def free_step(self, state: torch.Tensor) -> torch.Tensor:
         """``P₀(s)``: one exact step without a source, ``ŝ ← d ŝ`` (3 tensor operations).
 
-        For diffusion this is the operator of PhiFlow's ``diffuse.fourier``; :meth:`step` with
+        For diffusion this is the operator of PhiFlow's ``diffuse.fourier``; ``step`` with
         a zero force gives the same values at a higher cost (it also transforms the force).
         """
         self._check("state", state)
@@ -221,7 +221,7 @@ class ExponentialIntegrator:
 
     def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
                      state: torch.Tensor) -> torch.Tensor:
-        """Local inverse of :meth:`step` with respect to the state, around ``state``.
+        """Local inverse of ``step`` with respect to the state, around ``state``.
 
         Returns ``s_prev`` with ``step(s_prev, force) ≈ next_state``: exact for every mode whose
         amplification ``1/|d_k|`` is at most ``max_gain``; the others move from ``state``
@@ -262,7 +262,7 @@ class ExponentialIntegrator:
                       device: torch.device | str | None = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Random smooth zero-mean periodic fields, shape ``(batch, *grid)``
-        (:meth:`~sipenv.physics.grid.PeriodicGrid.sample_smooth`).
+        (``sample_smooth``).
 
         Raises:
             ValueError: If ``max_mode`` is not in ``[1, N/2)`` or ``batch < 1``.
@@ -279,18 +279,18 @@ class SemilinearExponentialIntegrator(ExponentialIntegrator):
 
         ŝ' = d ŝ + g (N̂(s) + f̂),     d = e^{λ dt},  g = (e^{λ dt} − 1)/λ,
 
-    so ``step(s, f)`` is :meth:`ExponentialIntegrator.step` with the force ``N(s) + f``. A subclass
-    adds :meth:`nonlinear` (and a field ``inverse_iterations``) to what
-    :class:`ExponentialIntegrator` needs; e.g. Kuramoto–Sivashinsky is the symbol ``k² − k⁴`` and
-    ``N(u) = −½ ∂ₓ(u²)`` (dealiased with :meth:`~sipenv.physics.grid.PeriodicGrid.dealias_mask`).
+    so ``step(s, f)`` is ``ExponentialIntegrator.step`` with the force ``N(s) + f``. A subclass
+    adds ``nonlinear`` (and a field ``inverse_iterations``) to what
+    ``ExponentialIntegrator`` needs; e.g. Kuramoto–Sivashinsky is the symbol ``k² − k⁴`` and
+    ``N(u) = −½ ∂ₓ(u²)`` (dealiased with ``dealias_mask``).
 
     Inverse simulators:
 
     * ``force_for(s, s')`` is exact: the linear model's force minus ``N(s)``.
     * ``inverse_step(s', f, s)`` solves ``P₀(x) = s' − F(f)`` (``P₀`` the unforced step, ``F(f)``
       the force's exact contribution ``IFFT(g f̂)``) by
-      :func:`~sipenv.physics.defect_correction.defect_correction` from ``s``, with
-      :meth:`approximate_inverse` as the preconditioner (override it with a better one where the
+      ``defect_correction`` from ``s``, with
+      ``approximate_inverse`` as the preconditioner (override it with a better one where the
       nonlinear term dominates); the best iterate per sample is returned, never worse than
       ``s`` and never inf/NaN for finite inputs.
     """
@@ -335,7 +335,7 @@ class SemilinearExponentialIntegrator(ExponentialIntegrator):
 
     def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
                      state: torch.Tensor) -> torch.Tensor:
-        """Local inverse of :meth:`step` around ``state`` by defect correction (class docstring).
+        """Local inverse of ``step`` around ``state`` by defect correction (class docstring).
 
         Args:
             next_state: The state to reach, shape ``(B, *grid)``.
