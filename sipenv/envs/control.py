@@ -375,6 +375,16 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
     resets that sub-env (its action is ignored, its reward is 0 and it is neither terminated nor
     truncated). Given the same tasks and actions, trajectories equal those of ``num_envs``
     single envs. Actions may be numpy arrays or torch tensors (a tensor stays on its device).
+
+    Every field env registers its subclass as its vector entry point:
+
+    >>> import gymnasium as gym
+    >>> import sipenv
+    >>> envs = gym.make_vec("sip/ControlledDiffusion-v0", num_envs=8,
+    ...                     vectorization_mode="vector_entry_point")
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs.shape
+    (8, 129)
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 8,

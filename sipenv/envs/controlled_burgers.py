@@ -99,19 +99,23 @@ class ControlledBurgersEnv(ControlEnv):
     ``sipenv.envs.core.core_of`` (``core_of(env)``, typed; it is ``env.unwrapped.core``)
     (``sipenv.envs.core.ControlCore``: physics, task sampler, horizon, costs).
 
-    ## Version History
-
-    - v0: initial release.
-
     ## Example
+
+    PhiFlow's semi-Lagrangian scheme instead of the conservative default:
 
     >>> import gymnasium as gym
     >>> import sipenv
-    >>> env = gym.make("sip/ControlledBurgers-v0")
+    >>> from sipenv.envs import core_of
+    >>> env = gym.make("sip/ControlledBurgers-v0", advection="semi_lagrangian")
+    >>> core_of(env).physics.n_substeps  # one unconditionally stable step per dt
+    1
     >>> obs, info = env.reset(seed=0)
     >>> obs.shape
     (257,)
-    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+
+    ## Version History
+
+    - v0: initial release.
     """
 
     make_core = make_core
@@ -120,13 +124,7 @@ class ControlledBurgersEnv(ControlEnv):
 class ControlledBurgersVectorEnv(ControlVectorEnv):
     """Native batched ``sip/ControlledBurgers-v0`` (same arguments as the single env).
 
-    >>> import gymnasium as gym
-    >>> import sipenv
-    >>> envs = gym.make_vec("sip/ControlledBurgers-v0", num_envs=4,
-    ...                     vectorization_mode="vector_entry_point")
-    >>> obs, info = envs.reset(seed=0)
-    >>> obs.shape
-    (4, 257)
+    Made by ``gym.make_vec(id, num_envs=..., vectorization_mode="vector_entry_point")``.
     """
 
     make_core = make_core

@@ -77,19 +77,23 @@ class ControlledDiffusionEnv(ControlEnv):
     ``sipenv.envs.core.core_of`` (``core_of(env)``, typed; it is ``env.unwrapped.core``)
     (``sipenv.envs.core.ControlCore``: physics, sampler, horizon, costs).
 
+    ## Example
+
+    Pose a task (from rest to one sine wave), then step it:
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import sipenv
+    >>> env = gym.make("sip/ControlledDiffusion-v0", nu=0.02)
+    >>> wave = np.sin(2 * np.pi * np.arange(64) / 64)
+    >>> obs, info = env.reset(seed=0, options={"initial_state": np.zeros(64), "target": wave})
+    >>> obs.shape, info["target_error"]
+    ((129,), 1.0)
+    >>> obs, reward, terminated, truncated, info = env.step(0.1 * wave)
+
     ## Version History
 
     - v0: initial release.
-
-    ## Example
-
-    >>> import gymnasium as gym
-    >>> import sipenv
-    >>> env = gym.make("sip/ControlledDiffusion-v0")
-    >>> obs, info = env.reset(seed=0)
-    >>> obs.shape
-    (129,)
-    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
     make_core = make_core
@@ -98,13 +102,7 @@ class ControlledDiffusionEnv(ControlEnv):
 class ControlledDiffusionVectorEnv(ControlVectorEnv):
     """Native batched ``sip/ControlledDiffusion-v0`` (same arguments as the single env).
 
-    >>> import gymnasium as gym
-    >>> import sipenv
-    >>> envs = gym.make_vec("sip/ControlledDiffusion-v0", num_envs=8,
-    ...                     vectorization_mode="vector_entry_point")
-    >>> obs, info = envs.reset(seed=0)
-    >>> obs.shape
-    (8, 129)
+    Made by ``gym.make_vec(id, num_envs=..., vectorization_mode="vector_entry_point")``.
     """
 
     make_core = make_core

@@ -109,19 +109,24 @@ class CorrectedBurgersEnv(CorrectionEnv):
     (``sipenv.envs.correction.CorrectionCore``); its "target" is the whole reference
     trajectory ``(B, horizon + 1, N)``.
 
+    ## Example
+
+    The episode starts on the reference; the uncorrected coarse solver (zero actions) leaves it:
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import sipenv
+    >>> env = gym.make("sip/CorrectedBurgers-v0", horizon=8)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, info["target_error"]
+    ((33,), 0.0)
+    >>> errors = [env.step(np.zeros(32))[4]["target_error"] for _ in range(8)]
+    >>> min(errors) > 0.005
+    True
+
     ## Version History
 
     - v0: initial release.
-
-    ## Example
-
-    >>> import gymnasium as gym
-    >>> import sipenv
-    >>> env = gym.make("sip/CorrectedBurgers-v0")
-    >>> obs, info = env.reset(seed=0)
-    >>> obs.shape
-    (33,)
-    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
     make_core = make_core
@@ -130,13 +135,7 @@ class CorrectedBurgersEnv(CorrectionEnv):
 class CorrectedBurgersVectorEnv(CorrectionVectorEnv):
     """Native batched ``sip/CorrectedBurgers-v0`` (same arguments as the single env).
 
-    >>> import gymnasium as gym
-    >>> import sipenv
-    >>> envs = gym.make_vec("sip/CorrectedBurgers-v0", num_envs=4,
-    ...                     vectorization_mode="vector_entry_point")
-    >>> obs, info = envs.reset(seed=0)
-    >>> obs.shape
-    (4, 33)
+    Made by ``gym.make_vec(id, num_envs=..., vectorization_mode="vector_entry_point")``.
     """
 
     make_core = make_core

@@ -194,10 +194,6 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
     Agents reach the differentiable batched physics (``forward``, ``loss``, the noise-aware
     ``inverse``, ``sample_initial``) through ``env.unwrapped.physics``.
 
-    ## Version History
-
-    - v0: initial release.
-
     ## Example
 
     >>> import gymnasium as gym
@@ -210,6 +206,10 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
     >>> obs, reward, terminated, truncated, info = env.step(x_true)
     >>> terminated, info["x_error"]
     (True, 0.0)
+
+    ## Version History
+
+    - v0: initial release.
     """
 
 
@@ -225,13 +225,7 @@ class HeatInverseVectorEnv(HeatInverseTask, OneStepVectorEnv):
     given the same ``x*`` and actions. ``reset(options={"initial": x})`` takes ``x`` of shape
     ``(num_envs, H, W)``.
 
-    >>> import gymnasium as gym
-    >>> import sipenv
-    >>> envs = gym.make_vec("sip/HeatInverse-v0", num_envs=8,
-    ...                     vectorization_mode="vector_entry_point")
-    >>> obs, info = envs.reset(seed=0)
-    >>> obs.shape
-    (8, 64, 64)
+    Made by ``gym.make_vec(id, num_envs=..., vectorization_mode="vector_entry_point")``.
     """
 
 

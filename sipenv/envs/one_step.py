@@ -225,6 +225,14 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
     answered observations are in ``info["final_obs"]`` and the per-env step infos in
     ``info["final_info"]`` (with the ``_key`` masks Gymnasium's ``SyncVectorEnv`` uses).
 
+    >>> import gymnasium as gym
+    >>> import sipenv
+    >>> envs = gym.make_vec("sip/SineInversion-v0", num_envs=8,
+    ...                     vectorization_mode="vector_entry_point")
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs.shape
+    (8, 2)
+
     Attributes:
         physics: The task's physics.
         x: The answers of the last step, ``(num_envs, ...)`` (``None`` before it).

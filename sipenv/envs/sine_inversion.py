@@ -219,10 +219,6 @@ class SineInversionEnv(SineInversionTask, OneStepEnv):
 
     Agents reach the differentiable batched physics through ``env.unwrapped.physics``.
 
-    ## Version History
-
-    - v0: initial release.
-
     ## Example
 
     >>> import gymnasium as gym
@@ -234,6 +230,10 @@ class SineInversionEnv(SineInversionTask, OneStepEnv):
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     >>> terminated
     True
+
+    ## Version History
+
+    - v0: initial release.
     """
 
 
@@ -247,13 +247,7 @@ class SineInversionVectorEnv(SineInversionTask, OneStepVectorEnv):
     Rewards, ``terminated`` and ``final_info`` equal those of ``num_envs`` single envs given the
     same targets and actions.
 
-    >>> import gymnasium as gym
-    >>> import sipenv
-    >>> envs = gym.make_vec("sip/SineInversion-v0", num_envs=8,
-    ...                     vectorization_mode="vector_entry_point")
-    >>> obs, info = envs.reset(seed=0)
-    >>> obs.shape
-    (8, 2)
+    Made by ``gym.make_vec(id, num_envs=..., vectorization_mode="vector_entry_point")``.
     """
 
 
