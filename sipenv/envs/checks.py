@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections.abc
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -145,3 +146,20 @@ def check_render_mode(render_mode: str | None, modes: list[str], which: str = ""
     if render_mode is not None and render_mode not in modes:
         raise ValueError(f"render_mode must be one of {modes} or None{which}, got "
                          f"{render_mode!r}.")
+
+
+def ready_to_render(render_mode: str | None, started: bool, *, vector: bool = False) -> bool:
+    """The guard every ``render()`` starts with: ``False`` (after Gymnasium's warning) when the
+    env has no render mode, ``True`` when a frame can be drawn.
+
+    Raises:
+        RuntimeError: Before the first ``reset()`` (``started`` is false).
+    """
+    if render_mode is None:
+        fix = ("render_mode='rgb_array' to gym.make_vec" if vector
+               else "render_mode='rgb_array' or 'human' to gym.make")
+        gym.logger.warn(f"render() called with render_mode=None; pass {fix}.")
+        return False
+    if not started:
+        raise RuntimeError("Call reset() before render().")
+    return True

@@ -35,6 +35,7 @@ from sipenv.envs.checks import (
     checked_options,
     parse_device,
     parse_dtype,
+    ready_to_render,
     seed_generator,
     validate_action,
 )
@@ -358,12 +359,8 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
 
     def render(self) -> np.ndarray | None:
         """``"rgb_array"``: return an ``(H, W, 3) uint8`` frame; ``"human"``: show it."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' or 'human' to gym.make.")
+        if not ready_to_render(self.render_mode, self.state is not None):
             return None
-        if self.state is None or self.target is None:
-            raise RuntimeError("Call reset() before render().")
         return self._present(self._frames([self._last_force])[0], self.title)
 
 
@@ -484,12 +481,8 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """``"rgb_array"``: one ``(H, W, 3) uint8`` frame per sub-env."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' to gym.make_vec.")
+        if not ready_to_render(self.render_mode, self.state is not None, vector=True):
             return None
-        if self.state is None or self.target is None:
-            raise RuntimeError("Call reset() before render().")
         force = None if self._last_force is None else self._last_force.cpu().double().numpy()
         return self._frames([force[i] if force is not None and self._force_applied[i] else None
                              for i in range(self.num_envs)])

@@ -31,7 +31,13 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from sipenv.envs.checks import check_num_envs, check_render_mode, parse_device, parse_dtype
+from sipenv.envs.checks import (
+    check_num_envs,
+    check_render_mode,
+    parse_device,
+    parse_dtype,
+    ready_to_render,
+)
 from sipenv.envs.rendering import FramePresenter
 
 __all__ = ["OneStepEnv", "OneStepTask", "OneStepVectorEnv"]
@@ -207,12 +213,8 @@ class OneStepEnv(OneStepTask, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     def render(self) -> np.ndarray | None:
         """``"rgb_array"``: return an ``(H, W, 3) uint8`` frame of the problem and the last answer;
         ``"human"``: show it."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' or 'human' to gym.make.")
+        if not ready_to_render(self.render_mode, self._problem() is not None):
             return None
-        if self._problem() is None:
-            raise RuntimeError("Call reset() before render().")
         return self._present(self._frames()[0], self.title)
 
 
@@ -227,11 +229,11 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
 
     >>> import gymnasium as gym
     >>> import sipenv
-    >>> envs = gym.make_vec("sip/SineInversion-v0", num_envs=8,
-    ...                     vectorization_mode="vector_entry_point")
-    >>> obs, info = envs.reset(seed=0)
-    >>> obs.shape
-    (8, 2)
+    >>> envs = gym.make_vec("sip/SineInversion-v0", 4, vectorization_mode="vector_entry_point")
+    >>> _ = envs.reset(seed=0)
+    >>> _, _, terminated, _, info = envs.step(envs.action_space.sample())
+    >>> bool(terminated.all()), len(info["final_obs"]), "x_distance" in info["final_info"]
+    (True, 4, True)
 
     Attributes:
         physics: The task's physics.
@@ -303,10 +305,6 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
     def render(self) -> tuple[np.ndarray, ...] | None:
         """``"rgb_array"``: one ``(H, W, 3) uint8`` frame per sub-env, showing its last answered
         problem and answer (or the current problem before the first step)."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass "
-                            "render_mode='rgb_array' to gym.make_vec.")
+        if not ready_to_render(self.render_mode, self._problem() is not None, vector=True):
             return None
-        if self._problem() is None:
-            raise RuntimeError("Call reset() before render().")
         return self._frames()
