@@ -155,22 +155,34 @@ def semi_lagrangian_inverse() -> dict[str, Any]:
 # --- shocks and one-step accuracy -----------------------------------------------------------------
 
 
+RIEMANN_EXACT_SHOCK = 0.5 + 0.5 * 10 * 0.03
+"""Where the shock of the Riemann problem below is after 10 steps of dt = 0.03 (speed ½)."""
+
+
+def riemann_problem(**physics_kwargs: Any) -> dict[str, float]:
+    """The Riemann problem u = 1 on [0.2, 0.5), else 0, at ν → 0 (256 cells), after 10 steps:
+    where its shock is (the u = ½ crossing), and how much mass and range the scheme lost."""
+    phys = BurgersPhysics(n=256, nu=1e-6, **physics_kwargs)
+    x = phys.grid
+    u = ((x >= 0.2) & (x < 0.5)).to(F64)[None]
+    mass0 = float(u.mean())
+    for _ in range(10):
+        u = phys.step(u, torch.zeros_like(u))
+    front = [i for i in range(phys.n - 1) if x[i] > 0.45 and u[0, i] >= 0.5 > u[0, i + 1]]
+    i = front[0]
+    shock = float(x[i] + (u[0, i] - 0.5) / (u[0, i] - u[0, i + 1]) * phys.dx)
+    return {"shock": shock, "shock_error_cells": (RIEMANN_EXACT_SHOCK - shock) / phys.dx,
+            "mass_lost": 1 - float(u.mean()) / mass0, "dx": phys.dx,
+            "overshoot": float(u.max()) - 1, "undershoot": -float(u.min())}
+
+
 def riemann() -> dict[str, Any]:
-    out: dict[str, Any] = {"exact_shock": 0.5 + 0.5 * 10 * 0.03}
+    out: dict[str, Any] = {"exact_shock": RIEMANN_EXACT_SHOCK}
     for name, kw in (("upwind", {}), ("semi_lagrangian_1", {"advection": SL}),
                      ("semi_lagrangian_20", {"advection": SL, "substeps": 20})):
-        phys = BurgersPhysics(n=256, nu=1e-6, **kw)
-        x = phys.grid
-        u = ((x >= 0.2) & (x < 0.5)).to(F64)[None]
-        mass0 = float(u.mean())
-        for _ in range(10):
-            u = phys.step(u, torch.zeros_like(u))
-        front = [i for i in range(phys.n - 1) if x[i] > 0.45 and u[0, i] >= 0.5 > u[0, i + 1]]
-        i = front[0]
-        shock = float(x[i] + (u[0, i] - 0.5) / (u[0, i] - u[0, i + 1]) * phys.dx)
-        out[name] = {"shock": shock, "shock_error_cells": (out["exact_shock"] - shock) / phys.dx,
-                     "mass_lost": 1 - float(u.mean()) / mass0,
-                     "overshoot": float(u.max()) - 1, "undershoot": -float(u.min())}
+        result = riemann_problem(**kw)
+        del result["dx"]
+        out[name] = result
     return out
 
 

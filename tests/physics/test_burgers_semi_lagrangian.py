@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:  # `benchmarks` is not an installed package
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_peers import BURGERS, burgers_reference  # noqa: E402
+from benchmarks.physics_accuracy import RIEMANN_EXACT_SHOCK, riemann_problem  # noqa: E402
 
 F64 = torch.float64
 SL = "semi_lagrangian"
@@ -387,20 +388,10 @@ def test_shocks_stall_and_mass_is_lost_unlike_the_upwind_default(substeps: int) 
     reaching 0.65, and the plateau loses most of its mass (measured: 97 % at one sub-step per
     dt, 43 % at 20); the conservative upwind default puts the shock within 2 cells and keeps
     the mean to round-off."""
-    results = {}
-    for advection, subs in ((SL, substeps), ("upwind", 20)):
-        phys = BurgersPhysics(n=256, nu=1e-6, advection=advection, substeps=subs)
-        x = phys.grid.to(F64)
-        u = ((x >= 0.2) & (x < 0.5)).to(F64)[None]
-        mass0 = float(u.mean())
-        for _ in range(10):
-            u = phys.step(u, torch.zeros_like(u))
-        front = [i for i in range(phys.n - 1) if x[i] > 0.45 and u[0, i] >= 0.5 > u[0, i + 1]]
-        i = front[0]
-        shock = float(x[i] + (u[0, i] - 0.5) / (u[0, i] - u[0, i + 1]) * phys.dx)
-        results[advection] = (shock, 1 - float(u.mean()) / mass0, phys.dx)
-    exact = 0.5 + 0.5 * 10 * 0.03
-    shock, lost, dx = results["upwind"]
-    assert shock == pytest.approx(exact, abs=2 * dx) and abs(lost) < 1e-12
-    shock, lost, dx = results[SL]
-    assert exact - shock > 0.1 and lost > 0.3, results
+    exact = RIEMANN_EXACT_SHOCK
+    upwind = riemann_problem(advection="upwind", substeps=20)
+    assert upwind["shock"] == pytest.approx(exact, abs=2 * upwind["dx"])
+    assert abs(upwind["mass_lost"]) < 1e-12
+    semi_lagrangian = riemann_problem(advection=SL, substeps=substeps)
+    assert exact - semi_lagrangian["shock"] > 0.1 and semi_lagrangian["mass_lost"] > 0.3, (
+        upwind, semi_lagrangian)
