@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_envs.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import display_path, environment_info, loadavg  # noqa: E402
+from benchmarks.common import cap, display_path, environment_info, loadavg  # noqa: E402
 from sipenv.physics import DiffusionPhysics  # noqa: E402
 
 ENV_ID = "sip/ControlledDiffusion-v0"
@@ -77,9 +77,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.quick:
-            self.repeats = min(self.repeats, 5)
-            self.target_s = min(self.target_s, 0.25)
-            self.warmup_s = min(self.warmup_s, 0.15)
+            cap(self, repeats=5, target_s=0.25, warmup_s=0.15)
 
 
 @dataclass

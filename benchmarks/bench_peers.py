@@ -152,11 +152,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.quick and not self._quick_applied:
             self._quick_applied = True
-            self.repeats = min(self.repeats, 7)
-            self.target_s = min(self.target_s, 0.25)
-            self.warmup_s = min(self.warmup_s, 0.15)
-            self.train_iterations = min(self.train_iterations, 8)
-            self.train_warmup = min(self.train_warmup, 1)
+            common.cap(self, repeats=7, target_s=0.25, warmup_s=0.15, train_iterations=8,
+                       train_warmup=1)
 
 
 @dataclass

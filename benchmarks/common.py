@@ -18,7 +18,7 @@ import torch
 
 import sipenv
 
-__all__ = ["ROOT", "display_path", "environment_info", "git_commit", "loadavg"]
+__all__ = ["ROOT", "cap", "display_path", "environment_info", "git_commit", "loadavg"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +70,9 @@ def environment_info(**extra: Any) -> dict[str, Any]:
         "processor": platform.processor() or None,
         "loadavg_1_5_15_at_start": loadavg(),
     }
+
+
+def cap(settings: Any, **limits: float) -> None:
+    """Lower each named setting of ``settings`` to at most its limit (what ``--quick`` does)."""
+    for name, limit in limits.items():
+        setattr(settings, name, min(getattr(settings, name), limit))
