@@ -89,7 +89,8 @@ class UNet(nn.Module):
       (one channel) or ``(B, C, H, W)``, and the output has the input's layout.
 
     Args:
-        obs_dim, act_dim: Flat input and output sizes (see above).
+        obs_dim: Flat input size (see above).
+        act_dim: Flat output size (see above).
         hidden: Filters per level (its length is the number of levels).
         spatial: Grid ``(H, W)`` for a 2-D network; ``None`` for 1-D.
 

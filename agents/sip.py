@@ -177,9 +177,10 @@ def sip_control_targets(physics: PhysicsModel, states: torch.Tensor, forces: tor
         eta: Newton step size on the terminal loss (1 = go all the way to ``s*``).
         split: ``"uniform"``, ``"minimum-force"``, ``"gauss-newton"`` or a custom
             ``SplitRule``.
-        gn_iterations, gn_tol, gn_damping: Conjugate-gradient iterations, early-stop tolerance
-            and Levenberg–Marquardt damping of the ``"gauss-newton"`` split (see
+        gn_iterations: Conjugate-gradient iterations of the ``"gauss-newton"`` split (see
             ``sipenv.physics.generic_inverse.solve_minimum_norm``).
+        gn_tol: Its early-stop tolerance.
+        gn_damping: Its Levenberg–Marquardt damping.
 
     Returns:
         ``(T, B, N)`` force targets, detached.

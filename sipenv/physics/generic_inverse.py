@@ -256,7 +256,9 @@ def gauss_newton_correction(step: StepFn, s0: torch.Tensor, forces: torch.Tensor
         s0: Initial states ``(B, N)``.
         forces: Current forces ``(T, B, N)``.
         desired: Desired final states ``s̃_T``, ``(B, N)``.
-        iterations, tol, damping: CG settings, see ``solve_minimum_norm``.
+        iterations: CG iterations, see ``solve_minimum_norm``.
+        tol: CG early-stop tolerance, see ``solve_minimum_norm``.
+        damping: Levenberg–Marquardt damping, see ``solve_minimum_norm``.
 
     Returns:
         The corrected forces ``F + δF`` with ``δF = Jᵀ (J Jᵀ + λ I)⁻¹ (s̃_T − s_T(F))`` and
