@@ -5,7 +5,8 @@ the timed region), ``step`` / ``grad`` (the timed PhiFlow call, field in, field 
 ``to_torch`` (field → torch ``(B, N)``), so that the agreement checks and the timings use the
 same code.
 
-Two PhiFlow 3.4 facts, found by trying it and re-checked by ``tests/benchmarks/``, shape these references:
+Two PhiFlow 3.4 facts, found by trying it and re-checked by ``tests/benchmarks/``, shape
+these references:
 
 * ``diffuse.fourier`` ignores the grid spacing (it assumes ``Δx = 1``), so the diffusivity is
   passed as ``ν / Δx²``; the agreement check against ``sipenv.physics.DiffusionPhysics``
