@@ -120,29 +120,160 @@ one more forward step per backward step, identical results).
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from sipenv.physics.diffusion import smooth_periodic_fields
+from sipenv.physics.defect_correction import defect_correction
+from sipenv.physics.diffusion import check_max_gain
+from sipenv.physics.grid import FactorCache, PeriodicGrid
+from sipenv.validation import check_bool, check_choice, check_int, check_positive
 
-__all__ = ["ADVECTION_SCHEMES", "BurgersPhysics", "BurgersTaskSampler", "periodic_gaussian"]
+__all__ = [
+    "ADVECTION_SCHEMES",
+    "AdvectionScheme",
+    "BurgersFactors",
+    "BurgersPhysics",
+    "BurgersTaskSampler",
+    "SemiLagrangianAdvection",
+    "UpwindAdvection",
+    "periodic_gaussian",
+]
 
-ADVECTION_SCHEMES = ("upwind", "semi_lagrangian")
+
+class BurgersFactors(NamedTuple):
+    """Per-mode factors of :class:`BurgersPhysics`, cached per (device, dtype).
+
+    Attributes:
+        decay: ``exp(−ν k² τ_D)`` of one diffusion (``τ_D = τ``, or ``dt`` when diffusing once).
+        gain: Inverse diffusion ``exp(+ν k² τ_D)``, its total over a step clamped at
+            ``max_gain``.
+        trust: The defect correction's weight ``min(1, max_gain · exp(−2 ν k² dt))``.
+        cells: Cell indices ``0 … N−1`` (the semi-Lagrangian departure base).
+    """
+
+    decay: torch.Tensor
+    gain: torch.Tensor
+    trust: torch.Tensor
+    cells: torch.Tensor
 
 
-def _check_finite_positive(name: str, value: float) -> None:
-    if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+class AdvectionScheme:
+    """One advection sub-step of the inviscid Burgers flux, as a strategy object.
+
+    :class:`BurgersPhysics` picks its scheme once (from ``advection=``) and delegates to it; a
+    scheme says what it does (:meth:`advect`), how to approximately undo it (:meth:`reverse`),
+    how fast a flow it can carry (:meth:`max_stable_speed`), and its properties below. Schemes
+    are stateless; ``cells`` is the ``(N,)`` tensor of cell indices and ``ratio = τ / Δx``.
+    """
+
+    name: ClassVar[str]
+    default_substeps: ClassVar[int]
+    """Sub-steps per step when ``substeps`` is not given."""
+    hand_written_derivatives: ClassVar[bool]
+    """Whether :meth:`BurgersPhysics.tangent` / :meth:`BurgersPhysics.adjoint` apply."""
+    diffusion_first: ClassVar[bool]
+    """Where the diffusion sits in a sub-step: before (``True``) or after the advection."""
+    has_cfl_limit: ClassVar[bool]
+    """Whether the scheme is only stable under a CFL condition (then checked in ``step``)."""
+
+    def advect(self, u: torch.Tensor, ratio: float, cells: torch.Tensor) -> torch.Tensor:
+        """One advection sub-step of ``u`` (``(B, N)``)."""
+        raise NotImplementedError
+
+    def reverse(self, u: torch.Tensor, ratio: float, cells: torch.Tensor) -> torch.Tensor:
+        """An approximate inverse of :meth:`advect` (the preconditioner of the inverse)."""
+        raise NotImplementedError
+
+    def max_stable_speed(self, dx: float, sub_dt: float) -> float:
+        """Largest ``max|u|`` the scheme is stable for (``inf`` without a CFL limit)."""
+        return dx / sub_dt if self.has_cfl_limit else math.inf
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int ≥ {minimum}, got {value!r}.")
+class UpwindAdvection(AdvectionScheme):
+    """Conservative first-order Engquist–Osher upwind step (CFL-limited; module docstring)."""
+
+    name = "upwind"
+    default_substeps = 20
+    hand_written_derivatives = True
+    diffusion_first = False
+    has_cfl_limit = True
+
+    def advect(self, u: torch.Tensor, ratio: float, cells: torch.Tensor) -> torch.Tensor:
+        """``u ← u − (τ/Δx)(F_{i+½} − F_{i−½})``, ``2F_{i+½} = max(u_i,0)² + min(u_{i+1},0)²``."""
+        pos, neg = u.clamp_min(0.0), u.clamp_max(0.0)
+        # 2 F_{i+½} = max(u_i, 0)² + min(u_{i+1}, 0)²  (addcmul: one pass over memory fewer)
+        flux2 = torch.addcmul(torch.roll(neg * neg, -1, dims=-1), pos, pos)
+        return torch.add(u, flux2 - torch.roll(flux2, 1, dims=-1), alpha=-0.5 * ratio)
+
+    def reverse(self, u: torch.Tensor, ratio: float, cells: torch.Tensor) -> torch.Tensor:
+        """``−A(−u)``: the inviscid Burgers equation is reversible under ``u → −u``."""
+        return -self.advect(-u, ratio, cells)
+
+
+class SemiLagrangianAdvection(AdvectionScheme):
+    """PhiFlow's ``advect.semi_lagrangian``: ``u_i ← u(x_i − u_i τ)``, linear interpolation.
+
+    Unconditionally stable, not conservative (module docstring).
+    """
+
+    name = "semi_lagrangian"
+    default_substeps = 1
+    hand_written_derivatives = False
+    diffusion_first = True
+    has_cfl_limit = False
+
+    def advect(self, u: torch.Tensor, ratio: float, cells: torch.Tensor) -> torch.Tensor:
+        """``u_i ← u(x_i − u_i τ)`` by periodic linear interpolation."""
+        return periodic_interpolate(u, torch.add(cells, u, alpha=-ratio))
+
+    def reverse(self, u: torch.Tensor, ratio: float, cells: torch.Tensor) -> torch.Tensor:
+        """Approximate inverse of :meth:`advect`: ``w(x) = v(x + w(x) τ)``.
+
+        Values travel along characteristics, so the state one sub-step earlier satisfies this
+        implicit relation; two fixed-point sweeps from ``w = v`` (the first is the plain
+        reversed step ``−SL(−v)``) make the defect correction of
+        :meth:`BurgersPhysics.inverse_step` converge about 4× further at one sub-step per ``dt``,
+        where the departure points lie several cells away.
+        """
+        w = u
+        for _ in range(2):
+            w = periodic_interpolate(u, torch.add(cells, w, alpha=ratio))
+        return w
+
+
+_SCHEMES: dict[str, type[AdvectionScheme]] = {
+    cls.name: cls for cls in (UpwindAdvection, SemiLagrangianAdvection)}
+
+ADVECTION_SCHEMES = tuple(_SCHEMES)
+"""The names accepted by ``BurgersPhysics(advection=...)``: ``("upwind", "semi_lagrangian")``."""
+
+
+def periodic_interpolate(u: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``u`` at positions ``pos`` (in cells, any real value), periodic linear interpolation.
+
+    ``u_j + w (u_{j+1} − u_j)`` with ``j = ⌊pos⌋ mod N``, ``w = pos − ⌊pos⌋``: seven tensor
+    operations, all differentiable (``floor`` has zero derivative, so the derivative flows
+    through the gathered values and the weight). Both gathers share one index tensor and the
+    fused multiply-add saves two fields, so autograd keeps about half of what ``lerp`` of two
+    gathers would. Indices stay in range for any input, so inf/NaN propagate as values.
+
+    Args:
+        u: Fields ``(B, N)``.
+        pos: Positions ``(B, N)`` in cells.
+    """
+    left = pos.floor()
+    weight = pos - left
+    index = left.long()
+    n = u.shape[-1]  # wrap into [0, N): a bit mask when N is a power of two (4× faster)
+    index = index.bitwise_and_(n - 1) if n & (n - 1) == 0 else index.remainder_(n)
+    slope = torch.roll(u, -1, dims=-1).sub_(u)  # u_{j+1} − u_j, periodic
+    return torch.addcmul(u.gather(-1, index), weight, slope.gather(-1, index))
 
 
 def periodic_gaussian(x: torch.Tensor, amplitude: torch.Tensor, centre: torch.Tensor,
@@ -231,38 +362,45 @@ class BurgersPhysics:
     analytic_derivatives: bool = True
     save_substeps: bool = True
     diffuse_every_substep: bool = True
-    _cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _cache: FactorCache = field(default_factory=FactorCache, init=False, repr=False,
+                                compare=False)
     _warned: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
+    _domain: PeriodicGrid = field(init=False, repr=False, compare=False)
+    _scheme: AdvectionScheme = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_int("n (number of cells)", self.n, 4)
-        _check_finite_positive("length", self.length)
-        _check_finite_positive("nu", self.nu)
-        _check_finite_positive("dt", self.dt)
-        if self.advection not in ADVECTION_SCHEMES:
-            raise ValueError(f"advection must be one of {ADVECTION_SCHEMES}, got "
-                             f"{self.advection!r}.")
+        check_int("n (number of cells)", self.n, minimum=4)
+        check_positive("length", self.length)
+        check_positive("nu", self.nu)
+        check_positive("dt", self.dt)
+        scheme = _SCHEMES[check_choice("advection", self.advection, ADVECTION_SCHEMES)]()
+        object.__setattr__(self, "_scheme", scheme)
         if self.substeps is None:  # the scheme's default, fixed here (the dataclass is frozen)
-            object.__setattr__(self, "substeps", 20 if self.advection == "upwind" else 1)
-        _check_int("substeps", self.substeps, 1)
-        _check_finite_positive("max_gain", self.max_gain)
-        if self.max_gain < 1:
-            raise ValueError(f"max_gain must be ≥ 1 (1 disables inverse diffusion), got "
-                             f"{self.max_gain}.")
-        _check_int("inverse_iterations", self.inverse_iterations, 0)
+            object.__setattr__(self, "substeps", scheme.default_substeps)
+        check_int("substeps", self.substeps, minimum=1)
+        check_max_gain(self.max_gain, "inverse diffusion")
+        check_int("inverse_iterations", self.inverse_iterations, minimum=0)
         for name in ("check_cfl", "analytic_derivatives", "save_substeps",
                      "diffuse_every_substep"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}.")
-        if self.advection == "semi_lagrangian" and not self.save_substeps:
+            check_bool(name, getattr(self, name))
+        object.__setattr__(self, "_domain", PeriodicGrid((self.n,), (self.length,)))
+        if not scheme.hand_written_derivatives and not self.save_substeps:
             raise ValueError(
                 "save_substeps=False applies to the upwind scheme's hand-written derivatives; "
                 "the semi-Lagrangian scheme is differentiated by autograd (it saves an index "
                 "and two fields per sub-step). Leave save_substeps=True.")
 
     # --- grid and factors -------------------------------------------------------------------
+
+    @property
+    def domain(self) -> PeriodicGrid:
+        """The periodic 1-D grid of ``n`` cells on ``[0, length)``."""
+        return self._domain
+
+    @property
+    def scheme(self) -> AdvectionScheme:
+        """The advection scheme object chosen by ``advection``."""
+        return self._scheme
 
     @property
     def dx(self) -> float:
@@ -284,18 +422,17 @@ class BurgersPhysics:
     def max_stable_speed(self) -> float:
         """Largest ``max|u|`` the CFL condition allows: ``Δx / τ`` (upwind), or ``inf`` for the
         unconditionally stable semi-Lagrangian scheme."""
-        return self.dx / self.sub_dt if self.advection == "upwind" else math.inf
+        return self._scheme.max_stable_speed(self.dx, self.sub_dt)
 
     @property
     def grid(self) -> torch.Tensor:
         """Cell positions ``x_j = j L / N`` (float64, CPU), shape ``(N,)``."""
-        return torch.arange(self.n, dtype=torch.float64) * (self.length / self.n)
+        return self.domain.positions()
 
     def wavenumbers(self, device: torch.device | str | None = None,
                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Angular wavenumbers ``k = 2π m / L`` of the ``N//2 + 1`` real FFT modes."""
-        m = torch.arange(self.n // 2 + 1, device=device, dtype=torch.float64)
-        return (2 * math.pi / self.length * m).to(dtype)
+        return self.domain.wavenumbers(device, dtype)[0]
 
     @property
     def _diffusions(self) -> int:
@@ -310,32 +447,29 @@ class BurgersPhysics:
         """Whether sub-step ``j`` (0-based) has a diffusion: every one, or only the last
         (upwind: diffusion after the advection) / the first (semi-Lagrangian: before it)."""
         return self.diffuse_every_substep or j == (
-            self.n_substeps - 1 if self.advection == "upwind" else 0)
+            0 if self._scheme.diffusion_first else self.n_substeps - 1)
 
-    def _factors(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        key = (device, dtype)
-        cached = self._cache.get(key)
-        if cached is None:
-            nu_k2 = self.nu * self.wavenumbers(device) ** 2
-            x = nu_k2 * self._diffusion_dt  # ν k² τ (or ν k² dt, once per step) ≥ 0
-            decay = torch.exp(-x)
-            # Inverse diffusion per diffusion; total gain over a step ≤ max_gain.
-            gain = torch.exp(torch.clamp(x, max=math.log(self.max_gain) / self._diffusions))
-            # Weight of the inverse's update per mode: min(1, max_gain · exp(−2 ν k² dt)).
-            trust = torch.clamp(self.max_gain * torch.exp(-2 * nu_k2 * self.dt), max=1.0)
-            cells = torch.arange(self.n, device=device, dtype=torch.float64)  # departure base
-            cached = tuple(t.to(dtype) for t in (decay, gain, trust, cells))
-            self._cache[key] = cached
-        return cached
+    def _build_factors(self, device: torch.device) -> BurgersFactors:
+        nu_k2 = self.nu * self.domain.wavenumber_squared(device)
+        x = nu_k2 * self._diffusion_dt  # ν k² τ (or ν k² dt, once per step) ≥ 0
+        decay = torch.exp(-x)
+        # Inverse diffusion per diffusion; total gain over a step ≤ max_gain.
+        gain = torch.exp(torch.clamp(x, max=math.log(self.max_gain) / self._diffusions))
+        # Weight of the inverse's update per mode: min(1, max_gain · exp(−2 ν k² dt)).
+        trust = torch.clamp(self.max_gain * torch.exp(-2 * nu_k2 * self.dt), max=1.0)
+        cells = torch.arange(self.n, device=device, dtype=torch.float64)  # departure base
+        return BurgersFactors(decay, gain, trust, cells)
+
+    def factors(self, device: torch.device | str | None = None,
+                dtype: torch.dtype = torch.float32) -> BurgersFactors:
+        """The cached :class:`BurgersFactors` for ``(device, dtype)`` (built in float64)."""
+        return self._cache.get(device, dtype, self._build_factors)
+
+    def _factors(self, device: torch.device, dtype: torch.dtype) -> BurgersFactors:
+        return self.factors(device, dtype)
 
     def _check(self, name: str, x: torch.Tensor) -> None:
-        if x.ndim != 2 or x.shape[-1] != self.n:
-            raise ValueError(
-                f"{name} must have shape (B, {self.n}) (batch, cells), got {tuple(x.shape)}; "
-                f"add a batch axis with x[None] for a single field."
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}.")
+        self.domain.check(name, x)
 
     def _warn_if_unstable(self, state: torch.Tensor) -> None:
         if self._warned:  # once per model: a diverging policy would repeat it every step
@@ -355,58 +489,8 @@ class BurgersPhysics:
 
     # --- the scheme ------------------------------------------------------------------------------
 
-    def _advect(self, u: torch.Tensor, ratio: float) -> torch.Tensor:
-        """One advection sub-step of the chosen scheme, ``ratio = τ/Δx``."""
-        if self.advection == "upwind":
-            return self._upwind(u, ratio)
-        return self._semi_lagrangian(u, ratio)
-
-    def _semi_lagrangian(self, u: torch.Tensor, ratio: float) -> torch.Tensor:
-        """``u_i ← u(x_i − u_i τ)`` by periodic linear interpolation, ``ratio = τ/Δx``."""
-        cells = self._factors(u.device, u.dtype)[3]
-        return self._interpolate(u, torch.add(cells, u, alpha=-ratio))
-
-    def _semi_lagrangian_reverse(self, v: torch.Tensor, ratio: float) -> torch.Tensor:
-        """Approximate inverse of :meth:`_semi_lagrangian`: ``w(x) = v(x + w(x) τ)``.
-
-        Values travel along characteristics, so the state one sub-step earlier satisfies this
-        implicit relation; two fixed-point sweeps from ``w = v`` (the first is the plain
-        reversed step ``−SL(−v)``) make the defect correction of :meth:`inverse_step` converge
-        about 4× further at one sub-step per ``dt``, where the departure points lie several
-        cells away.
-        """
-        cells = self._factors(v.device, v.dtype)[3]
-        w = v
-        for _ in range(2):
-            w = self._interpolate(v, torch.add(cells, w, alpha=ratio))
-        return w
-
-    def _interpolate(self, u: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """``u`` at positions ``pos`` (in cells, any real value), periodic linear interpolation.
-
-        ``u_j + w (u_{j+1} − u_j)`` with ``j = ⌊pos⌋ mod N``, ``w = pos − ⌊pos⌋``: seven tensor
-        operations, all differentiable (``floor`` has zero derivative, so the derivative flows
-        through the gathered values and the weight). Both gathers share one index tensor and the
-        fused multiply-add saves two fields, so autograd keeps about half of what ``lerp`` of two
-        gathers would. Indices stay in range for any input, so inf/NaN propagate as values.
-        """
-        left = pos.floor()
-        weight = pos - left
-        index = left.long()
-        n = self.n  # wrap into [0, N): a bit mask when N is a power of two (4× faster)
-        index = index.bitwise_and_(n - 1) if n & (n - 1) == 0 else index.remainder_(n)
-        slope = torch.roll(u, -1, dims=-1).sub_(u)  # u_{j+1} − u_j, periodic
-        return torch.addcmul(u.gather(-1, index), weight, slope.gather(-1, index))
-
-    def _upwind(self, u: torch.Tensor, ratio: float) -> torch.Tensor:
-        """One upwind (Engquist–Osher) Euler sub-step, ``ratio = τ/Δx``."""
-        pos, neg = u.clamp_min(0.0), u.clamp_max(0.0)
-        # 2 F_{i+½} = max(u_i, 0)² + min(u_{i+1}, 0)²  (addcmul: one pass over memory fewer)
-        flux2 = torch.addcmul(torch.roll(neg * neg, -1, dims=-1), pos, pos)
-        return torch.add(u, flux2 - torch.roll(flux2, 1, dims=-1), alpha=-0.5 * ratio)
-
     def _diffuse(self, u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft(factor * torch.fft.rfft(u, dim=-1), n=self.n, dim=-1)
+        return self.domain.from_spectral(factor * self.domain.to_spectral(u))
 
     def free_step(self, state: torch.Tensor) -> torch.Tensor:
         """``P₀(s)``: one step without force (``S`` advection + diffusion sub-steps).
@@ -415,7 +499,7 @@ class BurgersPhysics:
         backward and forward-mode derivatives are the hand-written adjoint / tangent sweeps
         (:meth:`tangent`, :meth:`adjoint`) through the saved sub-step states.
         """
-        if (self.analytic_derivatives and self.advection == "upwind"
+        if (self.analytic_derivatives and self._scheme.hand_written_derivatives
                 and torch.is_grad_enabled() and state.requires_grad):
             return _FreeStep.apply(state, self)[0]
         return self._substeps(state)[0]
@@ -423,17 +507,19 @@ class BurgersPhysics:
     def _substeps(self, state: torch.Tensor, keep: bool = False
                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The ``S`` sub-steps; returns the result and (if ``keep``) each sub-step's input."""
-        decay = self._factors(state.device, state.dtype)[0]
+        factors = self._factors(state.device, state.dtype)
+        decay, cells = factors.decay, factors.cells
         ratio = self.sub_dt / self.dx
-        upwind = self.advection == "upwind"
+        scheme = self._scheme
+        first = scheme.diffusion_first
         u, inputs = state, []
         for j in range(self.n_substeps):
             if keep:
                 inputs.append(u)
-            if not upwind and self._diffuses(j):  # semi-Lagrangian: diffuse, then advect
+            if first and self._diffuses(j):
                 u = self._diffuse(u, decay)
-            u = self._advect(u, ratio)
-            if upwind and self._diffuses(j):
+            u = scheme.advect(u, ratio, cells)
+            if not first and self._diffuses(j):
                 u = self._diffuse(u, decay)
         return u, inputs
 
@@ -445,7 +531,7 @@ class BurgersPhysics:
         Upwind scheme only (the semi-Lagrangian one is differentiated by autograd).
         """
         self._require_upwind("tangent")
-        decay = self._factors(du.device, du.dtype)[0]
+        decay = self._factors(du.device, du.dtype).decay
         half = 0.5 * self.sub_dt / self.dx
         for j, u in enumerate(inputs):
             pos, neg = u.clamp_min(0.0), u.clamp_max(0.0)
@@ -463,7 +549,7 @@ class BurgersPhysics:
         Upwind scheme only.
         """
         self._require_upwind("adjoint")
-        decay = self._factors(w.device, w.dtype)[0]
+        decay = self._factors(w.device, w.dtype).decay
         ratio = self.sub_dt / self.dx
         for j in reversed(range(inputs.shape[0])):
             u = inputs[j]
@@ -475,7 +561,7 @@ class BurgersPhysics:
         return w
 
     def _require_upwind(self, name: str) -> None:
-        if self.advection != "upwind":
+        if not self._scheme.hand_written_derivatives:
             raise NotImplementedError(
                 f"{name} is the upwind scheme's hand-written derivative; with "
                 f"advection={self.advection!r} use torch.func.jvp / torch.autograd instead.")
@@ -485,23 +571,22 @@ class BurgersPhysics:
 
         Sub-steps in reverse order, each reversed: clamped inverse diffusion and advection with
         the velocity reversed (upwind: ``−A(−u)``; semi-Lagrangian: the implicit characteristic
-        relation, :meth:`_semi_lagrangian_reverse`), in the opposite order to the forward
+        relation, :meth:`SemiLagrangianAdvection.reverse`), in the opposite order to the forward
         sub-step. Exact for neither the schemes' dissipation nor shocks; it is the
         preconditioner of :meth:`inverse_step`.
         """
-        gain = self._factors(state.device, state.dtype)[1]
+        factors = self._factors(state.device, state.dtype)
+        gain, cells = factors.gain, factors.cells
         ratio = self.sub_dt / self.dx
-        upwind = self.advection == "upwind"
+        scheme = self._scheme
+        first = scheme.diffusion_first
         u = state
         for j in reversed(range(self.n_substeps)):
-            if upwind:
-                if self._diffuses(j):
-                    u = self._diffuse(u, gain)
-                u = -self._upwind(-u, ratio)
-            else:
-                u = self._semi_lagrangian_reverse(u, ratio)
-                if self._diffuses(j):
-                    u = self._diffuse(u, gain)
+            if not first and self._diffuses(j):
+                u = self._diffuse(u, gain)
+            u = scheme.reverse(u, ratio, cells)
+            if first and self._diffuses(j):
+                u = self._diffuse(u, gain)
         return u
 
     # --- forward and inverse simulators -----------------------------------------------------
@@ -521,7 +606,7 @@ class BurgersPhysics:
         """
         self._check("state", state)
         self._check("force", force)
-        if self.check_cfl and self.advection == "upwind":
+        if self.check_cfl and self._scheme.has_cfl_limit:
             self._warn_if_unstable(state)
         return torch.add(self.free_step(state), force, alpha=self.dt)  # one op, not two
 
@@ -541,19 +626,10 @@ class BurgersPhysics:
         self._check("force", force)
         self._check("state", state)
         goal = next_state - self.dt * force
-        trust = self._factors(state.device, state.dtype)[2]
-        s = best = state
-        image = self.free_step(s)
-        best_res = (image - goal).square().sum(-1)
-        reverse_goal = self.reverse_step(goal)
-        for _ in range(self.inverse_iterations):
-            s = s + self._diffuse(reverse_goal - self.reverse_step(image), trust)
-            image = self.free_step(s)
-            res = (image - goal).square().sum(-1)
-            better = res < best_res  # False for NaN: a diverged sample keeps its best iterate
-            best = torch.where(better[:, None], s, best)
-            best_res = torch.where(better, res, best_res)
-        return best
+        trust = self._factors(state.device, state.dtype).trust
+        return defect_correction(self.free_step, self.reverse_step, goal, state,
+                                 iterations=self.inverse_iterations,
+                                 weight=lambda update: self._diffuse(update, trust))
 
     def force_for(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
         """The force that takes ``state`` exactly to ``next_state``: ``(s' − P₀(s)) / dt``."""
@@ -577,9 +653,8 @@ class BurgersPhysics:
         Raises:
             ValueError: If ``max_mode`` is not in ``[1, N/2)`` or ``batch < 1``.
         """
-        _check_int("batch", batch, 1)
-        return smooth_periodic_fields(self.n, batch, generator, max_mode=max_mode,
-                                      amplitude=amplitude, device=device, dtype=dtype)
+        return self.domain.sample_smooth(batch, generator, max_mode=max_mode,
+                                         amplitude=amplitude, device=device, dtype=dtype)
 
     def _uniform(self, batch: int, generator: torch.Generator, low: float,
                  high: float) -> torch.Tensor:
@@ -594,7 +669,7 @@ class BurgersPhysics:
         Left bump: amplitude ``U[0, 3]`` at ``U[0.2, 0.4] L``; right bump: amplitude ``U[−3, 0]``
         at ``U[0.6, 0.8] L``; widths ``U[0.05, 0.15] L`` (see :func:`periodic_gaussian`).
         """
-        _check_int("batch", batch, 1)
+        check_int("batch", batch, minimum=1)
         L = self.length
         a1, c1, w1, a2, c2, w2 = (self._uniform(batch, generator, lo, hi) for lo, hi in (
             (0.0, 3.0), (0.2 * L, 0.4 * L), (0.05 * L, 0.15 * L),
@@ -612,7 +687,7 @@ class BurgersPhysics:
         Amplitude ``U[−1, 1] · amplitude`` (reference: ``U[−0.05, 0.05] · 32``), centre
         ``U[0.4, 0.6] L``, width ``U[0.1, 0.4] L``.
         """
-        _check_int("batch", batch, 1)
+        check_int("batch", batch, minimum=1)
         L = self.length
         amp = self._uniform(batch, generator, -amplitude, amplitude)
         centre = self._uniform(batch, generator, 0.4 * L, 0.6 * L)
@@ -648,9 +723,9 @@ class BurgersTaskSampler:
     chunk: int = 256
 
     def __post_init__(self) -> None:
-        _check_int("horizon", self.horizon, 1)
-        _check_finite_positive("force_amplitude", self.force_amplitude)
-        _check_int("chunk", self.chunk, 1)
+        check_int("horizon", self.horizon, minimum=1)
+        check_positive("force_amplitude", self.force_amplitude)
+        check_int("chunk", self.chunk, minimum=1)
 
     def __call__(self, batch: int, generator: torch.Generator, *,
                  device: torch.device | str | None = None,

@@ -4,7 +4,8 @@ The PDE is the forced heat equation on the periodic domain ``[0, L)``::
 
     ∂s/∂t = ν ∂²s/∂x² + f(x)
 
-With the force held constant over one step of length ``dt``, every real Fourier mode ``k``
+It is the :class:`~sipenv.physics.spectral.ExponentialIntegrator` of the symbol ``λ(k) = −ν k²``:
+with the force held constant over one step of length ``dt``, every real Fourier mode ``k``
 (angular wavenumber ``k = 2π m / L``) evolves independently and exactly::
 
     ŝ_k(t + dt) = d_k ŝ_k(t) + g_k f̂_k,    d_k = exp(−ν k² dt),
@@ -34,165 +35,41 @@ At the environment defaults (N = 64, L = 1, ν = 0.01, dt = 0.01) the largest ex
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 
 import torch
 
+from sipenv.physics.grid import FactorCache, PeriodicGrid, smooth_periodic_fields
+from sipenv.physics.spectral import ExponentialIntegrator
+from sipenv.validation import check_int, check_positive
+
 __all__ = ["DiffusionPhysics", "ExactDiffusionBase", "smooth_periodic_fields"]
 
 
-def _check_finite_positive(name: str, value: float) -> None:
-    if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+def check_max_gain(max_gain: object, what: str = "inversion") -> float:
+    """``max_gain`` as a float ≥ 1 (``1`` disables the amplification of the inverse)."""
+    gain = check_positive("max_gain", max_gain)
+    if gain < 1:
+        raise ValueError(f"max_gain must be ≥ 1 (1 disables {what}), got {max_gain}.")
+    return gain
 
 
-def smooth_periodic_fields(n: int, batch: int, generator: torch.Generator, *, max_mode: int,
-                           amplitude: float, device: torch.device | str | None,
-                           dtype: torch.dtype) -> torch.Tensor:
-    """``(batch, n)`` fields ``amplitude · Σ_{m=1}^{max_mode} (a_m cos + b_m sin)(2π m x/L) / m``
-    with ``a_m, b_m ~ N(0, 1)`` drawn from ``generator`` (on ``generator.device``); the sampler
-    of every 1-D model.
+class ExactDiffusionBase(ExponentialIntegrator):
+    """The diffusion symbol ``λ(k) = −ν |k|²`` on an
+    :class:`~sipenv.physics.spectral.ExponentialIntegrator`, shared by the 1-D and 2-D models.
 
-    Raises:
-        ValueError: If ``max_mode`` is not an int in ``[1, n/2)``.
-    """
-    if not isinstance(max_mode, numbers.Integral) or not 1 <= max_mode < n // 2:
-        raise ValueError(f"max_mode must be an int in [1, {n // 2 - 1}] for n={n}, "
-                         f"got {max_mode!r}.")
-    coeffs = torch.randn(batch, max_mode, 2, generator=generator, device=generator.device,
-                         dtype=torch.float64)
-    m = torch.arange(1, max_mode + 1, device=generator.device, dtype=torch.float64)
-    spec = torch.zeros(batch, n // 2 + 1, device=generator.device, dtype=torch.complex128)
-    # irfft of X_m = (N/2)(a − i b) gives a cos + b sin (for 0 < m < N/2).
-    spec[:, 1:max_mode + 1] = torch.complex(coeffs[..., 0], -coeffs[..., 1]) * (
-        amplitude * n / 2 / m)
-    out = torch.fft.irfft(spec, n=n, dim=-1)
-    return out.to(device=device if device is not None else generator.device, dtype=dtype)
-
-
-class ExactDiffusionBase:
-    """Spectral machinery shared by the 1-D and 2-D exact diffusion integrators.
-
-    A subclass provides the per-mode exponent ``ν |k|² dt`` (:meth:`_nu_k2_dt`, float64, shaped
-    like its real FFT), the transforms :meth:`to_spectral` / :meth:`from_spectral`, the shape
-    check :meth:`_check`, and the fields ``dt`` and ``max_gain``. Everything else — the cached
-    factors ``d = e^{−ν|k|²dt}``, ``g = (1 − d)/(ν|k|²)``, the clamped inverse gain — and the
-    ``step`` / ``inverse_step`` / ``force_for`` simulators are written once here.
+    A subclass adds its ``domain`` (grid), ``nu``, ``dt``, ``max_gain`` and ``_cache``.
     """
 
-    dt: float
-    max_gain: float
-    _cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]]
+    nu: float
+
+    def symbol(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``λ(k) = −ν |k|²`` (float64)."""
+        return -(self.nu * self.domain.wavenumber_squared(device))
 
     def _nu_k2_dt(self, device: torch.device | str | None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def to_spectral(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def from_spectral(self, x_hat: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _check(self, name: str, x: torch.Tensor) -> None:
-        raise NotImplementedError
-
-    def _factors(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        key = (device, dtype)
-        cached = self._cache.get(key)
-        if cached is None:
-            # Computed once per (device, dtype) in float64, then cast: the step itself is then
-            # only FFT → multiply-add → inverse FFT.
-            x = self._nu_k2_dt(device)  # ν |k|² dt ≥ 0
-            d = torch.exp(-x)
-            # g = (1 − d)/(ν k²) = dt · (1 − e^{−x})/x, written with expm1 for small x; g_0 = dt.
-            safe_x = torch.where(x > 0, x, torch.ones_like(x))
-            g = torch.where(x > 0, -torch.expm1(-safe_x) / safe_x, torch.ones_like(x)) * self.dt
-            gain = torch.exp(torch.clamp(x, max=math.log(self.max_gain)))
-            cached = tuple(t.to(dtype) for t in (d, g, gain))
-            self._cache[key] = cached
-        return cached
-
-    def spectral_factors(self, device: torch.device | str | None = None,
-                         dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-mode decay ``d_k`` and force gain ``g_k``, shaped like the real FFT.
-
-        One step is ``ŝ ← d ŝ + g f̂`` in the basis of :meth:`to_spectral`.
-        """
-        d, g, _ = self._factors(torch.device(device) if device is not None else
-                                torch.device("cpu"), dtype)
-        return d, g
-
-    @property
-    def max_inverse_gain(self) -> float:
-        """Largest amplification :meth:`inverse_step` applies to any mode."""
-        x_max = float(self._nu_k2_dt("cpu").max())
-        return min(math.exp(min(x_max, 700.0)), self.max_gain)
-
-    # --- forward and inverse simulators -----------------------------------------------------
-
-    def step(self, state: torch.Tensor, force: torch.Tensor) -> torch.Tensor:
-        """Advance ``state`` by one exact step of length ``dt`` under the constant ``force``.
-
-        Args:
-            state: Field ``s(t)``, shape ``(B, *grid)``.
-            force: Source ``f``, same shape, held constant over the step.
-
-        Returns:
-            ``s(t + dt)``, same shape, dtype and device as ``state``.
-        """
-        self._check("state", state)
-        self._check("force", force)
-        d, g, _ = self._factors(state.device, state.dtype)
-        # In place on the fresh spectra: 5 tensor operations instead of 6 and no temporaries
-        # (at control-task sizes a step costs its number of operations; see docs/performance.md).
-        # Autograd-safe: neither rfft nor the constant-factor multiply saves the spectrum.
-        spec = self.to_spectral(state).mul_(d)
-        return self.from_spectral(spec.addcmul_(g, self.to_spectral(force)))
-
-    def free_step(self, state: torch.Tensor) -> torch.Tensor:
-        """``P₀(s)``: one exact step without a source, ``ŝ ← d ŝ`` (3 tensor operations).
-
-        The same operator as PhiFlow's ``diffuse.fourier``; :meth:`step` with a zero force gives
-        the same values at about 1.7× the cost (it also transforms the force).
-        """
-        self._check("state", state)
-        d = self._factors(state.device, state.dtype)[0]
-        return self.from_spectral(self.to_spectral(state).mul_(d))
-
-    def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
-                     state: torch.Tensor) -> torch.Tensor:
-        """Local inverse of :meth:`step` with respect to the state, around ``state``.
-
-        Returns ``s_prev`` with ``step(s_prev, force) ≈ next_state``: exact for every mode whose
-        amplification ``exp(ν k² dt)`` is at most ``max_gain``; the others move from ``state``
-        towards the exact preimage with gain ``max_gain`` (never inf/NaN for finite inputs).
-
-        Args:
-            next_state: The state to reach, shape ``(B, *grid)``.
-            force: The force applied during the step, same shape.
-            state: The current state the inverse is taken around, same shape.
-        """
-        self._check("next_state", next_state)
-        self._check("force", force)
-        self._check("state", state)
-        d, g, gain = self._factors(state.device, state.dtype)
-        residual = (self.to_spectral(next_state) - d * self.to_spectral(state)
-                    - g * self.to_spectral(force))
-        return state + self.from_spectral(gain * residual)
-
-    def force_for(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
-        """The force that takes ``state`` exactly to ``next_state`` in one step.
-
-        ``f̂ = (n̂ − d ŝ) / g``; ``g_k ∈ (0, dt]`` so this is well conditioned for every mode.
-        """
-        self._check("state", state)
-        self._check("next_state", next_state)
-        d, g, _ = self._factors(state.device, state.dtype)
-        return self.from_spectral(
-            (self.to_spectral(next_state) - d * self.to_spectral(state)) / g)
+        """``ν |k|² dt ≥ 0`` per mode (float64): the exponent of the decay, ``−λ dt``."""
+        return -self.exponent(device)
 
 
 @dataclass(frozen=True)
@@ -224,69 +101,29 @@ class DiffusionPhysics(ExactDiffusionBase):
     nu: float = 0.01
     dt: float = 0.01
     max_gain: float = 1e4
-    _cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _cache: FactorCache = field(default_factory=FactorCache, init=False, repr=False,
+                                compare=False)
+    _domain: PeriodicGrid = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, numbers.Integral) or isinstance(self.n, bool) or self.n < 4:
-            raise ValueError(f"n (number of cells) must be an int ≥ 4, got {self.n!r}.")
-        _check_finite_positive("length", self.length)
-        _check_finite_positive("nu", self.nu)
-        _check_finite_positive("dt", self.dt)
-        _check_finite_positive("max_gain", self.max_gain)
-        if self.max_gain < 1:
-            raise ValueError(f"max_gain must be ≥ 1 (1 disables inversion), got {self.max_gain}.")
+        check_int("n (number of cells)", self.n, minimum=4)
+        check_positive("length", self.length)
+        check_positive("nu", self.nu)
+        check_positive("dt", self.dt)
+        check_max_gain(self.max_gain)
+        object.__setattr__(self, "_domain", PeriodicGrid((self.n,), (self.length,)))
 
-    # --- spectral factors -------------------------------------------------------------------
+    @property
+    def domain(self) -> PeriodicGrid:
+        """The periodic 1-D grid of ``n`` cells on ``[0, length)``."""
+        return self._domain
 
     def wavenumbers(self, device: torch.device | str | None = None,
                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Angular wavenumbers ``k = 2π m / L`` of the ``N//2 + 1`` real FFT modes."""
-        m = torch.arange(self.n // 2 + 1, device=device, dtype=torch.float64)
-        return (2 * math.pi / self.length * m).to(dtype)
-
-    def _nu_k2_dt(self, device: torch.device | str | None) -> torch.Tensor:
-        return self.nu * self.wavenumbers(device) ** 2 * self.dt
+        return self.domain.wavenumbers(device, dtype)[0]
 
     @property
     def grid(self) -> torch.Tensor:
         """Cell positions ``x_j = j L / N`` (float64, CPU), shape ``(N,)``."""
-        return torch.arange(self.n, dtype=torch.float64) * (self.length / self.n)
-
-    def to_spectral(self, x: torch.Tensor) -> torch.Tensor:
-        """Real FFT along the last axis: ``(B, N)`` → complex ``(B, N//2 + 1)``."""
-        return torch.fft.rfft(x, dim=-1)
-
-    def from_spectral(self, x_hat: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`to_spectral`: complex ``(B, N//2 + 1)`` → real ``(B, N)``."""
-        return torch.fft.irfft(x_hat, n=self.n, dim=-1)
-
-    def _check(self, name: str, x: torch.Tensor) -> None:
-        if x.ndim != 2 or x.shape[-1] != self.n:
-            raise ValueError(
-                f"{name} must have shape (B, {self.n}) (batch, cells), got {tuple(x.shape)}; "
-                f"add a batch axis with x[None] for a single field."
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}.")
-
-    # --- samplers -----------------------------------------------------------------------------
-
-    def sample_fields(self, batch: int, generator: torch.Generator, *,
-                      max_mode: int = 8, amplitude: float = 1.0,
-                      device: torch.device | str | None = None,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Random smooth zero-mean periodic fields, shape ``(batch, N)``.
-
-        ``s(x) = amplitude · Σ_{m=1}^{max_mode} (a_m cos(2π m x/L) + b_m sin(2π m x/L)) / m`` with
-        ``a_m, b_m ~ N(0, 1)`` drawn from ``generator`` (on ``generator.device``), so the
-        amplitude of mode ``m`` decays like ``1/m``.
-
-        Raises:
-            ValueError: If ``max_mode`` is not in ``[1, N/2)`` or ``batch < 1``.
-        """
-        if batch < 1:
-            raise ValueError(f"batch must be ≥ 1, got {batch}.")
-        return smooth_periodic_fields(self.n, batch, generator, max_mode=max_mode,
-                                      amplitude=amplitude, device=device, dtype=dtype)
+        return self.domain.positions()

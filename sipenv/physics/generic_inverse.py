@@ -51,11 +51,12 @@ must be differentiable with respect to its cotangent (true for plain torch opera
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
+
+from sipenv.validation import check_int, check_nonnegative
 
 __all__ = [
     "GaussNewtonResult",
@@ -132,9 +133,9 @@ def linearize_rollout(step: StepFn, s0: torch.Tensor, forces: torch.Tensor | For
         forces ``(T, B, N)`` applied, and ``J = ∂s_T/∂F`` around them.
     """
     if callable(forces):
-        if horizon is None or horizon < 1:
-            raise ValueError("Pass horizon ≥ 1 with a force function.")
-        force_fn, steps = forces, horizon
+        steps = check_int("horizon", horizon, minimum=1,
+                          hint="Pass horizon with a force function.")
+        force_fn = forces
     else:
         if forces.ndim != 3 or forces.shape[1:] != s0.shape:
             raise ValueError(f"forces must have shape (T, *s0.shape) = (T, {s0.shape[0]}, "
@@ -191,12 +192,9 @@ def solve_minimum_norm(jacobian: RolloutJacobian, residual: torch.Tensor, *,
     Raises:
         ValueError: For ``iterations < 1``, a negative ``tol`` or ``damping``.
     """
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an int ≥ 1, got {iterations!r}.")
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be ≥ 0, got {tol!r}.")
-    if not (math.isfinite(damping) and damping >= 0):
-        raise ValueError(f"damping (λ) must be ≥ 0, got {damping!r}.")
+    iterations = check_int("iterations", iterations, minimum=1)
+    tol = check_nonnegative("tol", tol)
+    damping = check_nonnegative("damping (λ)", damping)
     with torch.no_grad():
         r = residual.detach().clone()
         y = torch.zeros_like(r)

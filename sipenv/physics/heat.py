@@ -1,13 +1,13 @@
 """2-D periodic diffusion and the heat-equation inverse problem of the SIP paper.
 
 ``Diffusion2DPhysics`` is the 2-D sibling of :class:`~sipenv.physics.diffusion.DiffusionPhysics`:
-the same exact spectral integrator of ``∂s/∂t = ν ∇²s + f`` (shared code in
-:class:`~sipenv.physics.diffusion.ExactDiffusionBase`) on a periodic ``H × W`` grid, batched over
-tensors of shape ``(B, H, W)``.
+the exact spectral integrator of ``∂s/∂t = ν ∇²s + f`` (the
+:class:`~sipenv.physics.spectral.ExponentialIntegrator` of the symbol ``λ = −ν|k|²``) on a periodic
+``H × W`` grid (:class:`~sipenv.physics.grid.PeriodicGrid`), batched over tensors ``(B, H, W)``.
 
-``HeatPhysics`` is the single-step inverse problem of Holl, Koltun & Thuerey (NeurIPS 2022, §
-"Heat equation"; see ``SIP_REFERENCE.md`` §2): reconstruct the initial temperature ``x`` from
-its image after diffusing for a time ``t``::
+``HeatPhysics`` is the single-step inverse problem of Holl, Koltun & Thuerey ("Scale-invariant
+learning by physics inversion", NeurIPS 2022, § "Heat equation"): reconstruct the initial
+temperature ``x`` from its image after diffusing for a time ``t``::
 
     y = P(x),     ŷ_k = x̂_k · exp(−(2π)² |k|² νt),     k in cycles per cell, unit cells.
 
@@ -21,22 +21,15 @@ the inverse kernel (1 = exact inverse, 0 = identity, −1 = one more forward dif
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import torch
 
-from sipenv.physics.diffusion import ExactDiffusionBase, _check_finite_positive
+from sipenv.physics.diffusion import ExactDiffusionBase, check_max_gain
+from sipenv.physics.grid import FactorCache, PeriodicGrid, check_grid_shape
+from sipenv.validation import check_positive
 
 __all__ = ["Diffusion2DPhysics", "HeatPhysics"]
-
-
-def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    if (not isinstance(shape, (tuple, list)) or len(shape) != 2
-            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 4
-                       for v in shape)):
-        raise ValueError(f"shape must be a pair of ints ≥ 4 (H, W), got {shape!r}.")
-    return int(shape[0]), int(shape[1])
 
 
 @dataclass(frozen=True)
@@ -68,54 +61,31 @@ class Diffusion2DPhysics(ExactDiffusionBase):
     nu: float = 1.0
     dt: float = 1.0
     max_gain: float = 1e4
-    _cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _cache: FactorCache = field(default_factory=FactorCache, init=False, repr=False,
+                                compare=False)
+    _domain: PeriodicGrid = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", _check_shape(self.shape))
-        if self.length is None:
-            object.__setattr__(self, "length", (float(self.shape[0]), float(self.shape[1])))
-        elif not (isinstance(self.length, (tuple, list)) and len(self.length) == 2):
+        shape = check_grid_shape(self.shape, 2)
+        object.__setattr__(self, "shape", shape)
+        if self.length is not None and not (
+                isinstance(self.length, (tuple, list)) and len(self.length) == 2):
             raise ValueError(f"length must be a pair (L_y, L_x), got {self.length!r}.")
-        assert self.length is not None
-        _check_finite_positive("length[0]", self.length[0])
-        _check_finite_positive("length[1]", self.length[1])
-        _check_finite_positive("nu", self.nu)
-        _check_finite_positive("dt", self.dt)
-        _check_finite_positive("max_gain", self.max_gain)
-        if self.max_gain < 1:
-            raise ValueError(f"max_gain must be ≥ 1 (1 disables inversion), got {self.max_gain}.")
+        domain = PeriodicGrid(shape, self.length)  # checks each length (finite, > 0)
+        object.__setattr__(self, "length", domain.length)
+        check_positive("nu", self.nu)
+        check_positive("dt", self.dt)
+        check_max_gain(self.max_gain)
+        object.__setattr__(self, "_domain", domain)
+
+    @property
+    def domain(self) -> PeriodicGrid:
+        """The periodic ``H × W`` grid."""
+        return self._domain
 
     def wavenumbers_squared(self, device: torch.device | str | None = None) -> torch.Tensor:
         """``|k|²`` (angular) of the real 2-D FFT modes, float64 of shape ``(H, W//2 + 1)``."""
-        h, w = self.shape
-        assert self.length is not None
-        ky = torch.fft.fftfreq(h, d=1.0 / h, device=device, dtype=torch.float64)
-        kx = torch.fft.rfftfreq(w, d=1.0 / w, device=device, dtype=torch.float64)
-        ky = 2 * math.pi / self.length[0] * ky
-        kx = 2 * math.pi / self.length[1] * kx
-        return ky[:, None] ** 2 + kx[None, :] ** 2
-
-    def _nu_k2_dt(self, device: torch.device | str | None) -> torch.Tensor:
-        return self.nu * self.wavenumbers_squared(device) * self.dt
-
-    def to_spectral(self, x: torch.Tensor) -> torch.Tensor:
-        """Unnormalised real 2-D FFT of the last two axes: ``(B, H, W)`` → ``(B, H, W//2+1)``."""
-        return torch.fft.rfft2(x)
-
-    def from_spectral(self, x_hat: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`to_spectral`."""
-        return torch.fft.irfft2(x_hat, s=self.shape)
-
-    def _check(self, name: str, x: torch.Tensor) -> None:
-        h, w = self.shape
-        if x.ndim != 3 or tuple(x.shape[-2:]) != (h, w):
-            raise ValueError(
-                f"{name} must have shape (B, {h}, {w}) (batch, rows, columns), got "
-                f"{tuple(x.shape)}; add a batch axis with x[None] for a single field.")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}.")
+        return self.domain.wavenumber_squared(device)
 
 
 @dataclass(frozen=True)
@@ -155,9 +125,9 @@ class HeatPhysics:
     diffusion: Diffusion2DPhysics = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", _check_shape(self.shape))
+        object.__setattr__(self, "shape", check_grid_shape(self.shape, 2))
         for name in ("nu_t", "noise_rel", "signal_scale", "max_log_gain"):
-            _check_finite_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         # Unit cells: L = shape, ν = 1, dt = νt, so ν|k_ang|²dt = (2π)²|k_cycles|²νt.
         object.__setattr__(self, "diffusion", Diffusion2DPhysics(
             shape=self.shape, nu=1.0, dt=self.nu_t, max_gain=math.exp(self.max_log_gain)))
@@ -167,7 +137,7 @@ class HeatPhysics:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``y = P(x)``: exact diffusion for ``νt``. Shape ``(B, H, W)``, differentiable."""
         self.diffusion._check("x", x)
-        d, _, _ = self.diffusion._factors(x.device, x.dtype)
+        d = self.diffusion.factors(x.device, x.dtype).decay
         return self.diffusion.from_spectral(d * self.diffusion.to_spectral(x))
 
     def loss(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:

@@ -48,20 +48,13 @@ distances, so only ``x̂₁`` decides).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import torch
 
+from sipenv.validation import check_finite, check_int, check_positive
+
 __all__ = ["SinePhysics", "saddle_free_newton_step", "saddle_free_step", "symmetric_eigh_2x2"]
-
-
-def _check_finite(name: str, value: float, *, positive: bool) -> None:
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > 0 or not positive))
-    if not ok:
-        kind = "a finite number > 0" if positive else "a finite number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}.")
 
 
 def _check_vectors(name: str, x: torch.Tensor, n: int = 2) -> None:
@@ -195,10 +188,10 @@ class SinePhysics:
         default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_finite("xi", self.xi, positive=True)
-        _check_finite("phi", self.phi, positive=False)
-        _check_finite("gamma", self.gamma, positive=True)
-        _check_finite("max_loss_change", self.max_loss_change, positive=True)
+        check_positive("xi", self.xi)
+        check_finite("phi", self.phi)
+        check_positive("gamma", self.gamma)
+        check_positive("max_loss_change", self.max_loss_change)
 
     # --- constants ------------------------------------------------------------------------------
 
@@ -365,8 +358,7 @@ class SinePhysics:
         Raises:
             ValueError: If ``batch < 1``.
         """
-        if not isinstance(batch, numbers.Integral) or batch < 1:
-            raise ValueError(f"batch must be an int ≥ 1, got {batch!r}.")
-        y = torch.rand(int(batch), 2, generator=generator, device=generator.device,
+        batch = check_int("batch", batch, minimum=1)
+        y = torch.rand(batch, 2, generator=generator, device=generator.device,
                        dtype=torch.float64) * 2 - 1
         return y.to(device=device if device is not None else generator.device, dtype=dtype)
