@@ -20,18 +20,26 @@ Timing: one torch thread (``--threads``); every case is warmed up (PhiFlow's ``j
 needs a few slow tracing calls), then timed over ``--repeats`` repeats; rows report the median and
 IQR of the time per call. The machine's load average is recorded at the start and per section.
 
-Peak memory: the script re-executes itself with glibc told to serve every allocation ≥ 4 KiB by
-``mmap`` (``MALLOC_MMAP_THRESHOLD_=4096``), so freed memory returns to the OS at once and the
-resident set follows live memory; before one call (after warm-up) the kernel's peak-RSS counter is
-reset (``/proc/self/clear_refs``), and the row reports ``VmHWM`` after the call minus ``VmRSS``
-before it (Linux only; "n/a" elsewhere).
+Peak memory (Linux only; "n/a" elsewhere), two measures of one rollout + backward call:
+
+* ``peak_mib`` (every implementation, same process as the timings): before the call the kernel's
+  peak-RSS counter is reset (``/proc/self/clear_refs``) and the row reports ``VmHWM`` after the
+  call minus ``VmRSS`` before it. glibc may serve part of the call from memory it kept from
+  earlier calls, so this is a lower bound of the call's working set, for every row alike.
+* ``peak_mib_fresh`` (sipenv rows): the same in a fresh subprocess with glibc told to serve every
+  allocation ≥ 4 KiB by ``mmap`` (``MALLOC_MMAP_THRESHOLD_=4096``), so freed memory returns to the
+  OS at once and the resident set follows live memory: the call's true peak. (Not done for
+  PhiFlow's ``jit_compile``, whose tracing alone takes minutes per process; that setting also
+  slows small allocations by ~40 %, so timings never run under it.)
 
 PhiFlow rows need ``phiflow`` importable by the running interpreter (e.g. run this script with the
 Python of a virtual environment that has it); without it they are skipped with a message.
 
 Usage::
 
-    python benchmarks/bench_flow.py --quick        # ≤ 3 min: 64², the bars' cases
+    python benchmarks/bench_flow.py --quick        # ≈ 3–4 min: 64², the bars' cases
+                                                   # (PhiFlow's jit tracing of the rollout
+                                                   # gradient alone takes ≈ 2 min)
     python benchmarks/bench_flow.py                # 64² and 128², B ∈ {1, 16}
 """
 
@@ -43,6 +51,7 @@ import math
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -243,8 +252,13 @@ def agreement_rows(n: int) -> list[dict[str, Any]]:
     v1, m1, _ = ref.step(ref.staggered_velocity(s[:, :2]), ref.marker(s[:, 2]),
                          ref.staggered_velocity(zero))
     p = ref.p
-    div = p.field.divergence(v1).values
-    fd_div = float(p.math.max(abs(div), dim=div.shape).native())
+
+    def fd_divergence(v: Any) -> float:
+        div = p.field.divergence(v).values
+        return float(p.math.max(abs(div), dim=div.shape).native())
+
+    v_jit = ref.step_fn(True)(ref.staggered_velocity(s[:, :2]), ref.marker(s[:, 2]),
+                              ref.staggered_velocity(zero))[0]
     spectral = float((phys.divergence(mine[:, :2]).flatten(1).norm(dim=1)
                       / phys.gradient_norm(mine[:, :2])).max())
     return [
@@ -254,8 +268,11 @@ def agreement_rows(n: int) -> list[dict[str, Any]]:
          "value": _rel(ref.velocity_to_torch(v1), mine[:, :2]), "tolerance": None, "ok": None},
         {"check": f"one full step, {n}²: marker rel. L2 difference (discretisation)",
          "value": _rel(ref.marker_to_torch(m1), mine[:, 2]), "tolerance": None, "ok": None},
-        {"check": "PhiFlow: max |finite-difference divergence| after its step (CG tol 1e-4)",
-         "value": fd_div, "tolerance": None, "ok": None},
+        {"check": "PhiFlow eager: max abs finite-difference divergence after its step (CG tol "
+                  "1e-4; solves flagged Diverged are suppressed and return early)",
+         "value": fd_divergence(v1), "tolerance": None, "ok": None},
+        {"check": "PhiFlow jit_compile: max abs finite-difference divergence after its step",
+         "value": fd_divergence(v_jit), "tolerance": None, "ok": None},
         {"check": "sipenv: max ‖spectral divergence‖/‖∇u‖ after its step",
          "value": spectral, "tolerance": None, "ok": None},
     ]
@@ -306,8 +323,25 @@ def _phi_rollout(n: int, batch: int, jit: bool) -> Callable[[], Any]:
     return lambda: fn(v, m, forces, goal)
 
 
+def fresh_peak_memory_mib(n: int, batch: int, threads: int) -> float | None:
+    """sipenv's rollout + backward peak in a fresh ``mmap``-only process (module docstring)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    env = {**os.environ, MMAP_ENV: "4096", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--threads",
+                          str(threads), "--memory-worker", str(n), str(batch)],
+                         capture_output=True, text=True, env=env, timeout=600, check=False)
+    try:
+        value = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    except (IndexError, KeyError, json.JSONDecodeError):
+        print(f"memory worker failed: {out.stderr[-500:]}", file=sys.stderr)
+        return None
+    return None if value is None else float(value)
+
+
 def timing_rows(section: str, cases: list[tuple[int, int]], impls: list[str], *,
-                repeats: int, target_s: float, have_phi: bool) -> list[dict[str, Any]]:
+                repeats: int, target_s: float, have_phi: bool,
+                threads: int = 1) -> list[dict[str, Any]]:
     rows = []
     for n, batch in cases:
         for impl in impls:
@@ -320,13 +354,25 @@ def timing_rows(section: str, cases: list[tuple[int, int]], impls: list[str], *,
             else:
                 fn = (_phi_rollout(n, batch, jit) if impl.startswith("PhiFlow")
                       else _ours_rollout(n, batch, impl.split("=")[-1]))
-            slow = impl.startswith("PhiFlow")
-            warmup = 3 if jit else (1 if slow else 2)
-            timing = time_call(fn, repeats=1 if slow and section == "rollout" else repeats,
-                               target_s=target_s, warmup=warmup)
-            row = {"section": section, "impl": impl, "size": n, "batch": batch, **timing}
-            if section == "rollout":
+            peer = impl.startswith("PhiFlow")
+            row: dict[str, Any] = {"section": section, "impl": impl, "size": n, "batch": batch}
+            if peer and section == "rollout":
+                # Tens of seconds per call: the jit's tracing call (≈ 2 min at 64², B = 16) as
+                # the only warm-up, then one call timed and measured for memory at once.
+                for _ in range(1 if jit else 0):
+                    fn()
+                start = time.perf_counter()
                 row["peak_mib"] = peak_memory_mib(fn)
+                elapsed = time.perf_counter() - start
+                row.update({"median_s": elapsed, "q25_s": elapsed, "q75_s": elapsed,
+                            "repeats": 1, "calls_per_repeat": 1})
+            else:
+                row.update(time_call(fn, repeats=repeats, target_s=target_s,
+                                     warmup=3 if jit else (1 if peer else 2)))
+                if section == "rollout":
+                    row["peak_mib"] = peak_memory_mib(fn)
+                    row["peak_mib_fresh"] = fresh_peak_memory_mib(n, batch, threads)
+            timing = row
             row["loadavg"] = loadavg()
             print(f"  {section} {impl:32s} {n}² B={batch:<3d} {timing['median_s'] * 1e3:10.2f} ms"
                   + (f"  peak {row['peak_mib']:.1f} MiB" if row.get("peak_mib") is not None
@@ -374,13 +420,15 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {r['check']} | {r['value']:.3g} | {tol} | {ok} |")
     for section, title in (("step", "One step"), ("rollout",
                                                   f"{HORIZON}-step rollout + backward")):
-        lines += ["", f"## {title}", "", "| impl | grid | B | median ms | IQR ms | peak MiB |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", f"## {title}", "",
+                  "| impl | grid | B | median ms | IQR ms | peak MiB | peak MiB (fresh) |",
+                  "|---|---|---|---|---|---|---|"]
         for r in results[section]:
-            peak = r.get("peak_mib")
+            peak, fresh_peak = r.get("peak_mib"), r.get("peak_mib_fresh")
             lines.append(f"| {r['impl']} | {r['size']}² | {r['batch']} | "
                          f"{r['median_s'] * 1e3:.2f} | {r['q25_s'] * 1e3:.2f}–"
-                         f"{r['q75_s'] * 1e3:.2f} | {'' if peak is None else f'{peak:.1f}'} |")
+                         f"{r['q75_s'] * 1e3:.2f} | {'' if peak is None else f'{peak:.1f}'} | "
+                         f"{'' if fresh_peak is None else f'{fresh_peak:.1f}'} |")
     lines += ["", "## Accuracy of sipenv's model", "", "| quantity | scheme | value | order |",
               "|---|---|---|---|"]
     for r in results["accuracy"]:
@@ -399,11 +447,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--sections", nargs="+", default=["accuracy", "agreement", "step",
                                                           "rollout"])
+    parser.add_argument("--memory-worker", type=int, nargs=2, metavar=("N", "B"),
+                        help=argparse.SUPPRESS)  # internal: fresh-process peak memory
     args = parser.parse_args(argv)
-    if os.environ.get(MMAP_ENV) is None and sys.platform.startswith("linux"):
-        env = {**os.environ, MMAP_ENV: "4096"}  # see the module docstring (peak memory)
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        n, batch = args.memory_worker
+        fn = _ours_rollout(n, batch, "semi_lagrangian")
+        for _ in range(2):
+            fn()
+        print(json.dumps({"peak_mib": peak_memory_mib(fn)}))
+        return 0
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     warnings.filterwarnings("ignore")  # PhiFlow's rank-deficiency and sparse-tensor warnings
@@ -445,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         print("rollout …", flush=True)
         rollout_peers = ["PhiFlow jit_compile"] if args.quick else peers
         results["rollout"] = timing_rows("rollout", rollout_cases, ours[:1] + rollout_peers,
-                                         repeats=repeats, target_s=target_s, have_phi=have_phi)
+                                         repeats=repeats, target_s=target_s, have_phi=have_phi,
+                                         threads=args.threads)
     sl = ours[0]
     results["bars"] = {
         "step_jit": {"bar": BARS["step_jit"][0], "description": BARS["step_jit"][1],
@@ -456,10 +511,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     mem = {r["impl"]: r.get("peak_mib") for r in results["rollout"]
            if r["size"] == 64 and r["batch"] == 16}
+    fresh = {r["impl"]: r.get("peak_mib_fresh") for r in results["rollout"]
+             if r["size"] == 64 and r["batch"] == 16}
     if mem.get(sl) is not None and mem.get("PhiFlow jit_compile") is not None:
         results["memory_note"] = (
-            f"Peak memory of one rollout + backward (64², B = 16): sipenv {mem[sl]:.1f} MiB, "
-            f"PhiFlow jit_compile {mem['PhiFlow jit_compile']:.1f} MiB.")
+            f"Peak memory of one rollout + backward (64², B = 16, `peak_mib`, same process, "
+            f"same method): sipenv {mem[sl]:.1f} MiB, PhiFlow jit_compile "
+            f"{mem['PhiFlow jit_compile']:.1f} MiB; sipenv in a fresh mmap-only process "
+            f"(`peak_mib_fresh`, its true peak): {fresh.get(sl) or float('nan'):.1f} MiB.")
     results["environment"]["loadavg_1_5_15_at_end"] = loadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_flow.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -105,6 +105,9 @@ speed 1 cell per step, modes ≤ 3; ``tests/physics/test_flow.py``, numbers from
   (at half a cell of displacement the Nyquist mode is erased), which no inverse restores; the
   iteration keeps the best iterate, so it never does worse than its start.
 
+With ``advection="mac_cormack"`` the preconditioners stay semi-Lagrangian: on the same states the
+velocity's round trip is median 7e-4, worst 1.5e-3 (markers: 7 %, worst 16 %).
+
 Derivatives
 -----------
 Everything is pure, batched torch; dtype (float32/float64) and device follow the input; nothing is
