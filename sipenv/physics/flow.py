@@ -150,8 +150,8 @@ class FlowFactors(NamedTuple):
         sizes: ``[H, W]`` as ``(2, 1, 1)`` (positions wrap modulo these).
         cells_per_time: ``dt / Δ`` per axis, ``(2, 1, 1)``: a velocity times this is a
             displacement in cells over one step.
-        keep: ``E · 1[not Nyquist]`` on the spectral shape ``(H, W//2+1)`` (real): the decay of
-            the kept modes.
+        mask: ``1[not Nyquist]`` on the spectral shape ``(H, W//2+1)`` (real 0/1).
+        keep: ``E · mask`` (real): the decay of the kept modes.
         unit_k: ``E k / |k|`` per axis, ``(2, H, W//2+1)`` (real; zero at ``k = 0`` and on the
             Nyquist modes): ``E P û = keep · û − unit_k (k̂ · û)`` with ``k̂ = k/|k|``.
         direction: ``k / |k|`` per axis, ``(2, H, W//2+1)`` (zero where ``unit_k`` is).
@@ -162,6 +162,7 @@ class FlowFactors(NamedTuple):
     cells: torch.Tensor
     sizes: torch.Tensor
     cells_per_time: torch.Tensor
+    mask: torch.Tensor
     keep: torch.Tensor
     unit_k: torch.Tensor
     direction: torch.Tensor
@@ -415,11 +416,13 @@ class IncompressibleFlowPhysics:
         decay = torch.exp(-self.nu * self.dt * k2)
         knorm = k.square().sum(0).sqrt()
         direction = torch.where(knorm > 0, k / knorm.clamp_min(1e-300), torch.zeros_like(k))
-        keep = torch.where(nyquist, torch.zeros_like(decay), decay)
+        mask = (~nyquist).to(torch.float64)
+        keep = decay * mask
         gain = torch.exp(torch.clamp(self.nu * self.dt * k2, max=math.log(self.max_gain)))
         sizes = torch.tensor([float(h), float(w)], device=device,
                              dtype=torch.float64).view(2, 1, 1)
-        return FlowFactors(cells, sizes, cpt, keep, decay * direction, direction, gain, 1j * k)
+        return FlowFactors(cells, sizes, cpt, mask, keep, decay * direction, direction, gain,
+                           1j * k)
 
     def factors(self, device: torch.device | str | None = None,
                 dtype: torch.dtype = torch.float32) -> FlowFactors:
@@ -443,7 +446,7 @@ class IncompressibleFlowPhysics:
         if viscous:
             keep, unit = f.keep, f.unit_k
         else:
-            keep, unit = (f.keep > 0).to(f.keep.dtype), f.direction
+            keep, unit = f.mask, f.direction
         along = (f.direction * spec).sum(1, keepdim=True)  # k̂·û, (B, 1, H, Wh)
         return torch.fft.irfft2(torch.addcmul(keep * spec, unit, along, value=-1.0),
                                 s=self.shape)
@@ -530,8 +533,7 @@ class IncompressibleFlowPhysics:
         before = self._advected_velocity(u, m, zero, f)
         spec = f.gain * torch.fft.rfft2(next_state[:, :2]) - torch.fft.rfft2(before)
         along = (f.direction * spec).sum(1, keepdim=True)
-        keep = (f.keep > 0).to(f.keep.dtype)
-        out = torch.addcmul(keep * spec, f.direction, along, value=-1.0)
+        out = torch.addcmul(f.mask * spec, f.direction, along, value=-1.0)
         return torch.fft.irfft2(out, s=self.shape) / self.dt
 
     def _reverse_self_advection(self, y: torch.Tensor, f: FlowFactors) -> torch.Tensor:
@@ -568,8 +570,7 @@ class IncompressibleFlowPhysics:
             force * self.dt)
         spec = f.gain * torch.fft.rfft2(u_next) - torch.fft.rfft2(sources)
         along = (f.direction * spec).sum(1, keepdim=True)
-        keep = (f.keep > 0).to(f.keep.dtype)
-        goal = torch.fft.irfft2(torch.addcmul(keep * spec, f.direction, along, value=-1.0),
+        goal = torch.fft.irfft2(torch.addcmul(f.mask * spec, f.direction, along, value=-1.0),
                                 s=self.shape)
         u = defect_correction(
             lambda x: self._project(self._scheme.advect(x, x, f), f, viscous=False),
