@@ -38,9 +38,11 @@ Python of a virtual environment that has it); without it they are skipped with a
 
 Usage::
 
-    python benchmarks/bench_flow.py --quick        # ≈ 3–4 min: 64², the bars' cases
-                                                   # (PhiFlow's jit tracing of the rollout
-                                                   # gradient alone takes ≈ 2 min)
+    python benchmarks/bench_flow.py --quick        # 64², the bars' cases: ≈ 20 s without
+                                                   # PhiFlow; with it ≈ 4 min on an idle
+                                                   # machine (PhiFlow's jit tracing of the
+                                                   # rollout gradient alone takes ≈ 2 min),
+                                                   # ≈ 10 min at load 4 on 2 cores
     python benchmarks/bench_flow.py                # 64² and 128², B ∈ {1, 16}
 """
 
