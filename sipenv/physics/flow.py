@@ -41,7 +41,7 @@ One step of length ``dt`` (Lie splitting, as in Stam's "Stable Fluids" and PhiFl
   step back, one forward, and half the round-trip error as a correction; then a **limiter** clamps
   every value to the range of the 2×2 cells around its departure point, so no new extrema appear.
   **Second order** for smooth fields (measured order ≈ 2 for pure advection, where the limiter
-  rarely acts), unconditionally stable with the limiter, ≈ 3× the cost of a semi-Lagrangian step.
+  rarely acts), unconditionally stable with the limiter, ≈ 3–4× the cost of a semi-Lagrangian step.
 
 Either way the projection after the advection is a Lie splitting, first order in ``dt``: the
 whole step converges at first order in time (Taylor–Green test: order ≈ 1 at a fixed Courant
