@@ -49,7 +49,6 @@ The target computations are pure functions (``newton_step``, ``sip_inverse_targe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -67,6 +66,7 @@ from sipenv.physics.generic_inverse import (
     linearize_rollout,
     solve_minimum_norm,
 )
+from sipenv.validation import check_choice, check_int, check_nonnegative, check_positive
 
 __all__ = [
     "ALGORITHM",
@@ -260,18 +260,18 @@ class SIPConfig(TrainConfig):
     """Proxy loss between the network's outputs and the SIP targets: 'l2' = ½‖·‖², 'l1' = Σ|·|
     (the published code's choice on the sine problem)."""
 
-    def validate(self) -> None:
-        """``TrainConfig.validate`` plus the gauss-newton settings."""
-        if (not isinstance(self.gn_iterations, int) or isinstance(self.gn_iterations, bool)
-                or self.gn_iterations < 1):
-            raise ValueError(f"gn_iterations must be an int ≥ 1, got {self.gn_iterations!r}.")
-        if not (math.isfinite(self.gn_damping) and self.gn_damping >= 0):
-            raise ValueError(f"gn_damping must be a finite number ≥ 0, got {self.gn_damping!r}.")
-        if not (math.isfinite(self.eta) and self.eta > 0):
-            raise ValueError(f"eta must be a finite number > 0, got {self.eta!r}.")
-        if self.proxy_loss not in ("l1", "l2"):
-            raise ValueError(f"proxy_loss must be 'l1' or 'l2', got {self.proxy_loss!r}.")
-        super().validate()
+    def check_fields(self) -> None:
+        """``TrainConfig.check_fields`` plus SIP's own fields (type, range, choice).
+
+        Raises:
+            ValueError: Naming the setting and how to fix it.
+        """
+        super().check_fields()
+        check_positive("eta", self.eta)
+        check_choice("split", self.split, [*SPLITS, "gauss-newton"])
+        check_int("gn_iterations", self.gn_iterations, minimum=1)
+        check_nonnegative("gn_damping", self.gn_damping)
+        check_choice("proxy_loss", self.proxy_loss, ["l2", "l1"])
 
     def check_problem(self, problem: Problem) -> None:
         """The minimum-force split needs spectral-linear physics."""
