@@ -449,7 +449,7 @@ def check_env_kwargs(env_kwargs: Any, owned: dict[str, str], *,
     return dict(kwargs)
 
 
-def env_error(env_id: str, exc: BaseException) -> str:  # noqa: ARG001
+def env_error(env_id: str, exc: BaseException) -> str:
     """The env's own reason for refusing its keywords, without gym.make's suffix."""
     del env_id
     return str(exc).split(" was raised from the environment creator")[0].rstrip(".") + "."
