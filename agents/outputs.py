@@ -60,5 +60,8 @@ def check_output_file(path: str | Path, flag: str = "--out",
         raise ValueError(f"{flag} must end in {' or '.join(suffixes)}, got {path.name!r}.")
     if path.is_dir():
         raise ValueError(f"{flag} {text} is a folder; give a file name inside it.")
+    existing = _nearest_existing(path.parent)
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {text} lies under the file {existing}; choose another {flag}.")
     check_output_dir(path.parent, flag)
     return path

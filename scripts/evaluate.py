@@ -50,7 +50,7 @@ class Args:
     device: str = "cpu"
     """Torch device for the policy and the env."""
     out: Path | None = None
-    """Also write the per-episode results and summaries to this .json file."""
+    """Also write the per-episode results and summaries to this JSON file."""
     tolerance: float = 1e-4
     """Largest allowed relative difference between the gym and torch evaluations."""
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--device: {exc}")
     if args.out is not None:
         try:
-            check_output_file(args.out, "--out", (".json",))
+            check_output_file(args.out, "--out")
         except ValueError as exc:
             problems.append(str(exc).rstrip("."))
     if problems:

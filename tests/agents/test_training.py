@@ -59,17 +59,24 @@ def test_sip_reaches_low_error_quickly() -> None:
     assert result.final_eval["target_error_mean"] < 2e-2
 
 
-def test_uniform_split_overflow_is_refused_before_work_and_reported_if_reached(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uniform_split_that_would_overflow_is_refused_before_work(tmp_path: Path) -> None:
+    """The default horizon 16 amplifies the correction by ~10^25: refused up front, naming the
+    longest horizon that works (which is accepted)."""
     cfg = sip.SIPConfig(iterations=3, split="uniform", runs_dir=str(tmp_path), run_name="u",
                         **TINY)
-    # the pre-flight check refuses it (the default horizon 16 amplifies by ~10^25) …
     with pytest.raises(ValueError, match=r"uniform split cannot work.*horizon ≤ 12"):
         sip.train(cfg, progress=False)
     assert not any(tmp_path.iterdir())
-    replace(cfg, env_kwargs='{"horizon": 12}').validate()  # the horizon it names is accepted
-    # past the check, the overflow is still reported as such, with the last good state saved
+    replace(cfg, env_kwargs='{"horizon": 12}').validate()
+
+
+def test_uniform_split_overflow_is_reported(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the pre-flight check (bypassed here), the overflow is still reported as such, with
+    the last good state saved."""
     monkeypatch.setattr(sip.SIPConfig, "check_problem", lambda self, problem: None)
+    cfg = sip.SIPConfig(iterations=3, split="uniform", runs_dir=str(tmp_path), run_name="u",
+                        **TINY)
     with pytest.raises(TrainingDiverged, match=r"iteration 1;.*--split minimum-force"):
         sip.train(cfg, progress=False)
     assert load_checkpoint(tmp_path / "u" / "checkpoint.pt")["iteration"] == 0
