@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
     if args.from_json is not None:
         try:
+            check_output_dir(args.from_json.parent, "--from-json's folder")
             report = rescore(json.loads(args.from_json.read_text()))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             print(f"error: cannot re-score {args.from_json}: {exc}", file=sys.stderr)
             return 2
         paths = write_report(report, args.from_json.parent)

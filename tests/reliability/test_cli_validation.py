@@ -426,3 +426,24 @@ def test_every_script_refuses_an_output_under_a_file(tmp_path: Path,
         assert err.startswith("error: ") and ("file" in err), (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
     assert blocker.read_text() == ""
+
+
+def test_evaluating_and_rendering_a_ppo_checkpoint_need_no_rl_extra(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deterministic PPO actor is rebuilt from checkpoint.pt without stable-baselines3, so
+    evaluate.py and render.py do not require the rl extra."""
+    from agents.checkpoint import save_checkpoint
+    from agents.ppo import NETWORK_NAME, PPOActor, PPOConfig
+
+    _without(monkeypatch, "stable_baselines3")
+    actor = PPOActor.build(129, 64, (8,))
+    config = dataclasses.asdict(PPOConfig(hidden=(8,)))
+    save_checkpoint(tmp_path / "checkpoint.pt", {
+        "algo": "ppo", "env_id": "sip/ControlledDiffusion-v0", "env_kwargs": {},
+        "network": {"name": NETWORK_NAME, "obs_dim": 129, "act_dim": 64, "hidden": [8]},
+        "config": {**config, "hidden": [8]}, "model": actor.state_dict(), "iteration": 1,
+        "train_time": 0.0})
+    assert evaluate.main([str(tmp_path / "checkpoint.pt"), "--episodes", "2"]) == 0
+    assert render.main(["--checkpoint", str(tmp_path / "checkpoint.pt"), "--out",
+                        str(tmp_path / "ppo.gif")]) == 0
+    assert (tmp_path / "ppo.gif").is_file()
