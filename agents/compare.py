@@ -191,7 +191,9 @@ def check_runs(cfg: CompareConfig) -> None:
                 # (the problem is built once per method: the same env for every run)
                 config.validate() if i == 0 else config.check_fields()
         except ValueError as exc:
-            raise ValueError(f"method {name!r}: {exc}") from exc
+            raise ValueError(f"method {name!r} cannot run: {exc} (Methods: "
+                             f"{', '.join(f'{k} = {m.label}' for k, m in METHODS.items())}; "
+                             "choose others with --methods.)") from exc
 
 
 def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_seed: int,
