@@ -15,7 +15,9 @@ around them, once, so that comparisons differ only in the algorithm:
 * the **network** (built by name, seeded: every method starts from the same weights);
 * the optimizer (any of ``OPTIMIZERS``), the stopping rule (``iterations`` and/or a
   ``time_budget`` on ``clock`` — wall or process CPU time — that counts training work only:
-  sampling, loss, update; not metrics, evaluation or I/O);
+  sampling, loss, update; not metrics, evaluation or I/O; a budget without ``iterations``
+  governs alone, and ``TrainResult.stopped_by`` / ``final_eval.json`` say which limit ended
+  the run);
 * **divergence**: a non-finite loss, gradient or update stops training *before* it reaches the
   weights (``NonFiniteUpdate``), saves the last good state when writing, and raises
   ``TrainingDiverged`` carrying the iteration; a finite update that overflows the weights
@@ -679,8 +681,9 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
         config: Settings (validated before any work starts).
         algorithm: An ``Algorithm``, or just a loss (``loss(network, problem, batch,
             config) -> Step``, trained with ``gradient_update``).
-        resume: Continue from ``<run_dir>/checkpoint.pt`` (its settings are kept; only
-            ``iterations`` and ``time_budget`` are taken from ``config``, to extend a run).
+        resume: Continue from ``<run_dir>/checkpoint.pt`` (its settings are kept, validated
+            like a new run's; only ``iterations`` and ``time_budget`` are taken from
+            ``config``, to extend a run).
         progress: Show a progress bar with the live loss and error.
         write: Write the run directory (``False``: in-memory only, e.g. for sweeps).
         run_dir: Override ``runs_dir/run_name``.
@@ -692,7 +695,8 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     Raises:
         ValueError: For invalid settings, or an algorithm that does not fit the problem.
         FileExistsError: If the run directory already holds a checkpoint and ``resume`` is False.
-        CheckpointError: If ``resume`` finds no valid, matching checkpoint.
+        CheckpointError: If ``resume`` finds no valid, matching checkpoint, or its saved
+            settings do not validate (nothing is written then).
         TrainingDiverged: On a non-finite loss, gradient, update or weights.
     """
     update = algorithm.make_update() if isinstance(algorithm, Algorithm) \
