@@ -278,12 +278,13 @@ class TrainConfig:
         name = self.run_name or self.default_run_name()
         parts = Path(os.path.normpath(name)).parts
         if Path(name).is_absolute() or not parts or parts[0] in (".", ".."):
+            meant = os.path.normpath(os.path.join(self.runs_dir, name))
             raise ValueError(
                 f"run_name {name!r} does not name a folder inside --runs-dir "
                 f"{str(self.runs_dir)!r} (a run directory must stay inside it). Give a plain "
                 "name, or choose another parent folder with --runs-dir, e.g. --runs-dir "
-                f"{os.path.dirname(os.path.normpath(name)) or '.'} --run-name "
-                f"{os.path.basename(os.path.normpath(name)) or 'my-run'}.")
+                f"{os.path.dirname(meant) or '.'} --run-name "
+                f"{os.path.basename(meant) or 'my-run'}.")
         return Path(self.runs_dir) / name
 
     def make_problem_checked(self) -> TaskProblem | InverseProblem:
