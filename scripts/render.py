@@ -46,7 +46,8 @@ class Args:
     human: bool = False
     """Show the rollout in a pygame window."""
     fps: int = 8
-    """Frames per second of the video / window."""
+    """Frames per second of the --out video (the --human window plays at the env's own
+    rate)."""
     device: str = "cpu"
     """Torch device of the policy and the env."""
 
@@ -73,6 +74,10 @@ def _check_args(args: Args) -> str | None:
             problems.append(str(exc).rstrip("."))
     if args.fps < 1:
         problems.append(f"--fps must be ≥ 1, got {args.fps}")
+    elif args.out is None and args.fps != Args.fps:
+        problems.append("--fps sets the frame rate of the --out file; the --human window plays "
+                        "at the env's own rate (its metadata['render_fps']): drop --fps or add "
+                        "--out")
     if args.seed < 0:
         problems.append(f"--seed must be ≥ 0 (env.reset seeds), got {args.seed}")
     try:

@@ -393,6 +393,7 @@ def test_ppo_without_the_rl_extra_is_refused_before_anything_is_written(
     (["--checkpoint", "CKPT", "--policy", "random"], "--policy cannot be used with"),
     (["--out", "FILE/x.gif"], "lies under the file"),
     (["--out", "DIR"], "is a folder"),
+    (["--human", "--fps", "30", "--out", "NONE"], "--fps sets the frame rate of the --out file"),
 ])
 def test_render_refuses_ignored_or_owned_settings_and_bad_outputs(
         flags: list[str], match: str, tmp_path: Path,
@@ -404,6 +405,8 @@ def test_render_refuses_ignored_or_owned_settings_and_bad_outputs(
     subs = {"CKPT": str(tmp_path / "none.pt"), "FILE/x.gif": str(tmp_path / "file" / "x.gif"),
             "DIR": str(tmp_path / "folder.gif")}
     argv = ["--out", str(out / "x.gif"), *[subs.get(f, f) for f in flags]]
+    if "NONE" in argv:  # no --out at all
+        argv = [a for a in argv if a != "--out" and a != "NONE" and a != str(out / "x.gif")]
     _rejected(render.main, argv, match, out, capsys)
 
 
