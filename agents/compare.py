@@ -39,8 +39,11 @@ import torch
 
 from agents.problems import TEST_SEED, VALIDATION_SEED
 from agents.registry import get_algorithm
+from agents.trainer import SEED_MAX
+from sipenv.validation import check_bool, check_choice, check_int, is_int, is_real
 
-__all__ = ["METHODS", "CompareConfig", "Method", "rescore", "run_comparison", "write_report"]
+__all__ = ["METHODS", "CompareConfig", "Method", "check_runs", "rescore", "run_comparison",
+           "run_config", "write_report"]
 
 
 
@@ -109,20 +112,30 @@ class CompareConfig:
     (use on a GPU, or with several threads)."""
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for unknown methods or non-positive budgets."""
+        """Check every setting (type, range, choice, finiteness).
+
+        Raises:
+            ValueError: Naming the setting.
+        """
         unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"Unknown methods {unknown}; choose from {sorted(METHODS)}.")
+        if unknown or not self.methods:
+            raise ValueError(f"Unknown methods {unknown}; choose from {sorted(METHODS)}."
+                             if unknown else f"Give at least one method of {sorted(METHODS)}.")
         if not self.seeds:
             raise ValueError("Give at least one seed.")
-        if self.clock not in ("wall", "cpu"):
-            raise ValueError(f"clock must be 'wall' or 'cpu', got {self.clock!r}.")
+        for seed in self.seeds:
+            check_int("seed", seed, minimum=0, maximum=SEED_MAX)
+        check_choice("clock", self.clock, ["wall", "cpu"])
         for name in ("sweep_budget", "time_budget"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be > 0 seconds.")
+            if not (is_real(getattr(self, name)) and math.isfinite(getattr(self, name))
+                    and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}.")
         for name in ("iterations", "eval_every", "eval_episodes", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1.")
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)!r}.")
+        check_bool("progress", self.progress)
+        if not isinstance(self.out, str | Path) or not str(self.out):
+            raise ValueError(f"out must be a folder path, got {self.out!r}.")
 
 
 @dataclass
@@ -142,19 +155,55 @@ class RunRecord:
     """Mean Σ_t ‖F_t‖₁ (physical forces, summed over cells and steps) of that policy."""
 
 
-def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_seed: int,
-           time_budget: float, iterations: int, eval_every: int) -> tuple[Any, list[dict]]:
+def run_config(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_seed: int,
+               time_budget: float, iterations: int | None, eval_every: int) -> Any:
+    """The training config of one run of ``method`` (what ``_train`` trains)."""
     algorithm = get_algorithm(method.algo)
-    config = algorithm.config(env_id=cfg.env_id, optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
-                        batch_size=cfg.batch_size, hidden=cfg.hidden, seed=seed,
-                        device=cfg.device, eval_seed=eval_seed,
-                        eval_episodes=cfg.eval_episodes, eval_every=eval_every,
-                        iterations=iterations, time_budget=time_budget, log_every=0,
-                        checkpoint_every=0, progress=cfg.progress, clock=cfg.clock,
-                        threads=cfg.threads,
-                        **dict(method.options))
+    return algorithm.config(env_id=cfg.env_id, optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
+                            batch_size=cfg.batch_size, hidden=cfg.hidden, seed=seed,
+                            device=cfg.device, eval_seed=eval_seed,
+                            eval_episodes=cfg.eval_episodes, eval_every=eval_every,
+                            iterations=iterations, time_budget=time_budget, log_every=0,
+                            checkpoint_every=0, progress=cfg.progress, clock=cfg.clock,
+                            threads=cfg.threads, **dict(method.options))
+
+
+def check_runs(cfg: CompareConfig) -> None:
+    """Check every run's training settings (each method, learning rate and seed, with the
+    method's options) as ``run_comparison`` will build them, and the extras each method needs,
+    before any run starts: a bad flag or a method that cannot train on ``cfg.env_id`` fails in
+    seconds, not mid-sweep.
+
+    Raises:
+        ValueError: Naming the method and the setting.
+        ImportError: For a missing extra (e.g. PPO without the ``rl`` extra).
+    """
+    cfg.validate()
+    for name in cfg.methods:
+        method = METHODS[name]
+        get_algorithm(method.algo).check_extras()
+        try:
+            for i, (lr, seed) in enumerate((lr, seed) for lr in method.lrs
+                                           for seed in cfg.seeds):
+                config = run_config(method, cfg, lr=lr, seed=seed, eval_seed=TEST_SEED,
+                                    time_budget=cfg.time_budget, iterations=cfg.iterations,
+                                    eval_every=method.eval_every or cfg.eval_every)
+                # (the problem is built once per method: the same env for every run)
+                config.validate() if i == 0 else config.check_fields()
+        except ValueError as exc:
+            raise ValueError(f"method {name!r} cannot run: {exc} (Methods: "
+                             f"{', '.join(f'{k} = {m.label}' for k, m in METHODS.items())}; "
+                             "choose others with --methods.)") from exc
+
+
+def _train(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval_seed: int,
+           time_budget: float, iterations: int | None, eval_every: int
+           ) -> tuple[Any, list[dict]]:
+    config = run_config(method, cfg, lr=lr, seed=seed, eval_seed=eval_seed,
+                        time_budget=time_budget, iterations=iterations, eval_every=eval_every)
     curve: list[dict] = []
-    result = algorithm.train(config, write=False, progress=cfg.progress, on_eval=curve.append)
+    result = get_algorithm(method.algo).train(config, write=False, progress=cfg.progress,
+                                              on_eval=curve.append)
     return result, curve
 
 
@@ -163,7 +212,7 @@ def sweep(method: Method, cfg: CompareConfig, log: Any = print) -> dict[str, Any
     scores = {}
     for lr in method.lrs:
         result, _ = _train(method, cfg, lr=lr, seed=cfg.seeds[0], eval_seed=VALIDATION_SEED,
-                           time_budget=cfg.sweep_budget, iterations=10**9, eval_every=0)
+                           time_budget=cfg.sweep_budget, iterations=None, eval_every=0)
         err = result.final_eval["target_error_mean"]
         scores[lr] = err if math.isfinite(err) else math.inf
         rate = result.iterations / max(result.train_time, 1e-9)
@@ -261,14 +310,8 @@ def run_comparison(cfg: CompareConfig, log: Any = print, *, out: str | Path | No
         ImportError: If a method's algorithm cannot be imported (e.g. PPO without the ``rl``
             extra) — checked before any training starts.
     """
-    cfg.validate()
-    # A missing dependency must fail before hours of training.
-    for name in cfg.methods:
-        get_algorithm(METHODS[name].algo)
-        if METHODS[name].algo == "ppo":
-            from agents.ppo import _import_sb3
-
-            _import_sb3()
+    # Every run's settings and a missing dependency must fail before hours of training.
+    check_runs(cfg)
     torch.set_num_threads(cfg.threads)
     ignore = ("methods", "out", "progress")
     reusable: dict[str, Any] = {}
@@ -298,7 +341,7 @@ def run_comparison(cfg: CompareConfig, log: Any = print, *, out: str | Path | No
         # speed for sizing the final runs: a short timed run at the best lr
         probe, _ = _train(method, cfg, lr=sw["best_lr"], seed=cfg.seeds[0],
                           eval_seed=VALIDATION_SEED, time_budget=min(5.0, cfg.sweep_budget),
-                          iterations=10**9, eval_every=0)
+                          iterations=None, eval_every=0)
         spi = probe.train_time / max(probe.iterations, 1)
         runs = []
         for seed in cfg.seeds:

@@ -27,7 +27,6 @@ SB3's own ``ppo_model.zip``. ``load_policy`` rebuilds the deterministic actor fr
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,12 +41,22 @@ from agents.networks import make_network
 from agents.problems import Problem, TaskProblem
 from agents.trainer import (
     OPTIMIZERS,
+    SEED_MAX,
     Algorithm,
     RunRecorder,
     TrainConfig,
     TrainingDiverged,
     TrainResult,
+    stop_reason,
     training_clock,
+)
+from sipenv.validation import (
+    check_bool,
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    is_real,
 )
 
 if TYPE_CHECKING:
@@ -137,20 +146,26 @@ class PPOConfig(TrainConfig):
                              f"{problem.env_id} is a single-step inverse problem. Use sip or "
                              "dp on it.")
 
-    def validate(self) -> None:
-        """Check every setting before any work starts.
+    def check_fields(self) -> None:
+        """Check every field (the shared ones and PPO's) before any work starts.
 
         Raises:
             ValueError: Naming the setting and how to fix it.
         """
-        super().validate()
+        super().check_fields()
         if self.network != "mlp":
             raise ValueError(f"PPO trains SB3's MLP actor-critic with the 'hidden' widths; "
-                             f"network must be 'mlp', got {self.network!r}.")
+                             f"network must be 'mlp', got {self.network!r}. Use --network mlp.")
+        if self.eval_points:
+            raise ValueError("ppo evaluates every --eval-every updates; --eval-points is not "
+                             "supported for it. Use --eval-every.")
+        if self.data_seed is not None:
+            raise ValueError("ppo draws its training tasks from its envs, seeded by --seed; "
+                             "--data-seed is not used by it. Leave it out.")
         for name in ("n_envs", "n_steps", "n_epochs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an int ≥ 1, got {v!r}.")
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("seed", self.seed, minimum=0, maximum=SEED_MAX // self.n_envs - 1,
+                  hint="(The training envs are seeded seed · n_envs + i, 32-bit seeds.)")
         if self.batch_size < 2:
             raise ValueError(f"batch_size (the PPO minibatch) must be ≥ 2 for advantage "
                              f"normalisation, got {self.batch_size}.")
@@ -160,20 +175,20 @@ class PPOConfig(TrainConfig):
             raise ValueError(f"batch_size ({self.batch_size}) must not exceed the rollout size "
                              f"n_envs · n_steps = {self.n_envs * self.n_steps}; lower "
                              "--batch-size or raise --n-steps.")
-        for name, lo, hi in (("gamma", 0.0, 1.0), ("gae_lambda", 0.0, 1.0)):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and lo <= v <= hi):
-                raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}.")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            if not (is_real(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
         for name in ("clip_range", "max_grad_norm"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}.")
+            check_positive(name, getattr(self, name))
         for name in ("ent_coef", "vf_coef", "target_kl"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number ≥ 0, got {v!r}.")
-        if not math.isfinite(self.log_std_init):
-            raise ValueError(f"log_std_init must be finite, got {self.log_std_init!r}.")
+            check_nonnegative(name, getattr(self, name))
+        check_finite("log_std_init", self.log_std_init)
+        check_bool("normalize_advantage", self.normalize_advantage)
+        check_bool("shared_init", self.shared_init)
+        if self.resume:
+            raise ValueError("--resume is not supported for ppo; start a new run (another "
+                             "--run-name) with the total budget instead.")
         seeds = train_env_seeds(self)
         if seeds.start < self.eval_seed + self.eval_episodes and self.eval_seed < seeds.stop:
             raise ValueError(f"The training env seeds {seeds.start}…{seeds.stop - 1} "
@@ -430,8 +445,7 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
     _import_sb3()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    out = Path(run_dir) if run_dir is not None else \
-        Path(config.runs_dir) / (config.run_name or config.default_run_name())
+    out = Path(run_dir) if run_dir is not None else config.run_dir()
     ckpt_path = out / "checkpoint.pt"
     if write and ckpt_path.exists():
         raise FileExistsError(f"{out} already holds a run; choose another --run-name (PPO runs "
@@ -469,7 +483,8 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.iterations, disable=not progress,
+    limit = config.iteration_limit
+    bar = tqdm(total=limit, disable=not progress,
                desc=f"{config.algo} {config.env_id}", dynamic_ncols=True)
 
     def on_update(update: int, train_time: float, metrics: dict[str, float]) -> bool:
@@ -481,13 +496,14 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
         bar.update(1)
         if recorder.step(update, train_time, metrics) is not None:
             bar.set_postfix(err=f"{metrics['target_error']:.3g}")
-        return update < config.iterations and (config.time_budget <= 0
-                                               or train_time < config.time_budget)
+        return (limit is None or update < limit) and (config.time_budget <= 0
+                                                      or train_time < config.time_budget)
 
     callback = _make_callback(config, on_update)
     try:
         # One update per n_envs · n_steps env steps: this caps SB3 at `iterations` updates.
-        model.learn(total_timesteps=config.iterations * config.n_envs * config.n_steps,
+        # (Without an iteration limit the time budget stops it: SB3 only counts up to this.)
+        model.learn(total_timesteps=(limit or 10**12) * config.n_envs * config.n_steps,
                     callback=callback)
     except ValueError as exc:
         # Non-finite weights or std surface inside SB3 as torch.distributions' validation errors.
@@ -500,10 +516,12 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
         bar.close()
         venv.close()
 
-    final = recorder.finish(int(state["updates"]), float(state["train_time"]))
-    return TrainResult(actor.eval(), problem, out if write else None, int(state["updates"]),
-                       float(state["train_time"]), final, recorder.history)
+    updates, train_time = int(state["updates"]), float(state["train_time"])
+    stopped_by = stop_reason(config, updates, train_time)
+    final = recorder.finish(updates, train_time, stopped_by)
+    return TrainResult(actor.eval(), problem, out if write else None, updates, train_time, final,
+                       recorder.history, stopped_by)
 
 
-ALGORITHM = Algorithm("ppo", PPOConfig, trainer=train)
+ALGORITHM = Algorithm("ppo", PPOConfig, trainer=train, extras=("rl",))
 """PPO: its own loop (stable-baselines3, imported only when it trains)."""

@@ -49,6 +49,7 @@ from sipenv.physics.sine import SinePhysics
 
 __all__ = [
     "TEST_SEED",
+    "TRAINING_OWNED_KWARGS",
     "VALIDATION_SEED",
     "HeatProblem",
     "InverseBatch",
@@ -56,6 +57,8 @@ __all__ = [
     "Problem",
     "SineProblem",
     "TaskProblem",
+    "check_env_kwargs",
+    "env_error",
     "make_problem",
 ]
 
@@ -396,6 +399,62 @@ INVERSE_PROBLEMS: list[Callable[[str, Any, torch.device, torch.dtype], InversePr
 """Builders of inverse problems from an unwrapped env (the first that returns one wins)."""
 
 
+GYM_MAKE_OPTIONS = ("max_episode_steps", "disable_env_checker", "autoreset",
+                    "apply_api_compatibility")
+"""``gym.make``'s own keywords (wrappers around the env, not settings of it)."""
+
+TRAINING_OWNED_KWARGS: dict[str, str] = {
+    "dtype": "--env-dtype",
+    "device": "--device",
+    "render_mode": "scripts/render.py (--human or --out); training does not render",
+    **{key: "the env's own episode length ('horizon' in --env-kwargs, where the env has one); "
+            "training reads the env's task core, which gym.make's wrappers do not reach"
+       for key in GYM_MAKE_OPTIONS},
+}
+"""Keys of ``--env-kwargs`` that training refuses, each with what sets it instead."""
+
+
+def check_env_kwargs(env_kwargs: Any, owned: dict[str, str], *,
+                     flag: str = "--env-kwargs") -> dict[str, Any]:
+    """``env_kwargs`` (a JSON object as text, or a dict) as a dict, refusing the keys that a
+    dedicated setting owns.
+
+    Unknown keys are not checked here: the env refuses them when it is built (a ``TypeError``
+    naming the keywords it accepts).
+
+    Args:
+        env_kwargs: The extra ``gym.make`` keywords.
+        owned: Keys that must not appear, each mapped to what sets it instead.
+        flag: The name of the setting in messages.
+
+    Raises:
+        ValueError: Not a JSON object, a key that is not a string, or an owned key (the message
+            names the flag to use).
+    """
+    if isinstance(env_kwargs, str):
+        try:
+            kwargs = json.loads(env_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"nu\": 0.02}}'; got "
+                             f"{env_kwargs!r} ({exc}).") from exc
+    else:
+        kwargs = env_kwargs
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"nu\": 0.02}}'; got "
+                         f"{env_kwargs!r}.")
+    taken = [key for key in kwargs if key in owned]
+    if taken:
+        raise ValueError("; ".join(f"{flag} must not set {key!r}: use {owned[key]}"
+                                   for key in taken) + ".")
+    return dict(kwargs)
+
+
+def env_error(env_id: str, exc: BaseException) -> str:
+    """The env's own reason for refusing its keywords, without gym.make's suffix."""
+    del env_id
+    return str(exc).split(" was raised from the environment creator")[0].rstrip(".") + "."
+
+
 def make_problem(env_id: str, env_kwargs: str | dict[str, Any] = "{}", *,
                  device: str | torch.device = "cpu",
                  dtype: str = "float32") -> TaskProblem | InverseProblem:
@@ -409,9 +468,13 @@ def make_problem(env_id: str, env_kwargs: str | dict[str, Any] = "{}", *,
             runs its physics in float64).
 
     Raises:
-        ValueError: If the env has neither a task core nor a known inverse-problem physics.
+        ValueError: If ``env_kwargs`` sets ``device`` or ``dtype`` (pass them as the
+            arguments), or the env has neither a task core nor a known inverse-problem physics.
+        TypeError: For a keyword the env does not accept (the env names those it accepts).
     """
-    kwargs = json.loads(env_kwargs) if isinstance(env_kwargs, str) else dict(env_kwargs)
+    kwargs = check_env_kwargs(env_kwargs, {"device": "make_problem's device argument",
+                                           "dtype": "make_problem's dtype argument"},
+                              flag="env_kwargs")
     kwargs = {**kwargs, "device": str(device), "dtype": dtype}
     env = gym.make(env_id, **kwargs)
     try:

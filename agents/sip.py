@@ -67,6 +67,7 @@ from sipenv.physics.generic_inverse import (
     linearize_rollout,
     solve_minimum_norm,
 )
+from sipenv.validation import check_choice, check_int, check_nonnegative, check_positive
 
 __all__ = [
     "ALGORITHM",
@@ -261,29 +262,81 @@ class SIPConfig(TrainConfig):
     """Proxy loss between the network's outputs and the SIP targets: 'l2' = ½‖·‖², 'l1' = Σ|·|
     (the published code's choice on the sine problem)."""
 
-    def validate(self) -> None:
-        """``TrainConfig.validate`` plus the gauss-newton settings."""
-        if (not isinstance(self.gn_iterations, int) or isinstance(self.gn_iterations, bool)
-                or self.gn_iterations < 1):
-            raise ValueError(f"gn_iterations must be an int ≥ 1, got {self.gn_iterations!r}.")
-        if not (math.isfinite(self.gn_damping) and self.gn_damping >= 0):
-            raise ValueError(f"gn_damping must be a finite number ≥ 0, got {self.gn_damping!r}.")
-        if not (math.isfinite(self.eta) and self.eta > 0):
-            raise ValueError(f"eta must be a finite number > 0, got {self.eta!r}.")
-        if self.proxy_loss not in ("l1", "l2"):
-            raise ValueError(f"proxy_loss must be 'l1' or 'l2', got {self.proxy_loss!r}.")
-        super().validate()
+    def check_fields(self) -> None:
+        """``TrainConfig.check_fields`` plus SIP's own fields (type, range, choice).
+
+        Raises:
+            ValueError: Naming the setting and how to fix it.
+        """
+        super().check_fields()
+        check_positive("eta", self.eta)
+        check_choice("split", self.split, [*SPLITS, "gauss-newton"])
+        check_int("gn_iterations", self.gn_iterations, minimum=1)
+        check_nonnegative("gn_damping", self.gn_damping)
+        check_choice("proxy_loss", self.proxy_loss, ["l2", "l1"])
 
     def check_problem(self, problem: Problem) -> None:
-        """The minimum-force split needs spectral-linear physics."""
+        """Refuse what cannot work, or would be silently ignored, on ``problem``: the
+        minimum-force split without spectral-linear physics; the uniform split where passing
+        corrections back through ``T − 1`` inverse steps amplifies rounding errors beyond the
+        correction itself (it overflows on the first iteration); a split other than the default
+        on a problem without a backward sweep (inverse problems, correction tasks); ``gn_*``
+        settings without ``--split gauss-newton``.
+
+        Raises:
+            ValueError: With the fix in the message.
+        """
         super().check_problem(problem)
-        if (isinstance(problem, TaskProblem) and problem.kind == "control"
-                and self.split == "minimum-force"
-                and not isinstance(problem.core.physics, SpectralLinearPhysics)):
+        defaults = type(self).__dataclass_fields__
+        sweep = isinstance(problem, TaskProblem) and problem.kind == "control"
+        if not sweep and self.split != defaults["split"].default:
+            raise ValueError(f"--split {self.split} has no effect on {problem.env_id} (a "
+                             f"{problem.kind} problem: no backward sweep over a trajectory); "
+                             "leave --split out.")
+        gn_given = [f"--{name.replace('_', '-')}" for name in ("gn_iterations", "gn_damping")
+                    if getattr(self, name) != defaults[name].default]
+        if gn_given and self.split != "gauss-newton":
+            raise ValueError(f"{' and '.join(gn_given)} only apply to --split gauss-newton; "
+                             f"use that split or leave them out.")
+        if not sweep:
+            return
+        assert isinstance(problem, TaskProblem)
+        physics = problem.core.physics
+        if self.split == "minimum-force" and not isinstance(physics, SpectralLinearPhysics):
             raise ValueError(f"The minimum-force split needs linear spectral physics; "
-                             f"{problem.env_id}'s {type(problem.core.physics).__name__} has "
+                             f"{problem.env_id}'s {type(physics).__name__} has "
                              "none. Use --split gauss-newton (the generic inverse) or --split "
                              "uniform.")
+        if self.split == "uniform" and isinstance(physics, SpectralLinearPhysics):
+            horizon = problem.core.horizon
+            log_amp = uniform_split_log_amplification(physics, horizon)
+            if log_amp >= UNIFORM_SPLIT_LOG_LIMIT:
+                longest = max((t for t in range(1, horizon) if uniform_split_log_amplification(
+                    physics, t) < UNIFORM_SPLIT_LOG_LIMIT), default=1)
+                raise ValueError(
+                    f"The uniform split cannot work on {problem.env_id} with horizon {horizon}: "
+                    f"it passes the correction back through {horizon - 1} inverse steps, which "
+                    f"amplify its fine modes by up to ~10^{log_amp / math.log(10):.0f}, beyond "
+                    "what the float32 proxy loss can square. Use "
+                    "--split minimum-force (it contracts), or a horizon ≤ "
+                    f"{longest} (--env-kwargs '{{\"horizon\": {longest}}}').")
+
+
+UNIFORM_SPLIT_LOG_LIMIT = 0.5 * math.log(torch.finfo(torch.float32).max)
+"""``log`` of the largest amplification of the uniform split's backward sweep that the proxy
+loss can take: its float32 targets are squared (``√(float32 max) ≈ 1.8e19``)."""
+
+
+def uniform_split_log_amplification(physics: SpectralLinearPhysics, horizon: int) -> float:
+    """``log A``, the largest amplification of a correction in the uniform split's backward
+    sweep over ``horizon`` steps: ``A = max_k G_k^(T−1) / T`` with the inverse's per-step gain
+    ``G_k = min(1/|d_k|, max_gain)`` (the shares ``t/(t+1)`` contribute ``1/T``)."""
+    d, _ = physics.spectral_factors(torch.device("cpu"), torch.float64)
+    gain = 1.0 / d.abs().clamp_min(1e-300)
+    max_gain = getattr(physics, "max_gain", None)
+    if max_gain is not None:
+        gain = gain.clamp(max=float(max_gain))
+    return (horizon - 1) * float(gain.max().log()) - math.log(horizon)
 
 
 def control_loss(policy: nn.Module, core: TaskCore, s0: torch.Tensor, target: torch.Tensor,

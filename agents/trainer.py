@@ -15,7 +15,9 @@ around them, once, so that comparisons differ only in the algorithm:
 * the **network** (built by name, seeded: every method starts from the same weights);
 * the optimizer (any of ``OPTIMIZERS``), the stopping rule (``iterations`` and/or a
   ``time_budget`` on ``clock`` — wall or process CPU time — that counts training work only:
-  sampling, loss, update; not metrics, evaluation or I/O);
+  sampling, loss, update; not metrics, evaluation or I/O; a budget without ``iterations``
+  governs alone, and ``TrainResult.stopped_by`` / ``final_eval.json`` say which limit ended
+  the run);
 * **divergence**: a non-finite loss, gradient or update stops training *before* it reaches the
   weights (``NonFiniteUpdate``), saves the last good state when writing, and raises
   ``TrainingDiverged`` carrying the iteration; a finite update that overflows the weights
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -43,12 +46,31 @@ from torch import nn
 import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.networks import NETWORKS, make_network
-from agents.problems import VALIDATION_SEED, InverseProblem, Problem, TaskProblem, make_problem
+from agents.problems import (
+    TRAINING_OWNED_KWARGS,
+    VALIDATION_SEED,
+    InverseProblem,
+    Problem,
+    TaskProblem,
+    check_env_kwargs,
+    env_error,
+    make_problem,
+)
 from sipenv.envs.control import parse_device
 from sipenv.envs.core import TaskCore
+from sipenv.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive,
+    is_int,
+    is_real,
+)
 
 __all__ = [
+    "DEFAULT_ITERATIONS",
     "OPTIMIZERS",
+    "SEED_MAX",
     "Algorithm",
     "LossFn",
     "NonFiniteUpdate",
@@ -74,6 +96,13 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adadelta": torch.optim.Adadelta,
     "rmsprop": torch.optim.RMSprop,
 }
+
+
+DEFAULT_ITERATIONS = 1000
+"""The iteration limit of a run given neither ``iterations`` nor a ``time_budget``."""
+
+SEED_MAX = 2**32 - 1
+"""Largest seed (numpy's and stable-baselines3's seeding take 32-bit seeds)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,11 +157,12 @@ class TrainConfig:
     """Learning rate."""
     batch_size: int = 64
     """Problems per iteration (fresh ones every iteration)."""
-    iterations: int = 1000
-    """Maximum number of training iterations."""
+    iterations: int | None = None
+    """Maximum number of training iterations (None: 1000 without a time budget; with one, the
+    budget alone governs)."""
     time_budget: float = 0.0
-    """Budget in seconds of training (0 = none), on `clock`; stops at whichever limit comes
-    first."""
+    """Budget in seconds of training (0 = none), on `clock`; with iterations too, training stops
+    at whichever limit comes first."""
     clock: Literal["wall", "cpu"] = "wall"
     """How training time is measured (time_budget, logs): wall-clock, or this process's CPU time
     (unaffected by other jobs on a shared machine; equals wall-clock for one torch thread on an
@@ -171,56 +201,110 @@ class TrainConfig:
     """Show a progress bar with the live loss and error."""
 
     def validate(self) -> None:
-        """Check every setting, and that the algorithm fits the problem, before any work.
+        """Check every setting (type, range, choice, finiteness), that the output paths stay
+        where they belong, and that the algorithm fits the problem, before any work.
 
         Raises:
             ValueError: Naming the setting and how to fix it.
         """
-        def positive_int(name: str, allow_zero: bool = False) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if allow_zero else 1):
-                raise ValueError(f"{name} must be an int ≥ {0 if allow_zero else 1}, got {v!r}.")
+        self.check_fields()
+        self.check_problem(self.make_problem_checked())
 
-        positive_int("batch_size")
-        positive_int("iterations")
-        positive_int("eval_episodes")
-        for name in ("eval_every", "eval_points", "log_every", "checkpoint_every", "seed",
-                     "eval_seed", "threads"):
-            positive_int(name, allow_zero=True)
-        if self.data_seed is not None:
-            positive_int("data_seed", allow_zero=True)
-        if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
-                   for h in self.hidden):
-            raise ValueError(f"hidden widths must be ints ≥ 1, got {tuple(self.hidden)}.")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}.")
-        training_clock(self.clock)
-        if not (math.isfinite(self.time_budget) and self.time_budget >= 0):
-            raise ValueError(f"time_budget must be ≥ 0 seconds (0 = none), got "
-                             f"{self.time_budget!r}.")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
-                             f"{self.optimizer!r}.")
-        if self.network not in NETWORKS:
-            raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {self.network!r}.")
-        if self.env_id not in gym.registry:
+    def check_fields(self) -> None:
+        """Check every field of ``TrainConfig`` on its own (no env is built); subclasses add
+        their own fields' checks.
+
+        Raises:
+            ValueError: Naming the setting and how to fix it.
+        """
+        algo_default = type(self).__dataclass_fields__["algo"].default
+        check_choice("algo", self.algo, [algo_default],
+                     hint=f"({type(self).__name__} trains {algo_default!r}.)")
+        if not isinstance(self.env_id, str) or self.env_id not in gym.registry:
             known = sorted(k for k in gym.registry if k.startswith("sip/"))
             raise ValueError(f"Unknown env id {self.env_id!r}; sipenv provides {known}.")
+        if not isinstance(self.env_kwargs, str):
+            raise ValueError(f"env_kwargs must be a JSON object as text, e.g. "
+                             f"'{{\"nu\": 0.02}}' (json.dumps of a dict); got "
+                             f"{self.env_kwargs!r}.")
+        check_choice("env_dtype", self.env_dtype, ["float32", "float64"])
+        check_choice("network", self.network, sorted(NETWORKS))
+        if not isinstance(self.hidden, (tuple, list)) or not self.hidden or not all(
+                is_int(h) and h >= 1 for h in self.hidden):
+            raise ValueError(f"hidden widths must be ints ≥ 1 (at least one), got "
+                             f"{self.hidden!r}.")
+        check_choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
+        check_positive("lr", self.lr)
+        check_int("batch_size", self.batch_size, minimum=1)
+        if self.iterations is not None:
+            check_int("iterations", self.iterations, minimum=1,
+                      hint="(Leave it out to train for --time-budget alone.)")
+        if not (is_real(self.time_budget) and math.isfinite(self.time_budget)
+                and self.time_budget >= 0):
+            raise ValueError(f"time_budget must be ≥ 0 seconds (0 = none), got "
+                             f"{self.time_budget!r}.")
+        check_choice("clock", self.clock, ["wall", "cpu"])
+        check_int("seed", self.seed, minimum=0, maximum=SEED_MAX)
+        if self.data_seed is not None:
+            check_int("data_seed", self.data_seed, minimum=0, maximum=SEED_MAX)
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string such as 'cpu' or 'cuda', got "
+                             f"{self.device!r}.")
         try:
             parse_device(self.device)
         except ValueError as exc:
             raise ValueError(f"{exc} Use --device cpu.") from exc
+        check_int("threads", self.threads, minimum=0)
+        check_int("eval_episodes", self.eval_episodes, minimum=1)
+        check_int("eval_seed", self.eval_seed, minimum=0, maximum=SEED_MAX)
+        for name in ("eval_every", "eval_points", "log_every", "checkpoint_every"):
+            check_int(name, getattr(self, name), minimum=0)
+        check_bool("resume", self.resume)
+        check_bool("progress", self.progress)
+        self.run_dir()
+
+    def run_dir(self) -> Path:
+        """``runs_dir/run_name`` (default name: ``default_run_name``).
+
+        Raises:
+            ValueError: If ``run_name`` would leave ``runs_dir`` (absolute, or ``..`` going
+                above it) or is not a plain name, or either is not a string.
+        """
+        if not isinstance(self.runs_dir, (str, Path)) or not str(self.runs_dir) \
+                or "\0" in str(self.runs_dir):
+            raise ValueError(f"runs_dir must be a folder path, got {self.runs_dir!r}.")
+        if not isinstance(self.run_name, str) or "\0" in self.run_name:
+            raise ValueError(f"run_name must be a string, got {self.run_name!r}.")
+        name = self.run_name or self.default_run_name()
+        parts = Path(os.path.normpath(name)).parts
+        if Path(name).is_absolute() or not parts or parts[0] in (".", ".."):
+            meant = os.path.normpath(os.path.join(self.runs_dir, name))
+            raise ValueError(
+                f"run_name {name!r} does not name a folder inside --runs-dir "
+                f"{str(self.runs_dir)!r} (a run directory must stay inside it). Give a plain "
+                "name, or choose another parent folder with --runs-dir, e.g. --runs-dir "
+                f"{os.path.dirname(meant) or '.'} --run-name "
+                f"{os.path.basename(meant) or 'my-run'}.")
+        return Path(self.runs_dir) / name
+
+    def make_problem_checked(self) -> TaskProblem | InverseProblem:
+        """``make_problem``, with the env's refusal of ``env_kwargs`` as a ``ValueError``.
+
+        Raises:
+            ValueError: If ``env_kwargs`` sets a key a flag owns, or does not fit the env.
+        """
         self.env_make_kwargs()
         try:  # builds the env once (cheap): bad env_kwargs fail here, before any work
-            problem = self.make_problem()
+            return self.make_problem()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"env_kwargs {self.env_kwargs} do not fit {self.env_id}: "
-                             f"{exc}") from exc
-        self.check_problem(problem)
+                             f"{env_error(self.env_id, exc)} Set only the env's own settings "
+                             "with --env-kwargs.") from exc
 
     def check_problem(self, problem: Problem) -> None:
         """Refuse a problem the algorithm cannot train on (each algorithm's config overrides
-        this), with the fix in the message.
+        this, calling this one too), with the fix in the message. Here: the network must fit
+        the problem.
 
         Raises:
             ValueError: If the combination cannot work.
@@ -229,6 +313,20 @@ class TrainConfig:
                 and len(problem.shape) != 2:
             raise ValueError(f"--network unet needs a field; {problem.env_id}'s inputs are "
                              f"vectors {problem.shape}. Use --network mlp.")
+        try:  # (a few small layers: cheap) e.g. too many U-Net levels for the grid
+            build_network(problem.network_spec(self.network, tuple(self.hidden)))
+        except ValueError as exc:
+            raise ValueError(f"--network {self.network} --hidden "
+                             f"{' '.join(map(str, self.hidden))} does not fit "
+                             f"{problem.env_id}: {exc}") from exc
+
+    @property
+    def iteration_limit(self) -> int | None:
+        """The iteration limit in force: ``iterations`` if given, else ``DEFAULT_ITERATIONS``
+        without a time budget and none with one (the budget governs)."""
+        if self.iterations is not None:
+            return self.iterations
+        return None if self.time_budget > 0 else DEFAULT_ITERATIONS
 
     def make_problem(self) -> TaskProblem | InverseProblem:
         """The problem of ``env_id`` with these ``env_kwargs``, device and dtype."""
@@ -242,14 +340,14 @@ class TrainConfig:
         return self.seed if self.data_seed is None else self.data_seed
 
     def env_make_kwargs(self) -> dict[str, Any]:
-        """``gym.make`` keyword arguments: the JSON ``env_kwargs`` plus device and dtype."""
-        try:
-            kwargs = json.loads(self.env_kwargs)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"env_kwargs must be a JSON object, e.g. '{{\"nu\": 0.02}}'; got "
-                             f"{self.env_kwargs!r} ({exc}).") from exc
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}.")
+        """``gym.make`` keyword arguments: the JSON ``env_kwargs`` plus device and dtype.
+
+        Raises:
+            ValueError: If ``env_kwargs`` is not a JSON object, or sets a key that a flag owns
+                (``dtype``: --env-dtype, ``device``: --device, ``render_mode``, gym.make's
+                wrapper options): the message names the flag to use.
+        """
+        kwargs = check_env_kwargs(self.env_kwargs, TRAINING_OWNED_KWARGS, flag="env_kwargs")
         return {**kwargs, "device": self.device, "dtype": self.env_dtype}
 
     def default_run_name(self) -> str:
@@ -341,6 +439,8 @@ class Algorithm:
         loss: ``loss(network, problem, batch, config) -> Step``.
         update: Its own update (default: ``gradient_update`` of ``loss``).
         trainer: Its own training function (then ``loss``/``update`` are unused).
+        extras: Optional extras it needs to train (``agents.extras.EXTRAS``), which scripts
+            check with their other arguments.
     """
 
     name: str
@@ -348,6 +448,14 @@ class Algorithm:
     loss: LossFn | None = None
     update: UpdateFn | None = None
     trainer: Callable[..., TrainResult] | None = None
+    extras: tuple[str, ...] = ()
+
+    def check_extras(self) -> None:
+        """Raise ``ImportError`` (with the install command) if an extra it needs is missing."""
+        from agents.extras import require_extra
+
+        for extra in self.extras:
+            require_extra(extra, f"{self.name} training")
 
     def make_update(self) -> UpdateFn:
         """The update the loop calls every iteration."""
@@ -376,6 +484,8 @@ class TrainResult:
     train_time: float
     final_eval: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str = "iterations"
+    """The limit that ended the run: ``"iterations"`` or ``"time_budget"``."""
 
     @property
     def core(self) -> TaskCore:
@@ -526,13 +636,17 @@ class RunRecorder:
             self.save()
         return logged
 
-    def finish(self, iteration: int, train_time: float) -> dict[str, float]:
-        """Final evaluation; saves and writes ``final_eval.json`` and the learning curve."""
+    def finish(self, iteration: int, train_time: float,
+               stopped_by: str = "iterations") -> dict[str, float]:
+        """Final evaluation; saves and writes ``final_eval.json`` (with ``stopped_by``: the
+        limit that ended the run, ``"iterations"`` or ``"time_budget"``) and the learning
+        curve."""
         final = self.evaluate()
         if self.out is not None:
             self.save()
             (self.out / "final_eval.json").write_text(json.dumps(
-                {"iteration": iteration, "train_time": train_time, **final}, indent=2) + "\n")
+                {"iteration": iteration, "train_time": train_time, "stopped_by": stopped_by,
+                 **final}, indent=2) + "\n")
             _plot_curve([*self.history, {"iteration": iteration, "time": train_time,
                                          **{f"eval_{k}": v for k, v in final.items()}}],
                         self.out / "learning_curve.png",
@@ -541,9 +655,19 @@ class RunRecorder:
         return final
 
 
+def stop_reason(config: TrainConfig, iteration: int, train_time: float) -> str:
+    """Which limit ended a run: ``"time_budget"`` or ``"iterations"``."""
+    limit = config.iteration_limit
+    if limit is not None and iteration >= limit:
+        return "iterations"
+    return "time_budget" if config.time_budget > 0 and train_time >= config.time_budget \
+        else "iterations"
+
+
 def _eval_marks(config: TrainConfig) -> list[float]:
     """The ``eval_points`` evenly spaced moments of the budget (seconds or iterations)."""
-    total = config.time_budget if config.time_budget > 0 else float(config.iterations)
+    total = config.time_budget if config.time_budget > 0 else float(
+        config.iteration_limit or DEFAULT_ITERATIONS)
     return [total * (i + 1) / config.eval_points for i in range(config.eval_points)]
 
 
@@ -558,8 +682,9 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
         config: Settings (validated before any work starts).
         algorithm: An ``Algorithm``, or just a loss (``loss(network, problem, batch,
             config) -> Step``, trained with ``gradient_update``).
-        resume: Continue from ``<run_dir>/checkpoint.pt`` (its settings are kept; only
-            ``iterations`` and ``time_budget`` are taken from ``config``, to extend a run).
+        resume: Continue from ``<run_dir>/checkpoint.pt`` (its settings are kept, validated
+            like a new run's; only ``iterations`` and ``time_budget`` are taken from
+            ``config``, to extend a run).
         progress: Show a progress bar with the live loss and error.
         write: Write the run directory (``False``: in-memory only, e.g. for sweeps).
         run_dir: Override ``runs_dir/run_name``.
@@ -571,14 +696,14 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     Raises:
         ValueError: For invalid settings, or an algorithm that does not fit the problem.
         FileExistsError: If the run directory already holds a checkpoint and ``resume`` is False.
-        CheckpointError: If ``resume`` finds no valid, matching checkpoint.
+        CheckpointError: If ``resume`` finds no valid, matching checkpoint, or its saved
+            settings do not validate (nothing is written then).
         TrainingDiverged: On a non-finite loss, gradient, update or weights.
     """
     update = algorithm.make_update() if isinstance(algorithm, Algorithm) \
         else gradient_update(algorithm)
     config.validate()
-    out = Path(run_dir) if run_dir is not None else \
-        Path(config.runs_dir) / (config.run_name or config.default_run_name())
+    out = Path(run_dir) if run_dir is not None else config.run_dir()
     ckpt_path = out / "checkpoint.pt"
     ckpt: dict[str, Any] | None = None
     if resume:
@@ -586,10 +711,7 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
         if ckpt["algo"] != config.algo:
             raise CheckpointError(f"{ckpt_path} was trained with {ckpt['algo']!r}, not "
                                   f"{config.algo!r}.")
-        saved = {k: v for k, v in ckpt["config"].items() if k in asdict(config)}
-        saved["hidden"] = tuple(saved.get("hidden", config.hidden))
-        config = replace(config, **{**saved, "iterations": config.iterations,
-                                    "time_budget": config.time_budget})
+        config = resumed_config(config, ckpt["config"], ckpt_path)
     elif write and ckpt_path.exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
                               "choose another --run-name.")
@@ -657,8 +779,9 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     from tqdm.auto import tqdm
 
     # With a time budget that ends the run before `iterations`, the bar counts seconds.
-    by_time = 0 < config.time_budget and config.iterations >= 10**6
-    bar = tqdm(total=config.time_budget if by_time else config.iterations,
+    limit = config.iteration_limit
+    by_time = 0 < config.time_budget and (limit is None or limit >= 10**6)
+    bar = tqdm(total=config.time_budget if by_time else limit,
                initial=train_time if by_time else iteration, disable=not progress,
                unit="s" if by_time else "it", desc=f"{config.algo} {config.env_id}",
                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} "
@@ -667,8 +790,8 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     clock = training_clock(config.clock)
     writing = out if write else None
     try:
-        while iteration < config.iterations and (config.time_budget <= 0
-                                                 or train_time < config.time_budget):
+        while (limit is None or iteration < limit) and (config.time_budget <= 0
+                                                        or train_time < config.time_budget):
             # The checkpoint written on divergence is the state *before* this iteration, its
             # data stream included, so that resuming from it replays this same batch.
             rng_before = data_gen.get_state()
@@ -717,9 +840,40 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     finally:
         bar.close()
 
-    final = recorder.finish(iteration, train_time)
+    stopped_by = stop_reason(config, iteration, train_time)
+    final = recorder.finish(iteration, train_time, stopped_by)
     return TrainResult(policy.eval(), problem, out if write else None, iteration, train_time,
-                       final, recorder.history)
+                       final, recorder.history, stopped_by)
+
+
+def resumed_config(config: TrainConfig, saved: Any, ckpt_path: Path) -> TrainConfig:
+    """``config`` with the settings a checkpoint was trained with (only ``iterations`` and
+    ``time_budget`` are taken from ``config``, to extend the run), validated as a new run's.
+
+    Raises:
+        CheckpointError: If the saved settings are not a dict, hold fields this version does not
+            know, or do not validate (e.g. an edited or older ``config``): nothing is written.
+    """
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{ckpt_path} holds no settings dict ('config'); it cannot be "
+                              "resumed. Start a new run.")
+    fields = asdict(config)
+    unknown = sorted(str(k) for k in saved if k not in fields)
+    if unknown:
+        raise CheckpointError(f"{ckpt_path} holds settings this version of {config.algo} does "
+                              f"not know: {unknown}. It cannot be resumed; start a new run "
+                              "(another --run-name).")
+    saved = dict(saved)
+    if isinstance(saved.get("hidden"), list):
+        saved["hidden"] = tuple(saved["hidden"])
+    merged = replace(config, **{**saved, "iterations": config.iterations,
+                                "time_budget": config.time_budget})
+    try:
+        merged.validate()
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt_path} holds settings that are not valid: {exc} It cannot "
+                              "be resumed; start a new run (another --run-name).") from exc
+    return merged
 
 
 def _diverged(out: Path | None, payload: Callable[[], dict[str, Any]], iteration: int,

@@ -21,14 +21,14 @@ from pathlib import Path
 import tyro
 
 from agents.compare import (
-    METHODS,
     CompareConfig,
+    check_runs,
     quick,
     rescore,
     run_comparison,
     write_report,
 )
-from agents.registry import get_algorithm
+from agents.outputs import check_output_dir
 
 
 @dataclass
@@ -42,25 +42,13 @@ class Args(CompareConfig):
     plot next to it; trains nothing."""
 
 
-def _check_runs(cfg: CompareConfig) -> None:
-    """Check each method's training settings as train.py would (env id and kwargs, device,
-    widths, seeds) before any run starts, so that a bad flag fails in seconds, not mid-sweep."""
-    for name in cfg.methods:
-        method = METHODS[name]
-        config_cls = get_algorithm(method.algo).config
-        for seed in cfg.seeds:
-            config_cls(env_id=cfg.env_id, optimizer=method.optimizer,  # type: ignore[arg-type]
-                       lr=min(method.lrs), batch_size=cfg.batch_size, hidden=cfg.hidden,
-                       seed=seed, device=cfg.device, eval_episodes=cfg.eval_episodes,
-                       progress=False).validate()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
     if args.from_json is not None:
         try:
+            check_output_dir(args.from_json.parent, "--from-json's folder")
             report = rescore(json.loads(args.from_json.read_text()))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             print(f"error: cannot re-score {args.from_json}: {exc}", file=sys.stderr)
             return 2
         paths = write_report(report, args.from_json.parent)
@@ -70,20 +58,24 @@ def main(argv: list[str] | None = None) -> int:
                            if k not in ("quick", "from_json", "resume")})
     if args.quick:
         cfg = quick(cfg)
-    try:
-        cfg.validate()
-        _check_runs(cfg)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     previous_path = Path(cfg.out) / "compare.json"
-    previous = json.loads(previous_path.read_text()) \
-        if args.resume and previous_path.exists() else None
-    try:
-        report = run_comparison(cfg, out=cfg.out, previous=previous)
-    except ImportError as exc:
+    previous = None
+    try:  # --- every setting, every run's settings, the output folder and the extras ---
+        check_runs(cfg)
+        check_output_dir(cfg.out, "--out")
+        if args.resume and previous_path.exists():
+            try:
+                previous = json.loads(previous_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"--resume cannot read {previous_path}: {exc}; move it away "
+                                 "or drop --resume.") from exc
+            if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
+                raise ValueError(f"--resume: {previous_path} is not a compare.json report; "
+                                 "move it away or drop --resume.")
+    except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    report = run_comparison(cfg, out=cfg.out, previous=previous)
     paths = write_report(report, cfg.out)
     print(paths["md"].read_text())
     print("wrote", ", ".join(str(p) for p in paths.values()))

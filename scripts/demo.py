@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import tyro
 
 from agents.evaluation import evaluate_gym, torch_policy_to_numpy
+from agents.outputs import check_output_dir
 from agents.playback import play_episode, save_video
 from agents.sip import SIPConfig, train
+from sipenv.validation import check_positive
 
 
 @dataclass
@@ -32,18 +34,25 @@ class Args:
     threads: int = 1
     """torch CPU threads (0 = torch's default; one is robust on small or busy machines)."""
     run_name: str = ""
-    """Run directory under runs/ (default: demo-<date>-<time>, so nothing is overwritten)."""
+    """Run directory under --runs-dir (default: demo-<date>-<time>, so nothing is
+    overwritten)."""
+    runs_dir: str = "runs"
+    """Parent folder of run directories."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
     run_name = args.run_name or time.strftime("demo-%Y%m%d-%H%M%S")
-    config = SIPConfig(time_budget=args.time_budget, iterations=10**9, seed=args.seed,
-                       device=args.device, threads=args.threads,
-                       eval_episodes=args.episodes, eval_every=250,
-                       run_name=run_name)
-    try:
+    config = SIPConfig(time_budget=args.time_budget, seed=args.seed, device=args.device,
+                       threads=args.threads, eval_episodes=args.episodes, eval_every=250,
+                       run_name=run_name, runs_dir=args.runs_dir)
+    try:  # --- every argument and the output folder, before any work ---
+        check_positive("--time-budget", args.time_budget)
         config.validate()
+        check_output_dir(config.run_dir(), "--run-name")
+        if config.run_dir().joinpath("checkpoint.pt").exists():
+            raise ValueError(f"{config.run_dir()} already holds a run; choose another "
+                             "--run-name.")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

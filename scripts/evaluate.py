@@ -26,7 +26,14 @@ from torch import nn
 
 from agents.checkpoint import CheckpointError
 from agents.evaluation import evaluate_gym, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
-from agents.problems import VALIDATION_SEED, InverseBatch, InverseProblem, make_problem
+from agents.outputs import check_output_file
+from agents.problems import (
+    VALIDATION_SEED,
+    InverseBatch,
+    InverseProblem,
+    env_error,
+    make_problem,
+)
 from agents.registry import load_policy
 from sipenv.envs.control import parse_device
 from sipenv.envs.core import core_of
@@ -62,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         parse_device(args.device)
     except ValueError as exc:
         problems.append(f"--device: {exc}")
+    if args.out is not None:
+        try:
+            check_output_file(args.out, "--out")
+        except ValueError as exc:
+            problems.append(str(exc).rstrip("."))
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
@@ -73,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     env_id = ckpt["env_id"]
     env_kwargs = {**ckpt["env_kwargs"], "device": args.device,
                   "dtype": ckpt["config"].get("env_dtype", "float32")}
-    problem = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
-                           dtype=env_kwargs["dtype"])
+    try:
+        problem = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
+                               dtype=env_kwargs["dtype"])
+    except (TypeError, ValueError) as exc:
+        print(f"error: {args.checkpoint}'s env settings do not fit {env_id}: "
+              f"{env_error(env_id, exc)}", file=sys.stderr)
+        return 2
     if isinstance(problem, InverseProblem):
         return _evaluate_inverse(args, policy, problem, ckpt, env_kwargs)
     seeds = range(args.seed, args.seed + args.episodes)

@@ -19,8 +19,10 @@ import numpy as np
 import tyro
 
 from agents.checkpoint import CheckpointError
+from agents.extras import require_extra
+from agents.outputs import check_output_file
 from agents.playback import play_episode, save_video
-from agents.problems import VALIDATION_SEED, make_problem
+from agents.problems import VALIDATION_SEED, check_env_kwargs, env_error, make_problem
 from agents.registry import load_policy
 from sipenv.envs.control import parse_device
 
@@ -34,54 +36,80 @@ class Args:
     env_id: str = "sip/ControlledDiffusion-v0"
     """Env to play when no checkpoint is given (a checkpoint brings its own)."""
     env_kwargs: str = "{}"
-    """Extra gym.make keyword arguments as a JSON object (ignored with a checkpoint)."""
+    """Extra gym.make keyword arguments as a JSON object (not with a checkpoint; the device is
+    --device's)."""
     seed: int = VALIDATION_SEED
     """Seed of the episode (env.reset(seed=...))."""
     out: Path | None = None
-    """Write the rollout to this .gif or .mp4 file."""
+    """Write the rollout to this .gif or .mp4 file (.mp4 needs the video extra:
+    pip install 'sipenv[video]')."""
     human: bool = False
     """Show the rollout in a pygame window."""
     fps: int = 8
-    """Frames per second of the video / window."""
+    """Frames per second of the --out video (the --human window plays at the env's own
+    rate)."""
     device: str = "cpu"
-    """Torch device of the policy."""
+    """Torch device of the policy and the env."""
+
+
+RENDER_OWNED_KWARGS = {
+    "render_mode": "--human (a window) or --out (frames for a file)",
+    "device": "--device",
+}
+"""Keys of ``--env-kwargs`` that a flag of this script owns."""
 
 
 def _check_args(args: Args) -> str | None:
-    """The first problem with the arguments (checked before any work), or None."""
+    """The problems with the arguments, the output file and the extras it needs (checked
+    before any work), or None."""
+    problems = []
+    if args.out is None and not args.human:
+        problems.append("pass --out FILE.gif|.mp4 and/or --human")
+    if args.out is not None:
+        try:
+            check_output_file(args.out, "--out", (".gif", ".mp4"))
+            if args.out.suffix.lower() == ".mp4":
+                require_extra("video", "--out .mp4")
+        except (ValueError, ImportError) as exc:
+            problems.append(str(exc).rstrip("."))
     if args.fps < 1:
-        return f"--fps must be ≥ 1, got {args.fps}"
+        problems.append(f"--fps must be ≥ 1, got {args.fps}")
+    elif args.out is None and args.fps != Args.fps:
+        problems.append("--fps sets the frame rate of the --out file; the --human window plays "
+                        "at the env's own rate (its metadata['render_fps']): drop --fps or add "
+                        "--out")
     if args.seed < 0:
-        return f"--seed must be ≥ 0 (env.reset seeds), got {args.seed}"
+        problems.append(f"--seed must be ≥ 0 (env.reset seeds), got {args.seed}")
     try:
         parse_device(args.device)
     except ValueError as exc:
-        return f"--device: {exc}"
-    if args.checkpoint is None:  # a checkpoint brings its own env id and kwargs
+        problems.append(f"--device: {exc}")
+    if args.checkpoint is not None:  # a checkpoint brings its own env id, kwargs and policy
+        given = [flag for flag, value, default in (
+            ("--env-id", args.env_id, Args.env_id), ("--env-kwargs", args.env_kwargs,
+                                                     Args.env_kwargs),
+            ("--policy", args.policy, Args.policy)) if value != default]
+        if given:
+            problems.append(f"{', '.join(given)} cannot be used with --checkpoint (the "
+                            "checkpoint brings its own env and policy); drop them")
+    elif not problems:
         try:
-            kwargs = json.loads(args.env_kwargs)
-        except json.JSONDecodeError as exc:
-            return f"--env-kwargs must be a JSON object, got {args.env_kwargs!r} ({exc})"
-        if not isinstance(kwargs, dict):
-            return f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}"
+            kwargs = check_env_kwargs(args.env_kwargs, RENDER_OWNED_KWARGS)
+        except ValueError as exc:
+            return str(exc).rstrip(".")
         if args.env_id not in gym.registry:
             known = sorted(k for k in gym.registry if k.startswith("sip/"))
             return f"unknown --env-id {args.env_id!r}; sipenv provides {known}"
         try:
-            gym.make(args.env_id, **kwargs).close()
+            gym.make(args.env_id, **kwargs, device=args.device).close()
         except (TypeError, ValueError) as exc:
-            return f"--env-kwargs {args.env_kwargs} do not fit {args.env_id}: {exc}"
-    return None
+            return f"--env-kwargs {args.env_kwargs} do not fit {args.env_id}: " \
+                   f"{env_error(args.env_id, exc)}"
+    return "; ".join(problems) or None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
-    if args.out is None and not args.human:
-        print("error: pass --out FILE.gif|.mp4 and/or --human", file=sys.stderr)
-        return 2
-    if args.out is not None and args.out.suffix.lower() not in (".gif", ".mp4"):
-        print(f"error: --out must end in .gif or .mp4, got {args.out.name!r}", file=sys.stderr)
-        return 2
     problem = _check_args(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -93,13 +121,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         env_id = ckpt["env_id"]
-        env_kwargs = {**ckpt["env_kwargs"], "dtype": ckpt["config"].get("env_dtype", "float32")}
-        task = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
-                            dtype=env_kwargs["dtype"])
+        env_kwargs = {**ckpt["env_kwargs"], "device": args.device,
+                      "dtype": ckpt["config"].get("env_dtype", "float32")}
+        try:
+            task = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
+                                dtype=env_kwargs["dtype"])
+        except (TypeError, ValueError) as exc:
+            print(f"error: {args.checkpoint}'s env settings do not fit {env_id}: "
+                  f"{env_error(env_id, exc)}", file=sys.stderr)
+            return 2
         policy = task.numpy_policy(net)
         label = f"{ckpt['algo']} checkpoint"
     else:
-        env_id, env_kwargs = args.env_id, json.loads(args.env_kwargs)
+        env_id = args.env_id
+        env_kwargs = {**json.loads(args.env_kwargs), "device": args.device}
         space = gym.make(env_id, **env_kwargs).action_space
         rng = np.random.default_rng(args.seed)
         if args.policy == "zero":

@@ -49,6 +49,7 @@ import tyro
 
 from agents.heat_training import METHODS, REFERENCE_LR, heat_config, train_summary
 from agents.inverse_training import COLORS, LABELS
+from agents.outputs import check_output_dir
 from agents.problems import TEST_SEED, VALIDATION_SEED
 from agents.trainer import TrainConfig
 
@@ -122,6 +123,13 @@ def validate(args: Args) -> None:
         raise ValueError(f"workers must be ≥ 1, got {args.workers}.")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={args.device!r} but CUDA is not available; use --device cpu.")
+    # Every training run's settings as the runs will build them (the learning rates at their
+    # extremes; the env once per method), so that nothing fails mid-way.
+    factors = [f * g for f in (*args.coarse_factors, 1.0) for g in args.lr_factors]
+    for method in args.methods:
+        for i, factor in enumerate((min(factors), max(factors))):
+            config = run_config(args, method, factor, args.budget)
+            config.validate() if i == 0 else config.check_fields()
 
 
 def run_config(args: Args, method: str, factor: float, budget: float) -> TrainConfig:
@@ -357,7 +365,7 @@ def rescore(path: Path, out: Path) -> int:
         runs = report["runs"]
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: cannot read a results.json from {path}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     methods = list(dict.fromkeys(r["method"] for r in runs))
     best = {m: _best(runs, m) for m in methods}
     report["best"] = {m: {"lr_factor": b["lr_factor"], "lr": b["lr"]} for m, b in best.items()}
@@ -375,11 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 if a configuration error was reported, as every
     script here)."""
     args = tyro.cli(Args, args=argv)
+    try:
+        check_output_dir(args.out, "--out")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.from_json is not None:
         return rescore(Path(args.from_json), Path(args.out))
     if args.quick:
         args = quick(args)
-    try:
+    try:  # --- every setting, before any work ---
         validate(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

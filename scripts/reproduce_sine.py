@@ -51,6 +51,8 @@ from agents.inverse_training import (
     sine_config,
     train,
 )
+from agents.outputs import check_output_dir
+from sipenv.validation import check_finite
 
 PUBLISHED_CURVES = {  # Holl, Koltun & Thuerey (NeurIPS 2022), Fig. 3; 600 s on a GPU; ≈ read off
     1.0: "everything converges; Adam ≈ 4e-4, SIP ≈ 8e-4",
@@ -134,6 +136,25 @@ def validate(args: Args) -> None:
         raise ValueError(f"experiments must be among curves, xi, phi; got {bad}.")
     if args.threads < 1:
         raise ValueError("threads must be ≥ 1.")
+    for name in ("curve_budget", "point_budget", "lr_budget", "curve_phi", "xi_sweep_phi",
+                 "phi_sweep_xi", "lr_tie_tolerance", "lr_sweep_xi", "lr_sweep_phi"):
+        check_finite(name, getattr(args, name))
+    for value in (*args.lr_factors, *args.xis, *args.curve_xis, *args.phis):
+        check_finite("every ξ, φ and lr factor", value)
+    # Every training run's settings as the runs will build them (one per method and (ξ, φ);
+    # the learning rate is checked at its extremes), so that nothing fails mid-way.
+    points = {(xi, args.curve_phi) for xi in args.curve_xis}
+    points |= {(xi, args.xi_sweep_phi) for xi in args.xis}
+    points |= {(args.phi_sweep_xi, phi) for phi in args.phis}
+    points.add((args.lr_sweep_xi, args.lr_sweep_phi))
+    for method in args.methods:
+        for i, (xi, phi) in enumerate(sorted(points)):
+            for factor in ((min(args.lr_factors), max(args.lr_factors)) if i == 0 else (1.0,)):
+                sine_config(method, xi=float(xi), phi=float(phi),
+                            lr=factor * reference_lr(method, xi), time_budget=args.lr_budget,
+                            proxy_loss=args.proxy_loss, batch_size=args.batch_size,
+                            seed=args.seed, data_seed=args.data_seed, eval_size=args.eval_size,
+                            threads=args.threads).validate()
 
 
 # --- running, with a cache so shared settings train once ---------------------------------------
@@ -503,8 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
     if args.quick:
         args = quick(args)
-    try:
+    try:  # --- every setting and the output folder, before any work ---
         validate(args)
+        check_output_dir(args.out, "--out")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,8 +9,12 @@ problem (sip/SineInversion-v0, sip/HeatInverse-v0).
 
 Writes runs/<run-name>/ (config.json, metrics.jsonl, checkpoint.pt, final_eval.json,
 learning_curve.png). Every setting is a flag: see `python scripts/train.py <algo> --help`.
-Settings, and combinations that cannot work (e.g. supervised on a problem without a reference
-solution, ppo on a one-step problem), are refused before anything is written (exit 2).
+A --time-budget alone governs the run; with --iterations too, whichever comes first ends it
+(the output and final_eval.json say which: "stopped_by"). Settings, combinations that cannot
+work (e.g. supervised on a problem without a reference solution, ppo on a one-step problem),
+a --run-name outside --runs-dir and missing optional extras (ppo: 'rl') are refused before
+anything is written (exit 2); so are the saved settings of a run to --resume that no longer
+validate.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 import tyro
 
 from agents.checkpoint import CheckpointError
+from agents.outputs import check_output_dir
 from agents.registry import ALGORITHMS
 from agents.trainer import TrainConfig, TrainingDiverged
 
@@ -31,14 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         name: algorithm.config for name, algorithm in ALGORITHMS.items()}
     config: TrainConfig = tyro.extras.subcommand_cli_from_dict(
         configs, prog="train.py", description=__doc__, args=argv)
-    try:
+    algorithm = ALGORITHMS[config.algo]
+    try:  # --- every argument and the extras it needs, before any work ---
         config.validate()
-    except ValueError as exc:
+        check_output_dir(config.run_dir(), "--runs-dir/--run-name")
+        algorithm.check_extras()
+    except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        result = ALGORITHMS[config.algo].train(config, resume=config.resume,
-                                               progress=config.progress)
+        result = algorithm.train(config, resume=config.resume, progress=config.progress)
     except (FileExistsError, CheckpointError, ImportError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -46,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations,
-                      "train_time_s": round(result.train_time, 2), **result.final_eval},
-                     indent=2))
+                      "train_time_s": round(result.train_time, 2),
+                      "stopped_by": result.stopped_by, **result.final_eval}, indent=2))
     return 0
 
 

@@ -59,7 +59,22 @@ def test_sip_reaches_low_error_quickly() -> None:
     assert result.final_eval["target_error_mean"] < 2e-2
 
 
-def test_uniform_split_overflow_is_reported(tmp_path: Path) -> None:
+def test_uniform_split_that_would_overflow_is_refused_before_work(tmp_path: Path) -> None:
+    """The default horizon 16 amplifies the correction by ~10^25: refused up front, naming the
+    longest horizon that works (which is accepted)."""
+    cfg = sip.SIPConfig(iterations=3, split="uniform", runs_dir=str(tmp_path), run_name="u",
+                        **TINY)
+    with pytest.raises(ValueError, match=r"uniform split cannot work.*horizon ≤ 12"):
+        sip.train(cfg, progress=False)
+    assert not any(tmp_path.iterdir())
+    replace(cfg, env_kwargs='{"horizon": 12}').validate()
+
+
+def test_uniform_split_overflow_is_reported(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the pre-flight check (bypassed here), the overflow is still reported as such, with
+    the last good state saved."""
+    monkeypatch.setattr(sip.SIPConfig, "check_problem", lambda self, problem: None)
     cfg = sip.SIPConfig(iterations=3, split="uniform", runs_dir=str(tmp_path), run_name="u",
                         **TINY)
     with pytest.raises(TrainingDiverged, match=r"iteration 1;.*--split minimum-force"):

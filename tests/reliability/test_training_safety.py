@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -345,6 +346,44 @@ def test_resume_keeps_the_checkpoint_settings_over_new_flags(good_run: Path,
     assert result.iterations == 3
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["network"]["hidden"] == [16, 16] and ckpt["config"]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    ({"split": "min-force"}, "split must be one of"),                 # an older spelling
+    ({"optimizer": "adamw"}, "optimizer must be one of"),
+    ({"lr": "0.001"}, "lr must be a finite number > 0"),              # edited by hand
+    ({"eta": float("nan")}, "eta must be a finite number > 0"),
+    ({"env_kwargs": '{"viscosity": 0.1}'}, "unexpected keyword argument 'viscosity'"),
+    ({"env_kwargs": '{"dtype": "float64"}'}, "use --env-dtype"),
+    ({"hidden": [16, 0]}, "hidden widths must be ints ≥ 1"),
+    ({"run_name": "../elsewhere"}, "does not name a folder inside --runs-dir"),
+    ({"proxy": "l1"}, "does not know: ['proxy']"),                    # a renamed field
+])
+@pytest.mark.parametrize("how", ["library", "cli"])
+def test_resume_validates_the_saved_settings_before_writing_anything(
+        good_run: Path, tmp_path: Path, edit: dict[str, Any], match: str, how: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An edited or older saved ``config`` is a ``CheckpointError`` (exit 2 from train.py)
+    naming the setting; nothing in the run directory changes (config.json is not rewritten)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "metrics.jsonl"):
+        (run / name).write_bytes((good_run / name).read_bytes())
+    ckpt = load_checkpoint(good_run / "checkpoint.pt")
+    save_checkpoint(run / "checkpoint.pt", {**ckpt, "config": {**ckpt["config"], **edit}})
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    if how == "library":
+        cfg = sip.SIPConfig(runs_dir=str(tmp_path), run_name="run", iterations=3, **TINY)  # type: ignore[arg-type]
+        with pytest.raises(CheckpointError, match=re.escape(match)):
+            sip.train(cfg, resume=True)
+    else:
+        train = load_script("scripts/train.py")
+        assert train.main(["sip", "--runs-dir", str(tmp_path), "--run-name", "run", "--resume",
+                           "--iterations", "3", "--hidden", "16", "16", "--eval-episodes", "4",
+                           "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and match in err and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
 def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path) -> None:

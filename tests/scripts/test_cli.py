@@ -146,7 +146,8 @@ def test_render_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "demo"
-    assert demo.main(["--time-budget", "1", "--episodes", "4", "--run-name", str(run)]) == 0
+    assert demo.main(["--time-budget", "1", "--episodes", "4", "--runs-dir", str(tmp_path),
+                      "--run-name", "demo"]) == 0
     for name in ("rollout.gif", "rollout_uncontrolled.gif", "learning_curve.png",
                  "checkpoint.pt"):
         assert (run / name).is_file()

@@ -62,7 +62,7 @@ def test_tiny_run_writes_every_output(tmp_path: Path) -> None:
     rescored = json.loads((again / "results.json").read_text())
     assert rescored["best"] == report["best"] and rescored["table"] == report["table"]
     assert (again / "examples.png").is_file()
-    assert heat.main(["--from-json", str(tmp_path / "missing.json"), "--out", str(again)]) == 1
+    assert heat.main(["--from-json", str(tmp_path / "missing.json"), "--out", str(again)]) == 2
 
 
 @pytest.mark.parametrize(("flags", "match"), [
