@@ -135,7 +135,7 @@ import torch
 
 from sipenv.physics.defect_correction import defect_correction
 from sipenv.physics.diffusion import check_max_gain
-from sipenv.physics.grid import FactorCache, PeriodicGrid
+from sipenv.physics.grid import FactorCache, PeriodicGrid, as_dtype_of
 from sipenv.validation import check_bool, check_choice, check_int, check_positive
 
 __all__ = [
@@ -616,6 +616,7 @@ class BurgersPhysics:
         self._check("force", force)
         if self.check_cfl and self._scheme.has_cfl_limit:
             self._warn_if_unstable(state)
+        force = as_dtype_of(force, state)
         return torch.add(self.free_step(state), force, alpha=self.dt)  # one op, not two
 
     def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
@@ -633,7 +634,7 @@ class BurgersPhysics:
         self._check("next_state", next_state)
         self._check("force", force)
         self._check("state", state)
-        goal = next_state - self.dt * force
+        goal = as_dtype_of(next_state, state) - self.dt * as_dtype_of(force, state)
         trust = self._factors(state.device, state.dtype).trust
         return defect_correction(self.free_step, self.reverse_step, goal, state,
                                  iterations=self.inverse_iterations,
@@ -643,7 +644,7 @@ class BurgersPhysics:
         """The force that takes ``state`` exactly to ``next_state``: ``(s' − P₀(s)) / dt``."""
         self._check("state", state)
         self._check("next_state", next_state)
-        return (next_state - self.free_step(state)) / self.dt
+        return (as_dtype_of(next_state, state) - self.free_step(state)) / self.dt
 
     # --- samplers -----------------------------------------------------------------------------
 
