@@ -48,7 +48,8 @@ __all__ = ["ControlEnv", "ControlTask", "ControlVectorEnv", "FieldEnv", "FieldTa
 
 
 def control_factory(owner: str, physics: type, *, sampler: type | None = None,
-                    **defaults: Any) -> Factory[ControlCore]:
+                    physics_defaults: Callable[[dict[str, dict[str, Any]]], dict[str, Any]]
+                    | None = None, **defaults: Any) -> Factory[ControlCore]:
     """The core factory of a control env: ``gym.make`` keywords routed to the fields of
     ``physics`` (a physics dataclass), of ``ControlCore`` and, given a ``sampler``
     dataclass (built as ``sampler(physics, horizon=…, **its other fields)``), to it.
@@ -57,6 +58,9 @@ def control_factory(owner: str, physics: type, *, sampler: type | None = None,
         owner: The env id.
         physics: The physics dataclass; it owns the physics defaults.
         sampler: Optional task sampler dataclass (else ``physics.sample_fields`` draws tasks).
+        physics_defaults: Optional physics keywords that depend on the other settings,
+            computed from the routed ``{group: {field: value}}`` (e.g. Burgers' ``max_speed``
+            from the horizon, ``dt`` and ``force_scale``); keywords the user gives win.
         **defaults: The env's own defaults, e.g. ``horizon=16, force_scale=100.0,
             force_penalty=1e-3`` (``ControlCore`` requires these three).
     """
@@ -66,7 +70,8 @@ def control_factory(owner: str, physics: type, *, sampler: type | None = None,
         routes["sampler"] = Route(sampler, exclude=("physics", "horizon"))
 
     def build(kw: dict[str, dict[str, Any]]) -> ControlCore:
-        phys = physics(**kw["physics"])
+        extra = physics_defaults(kw) if physics_defaults is not None else {}
+        phys = physics(**{**extra, **kw["physics"]})
         task_sampler: TaskSampler | None = None
         if sampler is not None:
             task_sampler = sampler(phys, horizon=kw["core"].get("horizon"), **kw["sampler"])
