@@ -142,9 +142,20 @@ class FieldTask:
         assert self.state is not None and self.target is not None
         return self.core.observe(self.state, self.target, self._time_fraction())
 
-    def _errors(self) -> torch.Tensor:
-        """``(B,)`` errors reported as ``info["target_error"]`` (and drawn on the frames)."""
+    def _errors(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(B,)`` errors reported as ``info["target_error"]`` (and drawn on the frames),
+        computed in ``dtype`` (default: the env's)."""
         raise NotImplementedError
+
+    def _reported_errors(self) -> np.ndarray:
+        """``_errors`` as float64 numpy: in the env's dtype (bit for bit what the core gives
+        agents), and where that overflowed for representable inputs (e.g. a float32 target of
+        1e19, whose ‖s*‖² exceeds float32), recomputed in float64."""
+        out = self._errors().detach().cpu().numpy().astype(np.float64)
+        bad = ~np.isfinite(out)
+        if bad.any() and self.dtype != torch.float64:
+            out[bad] = self._errors(torch.float64).detach().cpu().numpy()[bad]
+        return out
 
     def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
                  terminated: np.ndarray) -> np.ndarray:
@@ -157,7 +168,7 @@ class FieldTask:
 
 
 def _check_targets_nonzero(target: torch.Tensor) -> None:
-    if bool(((target**2).sum(-1) == 0).any()):
+    if not bool((target != 0).any(-1).all()):  # not via ‖s*‖²: tiny targets square to 0
         raise ValueError("options['target'] must not be identically zero: the relative target "
                          "error ‖s − s*‖²/‖s*‖² is undefined for s* = 0.")
 
@@ -196,9 +207,10 @@ class ControlTask(FieldTask):
             target = given["target"].reshape(shape)
         return s0, target
 
-    def _errors(self) -> torch.Tensor:
+    def _errors(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         assert self.state is not None and self.target is not None
-        return self.core.target_error(self.state, self.target)
+        dtype = dtype or self.state.dtype
+        return self.core.target_error(self.state.to(dtype), self.target.to(dtype))
 
     def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
                  terminated: np.ndarray) -> np.ndarray:
@@ -278,7 +290,7 @@ class _FieldShell(FieldTask):
         from sipenv.envs.rendering import draw_frame
 
         assert self.state is not None
-        err = self._errors().cpu().numpy()
+        err = self._reported_errors()
         x = _grid(self.physics, self.core.n)
         state = self.state.detach().cpu().double().numpy()
         target = self._frame_targets().detach().cpu().double().numpy()
@@ -331,7 +343,7 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         if self.render_mode == "human":
             self.render()
         return self._observations()[0].cpu().numpy(), {
-            "target_error": float(self._errors()[0]), "force_cost": 0.0}
+            "target_error": float(self._reported_errors()[0]), "force_cost": 0.0}
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Apply the normalised force ``action`` (clipped to ``[-1, 1]``).
@@ -346,12 +358,13 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError(f"The episode ended after {self.horizon} steps; call reset() "
                                "to start a new one.")
         arr = validate_action(action, self.core.action_shape)
-        a = torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None].clamp(-1.0, 1.0)
+        # Clipped in float64, then cast: any finite float64 becomes ±1 exactly.
+        a = torch.as_tensor(np.clip(arr, -1.0, 1.0), device=self.device, dtype=self.dtype)[None]
         self.state = self.core.step(self.state, a)
         self.t += 1
         # Python floats (float64) in, as the single env always reported them.
         force_cost = float(self.core.force_cost(a)[0])
-        error = float(self._errors()[0])
+        error = float(self._reported_errors()[0])
         terminated = self.t >= self.horizon
         reward = self._rewards(np.array([error]), np.array([force_cost]),
                                np.array([terminated]))
@@ -423,7 +436,7 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         self._last_force = None
         self._force_applied[:] = False
         return self._observations().cpu().numpy(), {
-            "target_error": self._errors().cpu().numpy(), "force_cost": np.zeros(self.num_envs)}
+            "target_error": self._reported_errors(), "force_cost": np.zeros(self.num_envs)}
 
     def _actions(self, actions: Any) -> torch.Tensor:
         """Validated, clipped ``(num_envs, *action_shape)`` actions in the env's dtype and
@@ -442,7 +455,7 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
                 raise ValueError("action contains NaN or inf; the env state is unchanged.")
             return a.clamp(-1.0, 1.0).to(self.dtype)
         arr = validate_action(actions, shape)
-        return torch.as_tensor(arr, device=self.device, dtype=self.dtype).clamp(-1.0, 1.0)
+        return torch.as_tensor(np.clip(arr, -1.0, 1.0), device=self.device, dtype=self.dtype)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
@@ -471,8 +484,8 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
             t[reset] = 0
             force_cost = force_cost.index_fill(0, idx, 0.0)
         self.state, self.target, self.t = state, target, t
-        errors = self._errors().cpu().numpy()
-        force_cost_np = force_cost.cpu().numpy()
+        errors = self._reported_errors()
+        force_cost_np = force_cost.cpu().numpy().astype(np.float64)
         terminated = t >= self.horizon  # False for the sub-envs reset on this step (t = 0)
         reward = self._rewards(errors, force_cost_np, terminated)
         reward[reset] = 0.0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from sipenv.envs.checks import checked_options, real_array, seed_generator
+from sipenv.envs.checks import OBSERVATION_MAX, as_field, checked_options, seed_generator
 from sipenv.envs.checks import validate_action as _check_action
 from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv
 from sipenv.envs.rendering import _pygame
@@ -33,27 +34,37 @@ def make_physics(**kwargs: Any) -> HeatPhysics:
     return HeatPhysics(**kwargs)
 
 
+def field_limit(dtype: torch.dtype, shape: tuple[int, int]) -> tuple[float, str]:
+    """The largest ``|x|`` of a field (``x*`` or an answer ``x``) the env takes in ``dtype``:
+    ``min(3.4e38, sqrt(max(dtype) / (8 H W)))``. Below it ``y* = P(x*)`` fits the float32
+    observation, and neither the FFTs of ``P(x)`` (``≤ H W max|x|``) nor the loss
+    ``½‖P(x) − y*‖² ≤ 2 H W max²`` overflow: the reward is always finite. (float32: 2.0e17
+    at 64×64; float64: 3.4e38, the float32 observation's limit.)"""
+    cells = shape[0] * shape[1]
+    safe = math.sqrt(float(torch.finfo(dtype).max) / (8 * cells))
+    if safe >= OBSERVATION_MAX:
+        return OBSERVATION_MAX, "the largest magnitude a float32 observation y* = P(x*) can hold"
+    name = str(dtype).removeprefix("torch.")
+    return safe, (f"the largest magnitude for which the {name} loss ½‖P(x) − y*‖² over "
+                  f"{shape[0]}×{shape[1]} cells cannot overflow")
+
+
 def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor | None:
-    """Validate ``reset`` options (only ``"initial"``, of ``shape``) before anything changes."""
+                   dtype: torch.dtype, limit: tuple[float, str]) -> torch.Tensor | None:
+    """Validate ``reset`` options (only ``"initial"``, of ``shape``, within ``limit``) before
+    anything changes."""
     options = checked_options(options, ("initial",), example="{'initial': x_true}",
                               described="'initial' (the true initial field x*)")
     if "initial" not in options:
         return None
-    arr = real_array(options["initial"])
-    if arr is None:
-        raise ValueError(f"options['initial'] must be a numeric array of shape {shape}.")
-    if arr.shape != shape:
-        raise ValueError(f"options['initial'] must have shape {shape}, got {arr.shape}.")
-    if not np.isfinite(arr).all():
-        raise ValueError("options['initial'] contains NaN or inf; pass finite values.")
-    return torch.as_tensor(arr).to(device=device, dtype=dtype)
+    return as_field(options["initial"], "initial", shape, device, dtype, limit=limit)
 
 
-def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """A reconstruction of ``shape``, checked (``sipenv.envs.control._validate_action``)."""
+def _validate_action(action: Any, shape: tuple[int, ...],
+                     limit: tuple[float, str] | None) -> np.ndarray:
+    """A reconstruction (or a normalised one) of ``shape``, checked (``validate_action``)."""
     return _check_action(action, shape, what=" (the reconstructed initial field)",
-                         fix="Pass a finite field, e.g. np.nan_to_num(action).")
+                         fix="Pass a finite field, e.g. np.nan_to_num(action).", limit=limit)
 
 
 def _field_space(shape: tuple[int, int]) -> spaces.Box:
@@ -94,7 +105,7 @@ class HeatInverseTask(OneStepTask):
         """``{"initial": x*}``, shape ``(*batch, H, W)``, finite; the env is left unchanged
         (its generator included) if they are rejected."""
         return _parse_initial(options, (*self._batch_shape, *self.shape), self.device,
-                              self.dtype)
+                              self.dtype, field_limit(self.dtype, self.shape))
 
     def _pose(self, given: torch.Tensor | None) -> None:
         # Always drawn, even when `initial` is given, so the stream of later resets is the same.
@@ -108,7 +119,8 @@ class HeatInverseTask(OneStepTask):
         return self.x_true, self.y_target
 
     def _answer(self, action: Any) -> torch.Tensor:
-        arr = _validate_action(action, (*self._batch_shape, *self.shape))
+        arr = _validate_action(action, (*self._batch_shape, *self.shape),
+                               field_limit(self.dtype, self.shape))
         return torch.as_tensor(arr, device=self.device, dtype=self.dtype).reshape(
             self._batch_size, *self.shape)
 

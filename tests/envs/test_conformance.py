@@ -297,17 +297,35 @@ def test_vector_api_contract(env_id: str) -> None:
 # --- bad actions ---------------------------------------------------------------------------------
 
 
-def _bad_actions(shape: tuple[int, ...]) -> list[tuple[Any, str]]:
+FLOAT64_LIMIT = r"beyond ±1\.798e\+308, the largest magnitude float64 can hold"
+
+
+def _beyond_float64(shape: tuple[int, ...]) -> list[Any]:
+    """Finite numbers that float64 (every input is read as float64) cannot hold."""
+    values: list[Any] = [np.full(shape, 10**400, dtype=object)]  # Python ints, exact
+    if np.finfo(np.longdouble).max > 1e400:  # x86 long double
+        values.append(np.full(shape, np.longdouble("1e400")))
+    return values
+
+
+def _bad_actions(shape: tuple[int, ...], bounded: bool = True) -> list[tuple[Any, str]]:
     longer = (*shape[:-1], shape[-1] + 1)
-    return [(np.zeros(longer), "shape"), (np.zeros((2, *shape)), "shape"),
-            (np.full(shape, np.nan), "NaN or inf"), (np.full(shape, -np.inf), "NaN or inf"),
-            ("x", "numeric")]
+    out = [(np.zeros(longer), "shape"), (np.zeros((2, *shape)), "shape"),
+           (np.full(shape, np.nan), "NaN or inf"), (np.full(shape, -np.inf), "NaN or inf"),
+           ("x", "numeric"), *((v, FLOAT64_LIMIT) for v in _beyond_float64(shape))]
+    if not bounded:  # used as it is, not clipped: limited by what the env computes in
+        out.append((np.full(shape, -1e300), r"beyond ±\d"))
+    return out
+
+
+def _bounded(space: Any) -> bool:
+    return bool(np.isfinite(space.low).all() and np.isfinite(space.high).all())
 
 
 def test_bad_actions_raise_and_change_nothing(env_id: str) -> None:
     env, twin = make(env_id), make(env_id)
     acts = actions(env.action_space, 3, 2)
-    for bad, match in _bad_actions(env.action_space.shape):
+    for bad, match in _bad_actions(env.action_space.shape, _bounded(env.action_space)):
         assert_same(env.reset(seed=0), twin.reset(seed=0))
         with pytest.raises(ValueError, match=match):
             env.unwrapped.step(bad)
@@ -320,7 +338,8 @@ def test_vector_bad_actions_raise_and_change_nothing(env_id: str) -> None:
     acts = actions(envs.action_space, 3, 2)
     bad_tensors = [(torch.zeros(NUM_ENVS + 1, *envs.single_action_space.shape), "shape"),
                    (torch.full(envs.action_space.shape, float("nan")), "NaN or inf")]
-    for bad, match in [*_bad_actions(envs.action_space.shape), *bad_tensors]:
+    bounded = _bounded(envs.single_action_space)
+    for bad, match in [*_bad_actions(envs.action_space.shape, bounded), *bad_tensors]:
         assert_same(envs.reset(seed=0), twin.reset(seed=0))
         assert_same(envs.step(acts[0]), twin.step(acts[0]))
         with pytest.raises(ValueError, match=match):
@@ -336,10 +355,14 @@ def _bad_options(env: Any) -> list[tuple[Any, str]]:
     key, box = next(iter(space.items()))
     shape = box.shape
     longer = (*shape[:-1], shape[-1] + 1)
+    # Finite but beyond what the env can hold: its dtype, its float32 observation, or (a
+    # bounded option such as SineInversion's target) its box.
+    beyond = r"beyond ±\d.*(float32|float64|dtype)|must lie in \[-1, 1\]"
     return [({key: np.zeros(longer)}, "shape"), ({key: np.zeros(shape[1:])}, "shape"),
             ({key: np.full(shape, np.nan)}, "NaN or inf"), ({key: "abc"}, "numeric"),
             ({"bogus": 0}, "Unknown reset options"), ([(key, 0)], "must be a dict"),
-            ("options", "must be a dict")]
+            ("options", "must be a dict"), ({key: np.full(shape, 1e200)}, beyond),
+            *(({key: value}, FLOAT64_LIMIT) for value in _beyond_float64(shape))]
 
 
 @pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
@@ -360,6 +383,28 @@ def test_rejected_reset_changes_neither_the_episode_nor_the_generator(
         if vector or not out[2]:
             assert_same(env.step(acts[1]), twin.step(acts[1]))
         assert_same(env.reset(), twin.reset())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_representable_huge_target_gives_finite_errors_and_rewards(env_id: str,
+                                                                    dtype: str) -> None:
+    """Issue 13: a float32 target of 1e19 made ‖s*‖² overflow into a NaN terminal reward. Any
+    target the env accepts gives finite ``target_error`` and rewards (single and vector)."""
+    env, envs = make(env_id, dtype=dtype), make_vec(env_id, dtype=dtype)
+    space = env.unwrapped.reset_options_space
+    if "target" not in space.spaces or _bounded(space["target"]):
+        pytest.skip("no unbounded target option")
+    shape = space["target"].shape
+    for big in (1e19, 3e38, -3e38):
+        target = np.full(shape, big) * np.where(np.arange(shape[-1]) % 2, 1.0, 0.5)
+        outs = [env.reset(seed=0, options={"target": target}),
+                envs.reset(seed=0, options={"target": np.stack([target] * NUM_ENVS)})]
+        for _ in range(env.unwrapped.horizon):
+            outs += [env.step(env.action_space.sample()), envs.step(envs.action_space.sample())]
+        for out in outs:
+            numbers = [out[-1]["target_error"], *(out[1:2] if len(out) == 5 else ())]
+            assert np.isfinite(np.asarray(numbers, dtype=np.float64)).all(), out[-1]
+        assert outs[-2][2]  # the terminal reward was among them
 
 
 def test_valid_reset_options_pose_the_same_task_every_time(env_id: str) -> None:

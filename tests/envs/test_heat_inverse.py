@@ -4,6 +4,7 @@ frames). The Gymnasium contract every env keeps is in ``test_conformance.py``.""
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -200,3 +201,27 @@ def test_human_mode_renders_headless(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- native vector env ---------------------------------------------------------------------------
 
 
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(8, 6), (64, 64)])
+def test_fields_up_to_the_limit_give_finite_rewards_and_beyond_it_are_refused(
+        dtype: str, shape: tuple[int, int]) -> None:
+    """The physical answer and ``x*`` are used as they are: the env takes fields up to
+    ``field_limit`` (the float32 observation, or a loss that fits the dtype) and refuses
+    larger ones by name; at the limit the reward and infos are finite (issue 13)."""
+    from sipenv.envs.heat_inverse import field_limit
+
+    limit, _ = field_limit(getattr(torch, dtype), shape)
+    env = gym.make(ENV_ID, shape=shape, dtype=dtype)
+    checker = np.indices(shape).sum(0) % 2 * 2.0 - 1.0  # ±1: the largest P(x) − y* there is
+    obs, _ = env.reset(seed=0, options={"initial": limit * checker})
+    assert np.isfinite(obs).all()
+    _, reward, _, _, info = env.step(-limit * checker)
+    assert np.isfinite([reward, info["x_error"], info["y_loss"]]).all()
+    for bad in ({"initial": 1.01 * limit * checker}, {"initial": np.full(shape, 1e300)}):
+        with pytest.raises(ValueError, match=re.escape(f"beyond ±{limit:.4g}, the largest")):
+            env.reset(options=bad)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=re.escape(f"action has entries beyond ±{limit:.4g}")):
+        env.step(np.full(shape, 1.01 * limit))
