@@ -14,11 +14,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from sipenv.validation import check_int
+from sipenv.validation import check_bool, check_int, is_int
 
-__all__ = ["FLOAT64_MAX", "OBSERVATION_MAX", "as_field", "check_limit", "check_num_envs",
-           "check_render_mode", "checked_options", "field_limit", "parse_device", "parse_dtype",
-           "real_array", "seed_generator", "validate_action"]
+__all__ = ["FLOAT64_MAX", "OBSERVATION_MAX", "as_field", "check_disable_env_checker",
+           "check_limit", "check_max_episode_steps", "check_num_envs", "check_render_mode",
+           "checked_options", "field_limit", "parse_device", "parse_dtype", "real_array",
+           "seed_generator", "validate_action", "with_masks"]
 
 FLOAT64_MAX = float(np.finfo(np.float64).max)
 """The largest finite float64 (≈ 1.8e308): every input is read as float64 first."""
@@ -196,6 +197,34 @@ def validate_action(action: Any, shape: tuple[int, ...], *, what: str = "",
     return arr
 
 
+
+
+def check_max_episode_steps(max_episode_steps: Any) -> int | None:
+    """``gym.make``'s ``max_episode_steps`` for a native vector env: ``None`` or ``-1`` (no
+    limit, as ``gym.make`` reads them) or an int ≥ 1, else ``ValueError``."""
+    if max_episode_steps is None or (is_int(max_episode_steps) and max_episode_steps == -1):
+        return None
+    return check_int("max_episode_steps", max_episode_steps, minimum=1,
+                     hint="(or None / -1 for no time limit)")
+
+
+def check_disable_env_checker(disable_env_checker: Any) -> None:
+    """``gym.make``'s ``disable_env_checker``, accepted by the native vector envs for parity
+    with sync mode (Gymnasium's checker wraps single envs only, so it changes nothing here):
+    ``None`` or a bool, else ``ValueError``."""
+    if disable_env_checker is not None:
+        check_bool("disable_env_checker", disable_env_checker)
+
+
+def with_masks(info: dict[str, Any], num_envs: int) -> dict[str, Any]:
+    """``info`` with the ``_key`` mask Gymnasium's ``SyncVectorEnv`` puts beside every key
+    (every sub-env reports every key here: all ``True``), recursing into dicts such as
+    ``final_info``."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        out[key] = with_masks(value, num_envs) if isinstance(value, dict) else value
+        out[f"_{key}"] = np.ones(num_envs, dtype=bool)
+    return out
 
 
 def check_num_envs(num_envs: Any) -> int:

@@ -30,6 +30,8 @@ from gymnasium.vector.utils import batch_space
 
 from sipenv.envs.checks import (
     as_field,
+    check_disable_env_checker,
+    check_max_episode_steps,
     check_num_envs,
     check_render_mode,
     checked_options,
@@ -38,6 +40,7 @@ from sipenv.envs.checks import (
     ready_to_render,
     seed_generator,
     validate_action,
+    with_masks,
 )
 from sipenv.envs.core import ControlCore, TaskCore, TaskSampler
 from sipenv.envs.rendering import FramePresenter
@@ -391,6 +394,12 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
     truncated). Given the same tasks and actions, trajectories equal those of ``num_envs``
     single envs. Actions may be numpy arrays or torch tensors (a tensor stays on its device).
 
+    ``gym.make_vec``'s own arguments work as in sync mode: ``max_episode_steps=K`` truncates
+    each episode at its ``K``-th step (``truncated=True``, also together with
+    ``terminated`` when ``K`` is the horizon) and autoresets it on the next step, as
+    Gymnasium's ``TimeLimit`` does for sync mode; ``disable_env_checker`` is accepted.
+    ``info`` has sync mode's layout: every key with its ``_key`` mask.
+
     Every field env registers its subclass as its vector entry point:
 
     >>> import gymnasium as gym
@@ -407,9 +416,12 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
                  core: TaskCore | None = None, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32", **kwargs: Any) -> None:
+                 dtype: str | torch.dtype = "float32", max_episode_steps: int | None = None,
+                 disable_env_checker: bool | None = None, **kwargs: Any) -> None:
         num_envs = check_num_envs(num_envs)
         check_render_mode(render_mode, self.metadata["render_modes"], " for the vector env")
+        self.max_episode_steps = check_max_episode_steps(max_episode_steps)
+        check_disable_env_checker(disable_env_checker)
         self._setup(core, kwargs, device, dtype, render_mode)
         self.num_envs = num_envs
         self._batch_shape = (num_envs,)
@@ -435,8 +447,9 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         self._prev_done[:] = False
         self._last_force = None
         self._force_applied[:] = False
-        return self._observations().cpu().numpy(), {
-            "target_error": self._reported_errors(), "force_cost": np.zeros(self.num_envs)}
+        return self._observations().cpu().numpy(), with_masks({
+            "target_error": self._reported_errors(), "force_cost": np.zeros(self.num_envs)},
+            self.num_envs)
 
     def _actions(self, actions: Any) -> torch.Tensor:
         """Validated, clipped ``(num_envs, *action_shape)`` actions in the env's dtype and
@@ -487,15 +500,17 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         errors = self._reported_errors()
         force_cost_np = force_cost.cpu().numpy().astype(np.float64)
         terminated = t >= self.horizon  # False for the sub-envs reset on this step (t = 0)
+        truncated = (t >= self.max_episode_steps if self.max_episode_steps is not None
+                     else np.zeros(self.num_envs, dtype=bool))
         reward = self._rewards(errors, force_cost_np, terminated)
         reward[reset] = 0.0
-        self._prev_done = terminated.copy()
+        self._prev_done = terminated | truncated
         self._last_force = self.core.force_scale * a
         # A sub-env reset on this step ignored its action: don't draw it as an applied force.
         self._force_applied = ~reset
-        info = {"target_error": errors, "force_cost": force_cost_np}
+        info = with_masks({"target_error": errors, "force_cost": force_cost_np}, self.num_envs)
         return (self._observations().cpu().numpy(), reward.astype(np.float64), terminated,
-                np.zeros(self.num_envs, dtype=bool), info)
+                truncated, info)
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """``"rgb_array"``: one ``(H, W, 3) uint8`` frame per sub-env."""

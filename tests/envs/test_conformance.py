@@ -265,6 +265,98 @@ def test_next_step_autoreset_ignores_the_action_and_continues_like_a_single_env(
             break
 
 
+# --- native versus sync mode ------------------------------------------------------------------
+
+
+def _structure(value: Any) -> Any:
+    """The layout of an env output: types, dtypes and shapes (dicts recursively), no values."""
+    if isinstance(value, dict):
+        return {key: _structure(v) for key, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape)
+    return type(value).__name__
+
+
+def _pose_like(native: Any, sync_env: gym.Env[Any, Any], i: int) -> tuple[Any, Any]:
+    """Give sync sub-env ``i`` the task native sub-env ``i`` has just drawn (their generators
+    differ by design: sync seeds each sub-env, native draws from one stream); its
+    ``(observation, info)`` as its reset would report them."""
+    vec, inner = native.unwrapped, sync_env.unwrapped
+    if hasattr(vec, "core"):  # a field env (NEXT_STEP): the task is (state, target)
+        return inner._start(vec.state[i:i + 1].clone(), vec.target[i:i + 1].clone(), None)
+    problem = vec._problem()  # a one-step env (SAME_STEP): the posed problem
+    first = problem[0] if isinstance(problem, tuple) else problem
+    inner._pose(first[i:i + 1].clone())
+    return inner._obs()[0], {}
+
+
+@pytest.mark.parametrize("max_episode_steps", [None, 1, 2, 3, 5])
+def test_native_vector_env_matches_sync_mode_step_by_step(env_id: str,
+                                                          max_episode_steps: int | None) -> None:
+    """``gym.make_vec(id, max_episode_steps=K)`` in native mode behaves like sync mode (the
+    single env under ``TimeLimit``, batched by ``SyncVectorEnv`` with the native env's autoreset
+    mode): observations, rewards, ``terminated`` / ``truncated`` and the ``info`` layout with
+    its ``_key`` masks, step by step across time-limit truncations and autoresets. The tasks
+    after each (auto)reset come from different generators, so the native env's are posed in the
+    sync sub-envs and compared from there on."""
+    limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    native = make_vec(env_id, **limit)
+    same_step = is_same_step(native)
+    sync = gym.make_vec(env_id, num_envs=NUM_ENVS, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": native.metadata["autoreset_mode"]},
+                        **small_kwargs(env_id), **limit)
+    n_obs, n_info = native.reset(seed=0)
+    s_obs, s_info = sync.reset(seed=0)
+    assert _structure((n_obs, n_info)) == _structure((s_obs, s_info))
+    for i, env in enumerate(sync.envs):
+        assert_close(_pose_like(native, env, i), (n_obs[i], {
+            k: v[i] for k, v in n_info.items() if not k.startswith("_")}))
+    flags = {"truncated": 0, "terminated": 0, "autoreset": 0}
+    pending = np.zeros(NUM_ENVS, dtype=bool)  # NEXT_STEP: sub-envs the next step resets
+    for batch in actions(native.action_space, 9, 10):
+        n_out, s_out = native.step(batch), sync.step(batch)
+        assert _structure(n_out) == _structure(s_out)
+        for n_flag, s_flag in zip(n_out[2:4], s_out[2:4], strict=True):
+            np.testing.assert_array_equal(n_flag, s_flag)
+        np.testing.assert_allclose(n_out[1], s_out[1], rtol=1e-5, atol=1e-8)
+        n_info, s_info = n_out[4], s_out[4]
+        for key in n_info:  # the masks (and for SAME_STEP the final_* masks) are equal
+            if key.startswith("_"):
+                np.testing.assert_array_equal(n_info[key], s_info[key], err_msg=key)
+        for i, env in enumerate(sync.envs):
+            if same_step:  # the answered problem's observation and info
+                assert_close(n_info["final_obs"][i], s_info["final_obs"][i])
+                assert_close({k: v[i] for k, v in n_info["final_info"].items()},
+                             {k: v[i] for k, v in s_info["final_info"].items()})
+            if same_step or pending[i]:  # a new task: pose the native one in sync mode too
+                obs, info = _pose_like(native, env, i)
+            else:
+                obs, info = s_out[0][i], {k: v[i] for k, v in s_info.items()
+                                          if not k.startswith("_")}
+            assert_close((obs, info), (n_out[0][i], {k: v[i] for k, v in n_info.items()
+                                                     if not k.startswith(("_", "final"))}))
+        flags["autoreset"] += int(pending.sum())
+        pending = (n_out[2] | n_out[3]) & (not same_step)
+        flags["terminated"] += int(n_out[2].sum())
+        flags["truncated"] += int(n_out[3].sum())
+    episode = 1 if same_step else native.unwrapped.horizon
+    binds = max_episode_steps is not None and max_episode_steps <= episode
+    ends = max_episode_steps is None or max_episode_steps >= episode
+    assert (flags["truncated"] > 0) == binds and (flags["terminated"] > 0) == ends
+    assert same_step or flags["autoreset"] > 0
+
+
+def test_make_vec_arguments_are_checked(env_id: str) -> None:
+    for bad in (0, -2, 2.5, "3", True):
+        with pytest.raises(ValueError, match="max_episode_steps"):
+            make_vec(env_id, max_episode_steps=bad)
+    with pytest.raises(ValueError, match="disable_env_checker"):
+        make_vec(env_id, disable_env_checker="no")
+    for fine in (-1, None):  # gym.make's "no time limit"
+        assert make_vec(env_id, max_episode_steps=fine).unwrapped.max_episode_steps is None
+    make_vec(env_id, disable_env_checker=True).reset(seed=0)
+
+
 def test_vector_env_takes_torch_actions_like_numpy(env_id: str) -> None:
     a, b = make_vec(env_id), make_vec(env_id)
     a.reset(seed=1)
