@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,17 +17,35 @@ from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv
 from sipenv.envs.rendering import _pygame
 from sipenv.envs.settings import Factory, Route
 from sipenv.physics.heat import HeatPhysics
+from sipenv.validation import check_positive
 
 __all__ = ["FRAME_SHAPE", "HeatInverseEnv", "HeatInverseTask", "HeatInverseVectorEnv",
-           "draw_heat_frame", "make_physics", "make_task"]
+           "HeatSettings", "draw_heat_frame", "field_limit", "make_physics", "make_task"]
 
 ENV_ID = "sip/HeatInverse-v0"
 FRAME_SHAPE = (440, 640, 3)  # the size of rendering.HumanWindow's screen
 
 
-make_task: Factory[HeatPhysics] = Factory(ENV_ID, {"physics": Route(HeatPhysics)},
-                                          lambda kw: HeatPhysics(**kw["physics"]))
-"""Builds the physics of ``sip/HeatInverse-v0`` from its keywords (see the env's Arguments)."""
+@dataclass(frozen=True)
+class HeatSettings:
+    """The task's own setting (the physics' are ``HeatPhysics``'s).
+
+    Args:
+        action_scale: ``None`` (default): the action is the physical reconstruction ``x``,
+            ``Box(-inf, inf)``. A number ``s > 0``: the action is normalised,
+            ``Box(-1, 1, (H, W), float32)``, and the reconstruction is
+            ``x = s · clip(a, −1, 1)`` (the bounded variant RL libraries need; the true fields
+            take values 0 … 10, so ``s = 10`` covers them).
+    """
+
+    action_scale: float | None = None
+
+
+make_task: Factory[tuple[HeatPhysics, HeatSettings]] = Factory(
+    ENV_ID, {"physics": Route(HeatPhysics), "settings": Route(HeatSettings)},
+    lambda kw: (HeatPhysics(**kw["physics"]), HeatSettings(**kw["settings"])))
+"""Builds ``(physics, settings)`` of ``sip/HeatInverse-v0`` from its keywords (see the env's
+Arguments)."""
 
 
 def make_physics(**kwargs: Any) -> HeatPhysics:
@@ -60,11 +79,25 @@ def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
     return as_field(options["initial"], "initial", shape, device, dtype, limit=limit)
 
 
-def _validate_action(action: Any, shape: tuple[int, ...],
-                     limit: tuple[float, str] | None) -> np.ndarray:
+def _validate_action(action: Any, shape: tuple[int, ...], limit: tuple[float, str] | None, *,
+                     fix: str = "Pass a finite field, e.g. np.nan_to_num(action).") -> np.ndarray:
     """A reconstruction (or a normalised one) of ``shape``, checked (``validate_action``)."""
-    return _check_action(action, shape, what=" (the reconstructed initial field)",
-                         fix="Pass a finite field, e.g. np.nan_to_num(action).", limit=limit)
+    return _check_action(action, shape, what=" (the reconstructed initial field)", fix=fix,
+                         limit=limit)
+
+
+def _action_scale(action_scale: Any, dtype: torch.dtype,
+                  shape: tuple[int, int]) -> float | None:
+    """``action_scale`` checked: ``None``, or a finite number in ``(0, field_limit]``."""
+    if action_scale is None:
+        return None
+    limit, why = field_limit(dtype, shape)
+    scale = check_positive("action_scale", action_scale,
+                           hint="(or None for physical, unbounded actions)")
+    if scale > limit:
+        raise ValueError(f"action_scale must be at most {limit:.4g}, {why}; got "
+                         f"{action_scale!r}.")
+    return scale
 
 
 def _field_space(shape: tuple[int, int]) -> spaces.Box:
@@ -86,16 +119,21 @@ class HeatInverseTask(OneStepTask):
 
     make_task = make_task
     physics: HeatPhysics
+    action_scale: float | None  # None: physical actions; else x = action_scale · clip(a)
     shape: tuple[int, int]
     x_true: torch.Tensor | None  # (B, H, W) the true initial fields x*
     y_target: torch.Tensor | None  # (B, H, W) the observations y* = P(x*)
     # self.x (from OneStepTask): (B, H, W) the last actions (reconstructions)
 
-    def _configure(self, model: HeatPhysics) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
-        self.physics = model
-        self.shape = model.shape
+    def _configure(self, model: tuple[HeatPhysics, HeatSettings]
+                   ) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
+        self.physics, settings = model
+        self.shape = self.physics.shape
         self.x_true = self.y_target = None
-        return _field_space(model.shape), _field_space(model.shape)
+        self.action_scale = _action_scale(settings.action_scale, self.dtype, self.shape)
+        action = (_field_space(self.shape) if self.action_scale is None else
+                  spaces.Box(-1.0, 1.0, shape=self.shape, dtype=np.float32))
+        return action, _field_space(self.shape)
 
     def _options_space(self) -> spaces.Dict:
         return spaces.Dict({"initial": spaces.Box(-np.inf, np.inf, shape=self.shape,
@@ -119,8 +157,13 @@ class HeatInverseTask(OneStepTask):
         return self.x_true, self.y_target
 
     def _answer(self, action: Any) -> torch.Tensor:
-        arr = _validate_action(action, (*self._batch_shape, *self.shape),
-                               field_limit(self.dtype, self.shape))
+        shape = (*self._batch_shape, *self.shape)
+        if self.action_scale is None:  # the physical answer, as it is
+            arr = _validate_action(action, shape, field_limit(self.dtype, self.shape))
+        else:  # normalised: clipped (any float64 clips exactly), then scaled
+            arr = self.action_scale * np.clip(_validate_action(
+                action, shape, None, fix="Pass finite values in [-1, 1] (larger ones are "
+                "clipped)."), -1.0, 1.0)
         return torch.as_tensor(arr, device=self.device, dtype=self.dtype).reshape(
             self._batch_size, *self.shape)
 
@@ -167,7 +210,16 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
 
     ``Box(-inf, inf, (H, W), float32)``: the reconstructed initial field ``x`` itself (physical
     units, not normalised: the true fields take values 0 … 10). Wrongly shaped, non-numeric or
-    NaN/inf actions raise ``ValueError`` and leave the env unchanged.
+    NaN/inf actions raise ``ValueError`` and leave the env unchanged, and so do entries beyond
+    ``field_limit`` (the float32 observation's ±3.4e38 in float64; in float32 the largest
+    ``|x|`` whose loss cannot overflow, 2.0e17 at 64×64), so the reward is always finite.
+
+    **Bounded variant** (for RL libraries, which need a finite box: stable-baselines3's
+    ``check_env``, PPO, SAC, TD3, Gymnasium's ``RescaleAction``):
+    ``gym.make("sip/HeatInverse-v0", action_scale=10.0)`` makes the action a normalised
+    ``Box(-1, 1, (H, W), float32)`` and the reconstruction ``x = action_scale · clip(a, −1, 1)``
+    (out-of-range actions are clipped, as in the control envs). Rewards and ``info`` are those
+    of the physical ``x``; ``action_scale=10`` covers every true field.
 
     ## Observation Space
 
@@ -195,9 +247,11 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
 
     - ``shape=(64, 64)``: the grid ``(H, W)`` (each ≥ 4).
     - ``nu_t=8.0``: diffusivity times duration ``νt`` (> 0); larger is harder.
+    - ``action_scale=None``: physical actions (default); a number gives the bounded variant
+      above (``HeatSettings``).
     - Keywords are routed by name to ``HeatPhysics`` (also ``noise_rel``,
-      ``signal_scale``, ``max_log_gain``: its noise-aware inverse); an unknown keyword raises
-      ``TypeError`` naming the accepted ones.
+      ``signal_scale``, ``max_log_gain``: its noise-aware inverse) and ``HeatSettings``
+      (``action_scale``); an unknown keyword raises ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs
       (the reference computes the physics in float64; observations are float32 numpy arrays).
     - ``render_mode``: ``"rgb_array"`` (``(440, 640, 3)`` frames: ``x*``, ``y*`` and the last
