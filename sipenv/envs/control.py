@@ -271,8 +271,10 @@ class _FieldShell(FieldTask):
         the vector env).
 
         Raises:
-            ValueError: For invalid ``options``; the env is left unchanged, its generator
-                included (it is neither reseeded nor advanced).
+            ValueError: For invalid ``options``, also finite fields the env cannot hold
+                (beyond ±3.4e38, the float32 observation's limit; the message names it); the
+                env is left unchanged, its generator included (it is neither reseeded nor
+                advanced).
         """
         # Options are checked before super().reset(): a rejected reset neither reseeds nor
         # advances the env's generator, and leaves the episode in progress untouched.
@@ -351,9 +353,14 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Apply the normalised force ``action`` (clipped to ``[-1, 1]``).
 
+        Any finite number float64 can hold is clipped (1e300 gives 1, also in a float32 env:
+        the clip comes before the cast).
+
         Raises:
             RuntimeError: Before ``reset`` or after the episode has ended.
-            ValueError: For a wrong shape or NaN/inf entries (the state is left unchanged).
+            ValueError: For a wrong shape, NaN/inf entries, or numbers float64 cannot hold
+                (a Python int of 10**400, a long double of 1e400; the message names the
+                limit). The state is left unchanged.
         """
         if self.state is None or self.target is None:
             raise RuntimeError("Call reset() before step().")
@@ -477,7 +484,8 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
 
         Raises:
             RuntimeError: Before ``reset``.
-            ValueError: For a wrong shape or NaN/inf entries (no sub-env is changed).
+            ValueError: For a wrong shape, NaN/inf entries or numbers float64 cannot hold (no
+                sub-env is changed); finite float64 values are clipped, as in ``FieldEnv``.
         """
         if self.state is None or self.target is None or self._generator is None:
             raise RuntimeError("Call reset() before step().")

@@ -172,7 +172,7 @@ def test_cfl_violation_warns_and_names_the_cure() -> None:
 @pytest.mark.parametrize("n", [4, 32, 128, 129, 1024, 4096])
 @pytest.mark.parametrize("dt", [1e-3, 0.03, 0.5])
 @pytest.mark.parametrize("max_speed", [0.1, 5.0, 40.0])
-def test_default_substeps_are_the_fewest_stable_for_the_velocity_bound(
+def test_default_substeps_are_stable_for_the_velocity_bound(
         n: int, dt: float, max_speed: float) -> None:
     """Chosen at construction from the settings and ``max_speed``: stable for every
     ``|u| ≤ max_speed``, never fewer than the reference 20, and above 20 one fewer would not
