@@ -120,9 +120,9 @@ def field_limit(dtype: torch.dtype) -> tuple[float, str]:
     """The largest magnitude of a field that becomes part of a float32 observation and is
     computed in ``dtype``: ``(limit, why)``."""
     limit = min(float(torch.finfo(dtype).max), OBSERVATION_MAX)
-    return limit, ("the largest magnitude a float32 observation (and the env's dtype) can hold"
-                   if limit == OBSERVATION_MAX else
-                   f"the largest magnitude the env's dtype {dtype} can hold")
+    if dtype == torch.float32:
+        return limit, "the largest magnitude float32 (the env's dtype and its observation) can hold"
+    return limit, "the largest magnitude a float32 observation can hold"
 
 
 def as_field(value: Any, name: str, shape: tuple[int, ...], device: torch.device,
