@@ -7,16 +7,25 @@ got, before anything in the env changes.
 from __future__ import annotations
 
 import collections.abc
+import numbers
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from sipenv.validation import check_int
+from sipenv.validation import check_bool, check_int, is_int
 
-__all__ = ["as_field", "check_num_envs", "check_render_mode", "checked_options", "parse_device",
-           "parse_dtype", "real_array", "seed_generator", "validate_action"]
+__all__ = ["FLOAT64_MAX", "OBSERVATION_MAX", "as_field", "check_disable_env_checker",
+           "check_limit", "check_max_episode_steps", "check_num_envs", "check_render_mode",
+           "checked_options", "field_limit", "parse_device", "parse_dtype", "real_array",
+           "seed_generator", "validate_action", "with_masks"]
+
+FLOAT64_MAX = float(np.finfo(np.float64).max)
+"""The largest finite float64 (≈ 1.8e308): every input is read as float64 first."""
+
+OBSERVATION_MAX = float(np.finfo(np.float32).max)
+"""The largest magnitude a float32 observation can hold (≈ 3.4e38)."""
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -57,11 +66,16 @@ def seed_generator(np_random: np.random.Generator, device: torch.device) -> torc
     return torch.Generator(device=device).manual_seed(int(np_random.integers(2**62)))
 
 
-def real_array(value: Any) -> np.ndarray | None:
+def real_array(value: Any, name: str = "value") -> np.ndarray | None:
     """``value`` as a float64 numpy array if it holds real numbers (bool/int/float), else None.
 
     Strings (even ``"0.5"``), bytes, complex numbers and arbitrary objects are refused rather than
     parsed or truncated; torch tensors (also on GPU or requiring grad) are accepted.
+
+    Raises:
+        ValueError: For finite numbers that float64 cannot hold (a Python int of 10**400, a
+            long double of 1e400), naming ``name`` and the limit, instead of turning them
+            into inf.
     """
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
@@ -71,23 +85,68 @@ def real_array(value: Any) -> np.ndarray | None:
             arr = np.asarray(arr.tolist())
     except (TypeError, ValueError):  # ragged nesting, unconvertible objects
         return None
+    except OverflowError:  # an int too large for any numpy integer type
+        arr = np.asarray(value, dtype=object)
+    if arr.dtype.kind == "O" and arr.size and all(
+            isinstance(v, numbers.Real) and not isinstance(v, (np.str_, str))
+            for v in arr.flat):
+        try:  # huge Python ints: exact as objects, not as float64
+            arr = arr.astype(np.float64)
+        except OverflowError:
+            _too_large(name, FLOAT64_MAX, "the largest magnitude float64 can hold")
     if arr.dtype.kind not in "biuf":
         return None
-    return arr.astype(np.float64)
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float64)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8 and (
+            np.isinf(out) & np.isfinite(arr)).any():
+        _too_large(name, FLOAT64_MAX, "the largest magnitude float64 can hold")
+    return out
+
+
+def _too_large(name: str, limit: float, why: str) -> None:
+    raise ValueError(f"{name} has entries beyond ±{limit:.4g}, {why}; scale it down (the env "
+                     "state is unchanged).")
+
+
+def check_limit(arr: np.ndarray, name: str, limit: float, why: str) -> None:
+    """Raise ``ValueError`` naming ``limit`` (and ``why``, e.g. "the largest magnitude float64
+    can hold") if a finite entry of ``arr`` exceeds it in magnitude."""
+    if arr.size and float(np.abs(arr).max()) > limit:
+        _too_large(name, limit, why)
+
+
+def field_limit(dtype: torch.dtype) -> tuple[float, str]:
+    """The largest magnitude of a field that becomes part of a float32 observation and is
+    computed in ``dtype``: ``(limit, why)``."""
+    limit = min(float(torch.finfo(dtype).max), OBSERVATION_MAX)
+    if dtype == torch.float32:
+        return limit, "the largest magnitude float32 (the env's dtype and its observation) can hold"
+    return limit, "the largest magnitude a float32 observation can hold"
 
 
 def as_field(value: Any, name: str, shape: tuple[int, ...], device: torch.device,
-              dtype: torch.dtype) -> torch.Tensor:
-    """Validate a user-given field (numpy/torch/list) of ``shape`` and make it a tensor."""
-    real = real_array(value)
+             dtype: torch.dtype, *, limit: tuple[float, str] | None = None) -> torch.Tensor:
+    """Validate a user-given field (numpy/torch/list) of ``shape`` and make it a tensor.
+
+    Args:
+        limit: ``(largest magnitude, why)``; default ``field_limit(dtype)``
+            (the field is observed as float32 and computed in ``dtype``).
+
+    Raises:
+        ValueError: For a non-numeric field, a wrong shape, NaN/inf, or finite entries beyond
+            the limit (which the cast would turn into inf), naming the limit.
+    """
+    label = f"options[{name!r}]"
+    real = real_array(value, label)
     if real is None:
-        raise ValueError(f"options[{name!r}] must be a numeric array of shape {shape}.")
-    arr = torch.as_tensor(real)
-    if tuple(arr.shape) != shape:
-        raise ValueError(f"options[{name!r}] must have shape {shape}, got {tuple(arr.shape)}.")
-    if not torch.isfinite(arr).all():
-        raise ValueError(f"options[{name!r}] contains NaN or inf; pass finite values.")
-    return arr.to(device=device, dtype=dtype)
+        raise ValueError(f"{label} must be a numeric array of shape {shape}.")
+    if real.shape != shape:
+        raise ValueError(f"{label} must have shape {shape}, got {real.shape}.")
+    if not np.isfinite(real).all():
+        raise ValueError(f"{label} contains NaN or inf; pass finite values.")
+    check_limit(real, label, *(limit if limit is not None else field_limit(dtype)))
+    return torch.as_tensor(real).to(device=device, dtype=dtype)
 
 
 def checked_options(options: Any, accepted: tuple[str, ...], *, example: str,
@@ -111,15 +170,17 @@ def checked_options(options: Any, accepted: tuple[str, ...], *, example: str,
 
 
 def validate_action(action: Any, shape: tuple[int, ...], *, what: str = "",
-                     fix: str = "Pass finite values in [-1, 1] (larger ones are clipped)."
-                     ) -> np.ndarray:
+                    fix: str = "Pass finite values in [-1, 1] (larger ones are clipped).",
+                    limit: tuple[float, str] | None = None) -> np.ndarray:
     """Check an action (batch) for type, shape and finiteness; returns a float64 numpy array.
 
     Accepts numpy arrays, nested lists and torch tensors of bool/int/float; refuses strings,
     bytes, complex numbers and other objects with ``ValueError``. ``what`` says what the action
     stands for (e.g. ``" (the reconstructed initial field)"``), ``fix`` how to mend NaN/inf.
+    Clipped actions need no ``limit`` (any float64 clips to ``[-1, 1]`` exactly); an action used
+    as it is gives ``limit = (largest magnitude, why)``.
     """
-    arr = real_array(action)
+    arr = real_array(action, "action")
     if arr is None:
         raise ValueError(f"action must be a numeric array of shape {shape}{what}, got "
                          f"{type(action).__name__}"
@@ -131,9 +192,39 @@ def validate_action(action: Any, shape: tuple[int, ...], *, what: str = "",
         where = np.argwhere(bad)[:3].tolist()
         raise ValueError(f"action contains NaN or inf (first at index {where}); the env state "
                          f"is unchanged. {fix}")
+    if limit is not None:
+        check_limit(arr, "action", *limit)
     return arr
 
 
+
+
+def check_max_episode_steps(max_episode_steps: Any) -> int | None:
+    """``gym.make``'s ``max_episode_steps`` for a native vector env: ``None`` or ``-1`` (no
+    limit, as ``gym.make`` reads them) or an int ≥ 1, else ``ValueError``."""
+    if max_episode_steps is None or (is_int(max_episode_steps) and max_episode_steps == -1):
+        return None
+    return check_int("max_episode_steps", max_episode_steps, minimum=1,
+                     hint="(or None / -1 for no time limit)")
+
+
+def check_disable_env_checker(disable_env_checker: Any) -> None:
+    """``gym.make``'s ``disable_env_checker``, accepted by the native vector envs for parity
+    with sync mode (Gymnasium's checker wraps single envs only, so it changes nothing here):
+    ``None`` or a bool, else ``ValueError``."""
+    if disable_env_checker is not None:
+        check_bool("disable_env_checker", disable_env_checker)
+
+
+def with_masks(info: dict[str, Any], num_envs: int) -> dict[str, Any]:
+    """``info`` with the ``_key`` mask Gymnasium's ``SyncVectorEnv`` puts beside every key
+    (every sub-env reports every key here: all ``True``), recursing into dicts such as
+    ``final_info``."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        out[key] = with_masks(value, num_envs) if isinstance(value, dict) else value
+        out[f"_{key}"] = np.ones(num_envs, dtype=bool)
+    return out
 
 
 def check_num_envs(num_envs: Any) -> int:

@@ -30,6 +30,8 @@ from gymnasium.vector.utils import batch_space
 
 from sipenv.envs.checks import (
     as_field,
+    check_disable_env_checker,
+    check_max_episode_steps,
     check_num_envs,
     check_render_mode,
     checked_options,
@@ -38,6 +40,7 @@ from sipenv.envs.checks import (
     ready_to_render,
     seed_generator,
     validate_action,
+    with_masks,
 )
 from sipenv.envs.core import ControlCore, TaskCore, TaskSampler
 from sipenv.envs.rendering import FramePresenter
@@ -48,7 +51,8 @@ __all__ = ["ControlEnv", "ControlTask", "ControlVectorEnv", "FieldEnv", "FieldTa
 
 
 def control_factory(owner: str, physics: type, *, sampler: type | None = None,
-                    **defaults: Any) -> Factory[ControlCore]:
+                    physics_defaults: Callable[[dict[str, dict[str, Any]]], dict[str, Any]]
+                    | None = None, **defaults: Any) -> Factory[ControlCore]:
     """The core factory of a control env: ``gym.make`` keywords routed to the fields of
     ``physics`` (a physics dataclass), of ``ControlCore`` and, given a ``sampler``
     dataclass (built as ``sampler(physics, horizon=…, **its other fields)``), to it.
@@ -57,6 +61,9 @@ def control_factory(owner: str, physics: type, *, sampler: type | None = None,
         owner: The env id.
         physics: The physics dataclass; it owns the physics defaults.
         sampler: Optional task sampler dataclass (else ``physics.sample_fields`` draws tasks).
+        physics_defaults: Optional physics keywords that depend on the other settings,
+            computed from the routed ``{group: {field: value}}`` (e.g. Burgers' ``max_speed``
+            from the horizon, ``dt`` and ``force_scale``); keywords the user gives win.
         **defaults: The env's own defaults, e.g. ``horizon=16, force_scale=100.0,
             force_penalty=1e-3`` (``ControlCore`` requires these three).
     """
@@ -66,7 +73,8 @@ def control_factory(owner: str, physics: type, *, sampler: type | None = None,
         routes["sampler"] = Route(sampler, exclude=("physics", "horizon"))
 
     def build(kw: dict[str, dict[str, Any]]) -> ControlCore:
-        phys = physics(**kw["physics"])
+        extra = physics_defaults(kw) if physics_defaults is not None else {}
+        phys = physics(**{**extra, **kw["physics"]})
         task_sampler: TaskSampler | None = None
         if sampler is not None:
             task_sampler = sampler(phys, horizon=kw["core"].get("horizon"), **kw["sampler"])
@@ -137,9 +145,20 @@ class FieldTask:
         assert self.state is not None and self.target is not None
         return self.core.observe(self.state, self.target, self._time_fraction())
 
-    def _errors(self) -> torch.Tensor:
-        """``(B,)`` errors reported as ``info["target_error"]`` (and drawn on the frames)."""
+    def _errors(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(B,)`` errors reported as ``info["target_error"]`` (and drawn on the frames),
+        computed in ``dtype`` (default: the env's)."""
         raise NotImplementedError
+
+    def _reported_errors(self) -> np.ndarray:
+        """``_errors`` as float64 numpy: in the env's dtype (bit for bit what the core gives
+        agents), and where that overflowed for representable inputs (e.g. a float32 target of
+        1e19, whose ‖s*‖² exceeds float32), recomputed in float64."""
+        out = self._errors().detach().cpu().numpy().astype(np.float64)
+        bad = ~np.isfinite(out)
+        if bad.any() and self.dtype != torch.float64:
+            out[bad] = self._errors(torch.float64).detach().cpu().numpy()[bad]
+        return out
 
     def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
                  terminated: np.ndarray) -> np.ndarray:
@@ -152,7 +171,7 @@ class FieldTask:
 
 
 def _check_targets_nonzero(target: torch.Tensor) -> None:
-    if bool(((target**2).sum(-1) == 0).any()):
+    if not bool((target != 0).any(-1).all()):  # not via ‖s*‖²: tiny targets square to 0
         raise ValueError("options['target'] must not be identically zero: the relative target "
                          "error ‖s − s*‖²/‖s*‖² is undefined for s* = 0.")
 
@@ -191,9 +210,10 @@ class ControlTask(FieldTask):
             target = given["target"].reshape(shape)
         return s0, target
 
-    def _errors(self) -> torch.Tensor:
+    def _errors(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         assert self.state is not None and self.target is not None
-        return self.core.target_error(self.state, self.target)
+        dtype = dtype or self.state.dtype
+        return self.core.target_error(self.state.to(dtype), self.target.to(dtype))
 
     def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
                  terminated: np.ndarray) -> np.ndarray:
@@ -251,8 +271,10 @@ class _FieldShell(FieldTask):
         the vector env).
 
         Raises:
-            ValueError: For invalid ``options``; the env is left unchanged, its generator
-                included (it is neither reseeded nor advanced).
+            ValueError: For invalid ``options``, also finite fields the env cannot hold
+                (beyond ±3.4e38, the float32 observation's limit; the message names it); the
+                env is left unchanged, its generator included (it is neither reseeded nor
+                advanced).
         """
         # Options are checked before super().reset(): a rejected reset neither reseeds nor
         # advances the env's generator, and leaves the episode in progress untouched.
@@ -273,7 +295,7 @@ class _FieldShell(FieldTask):
         from sipenv.envs.rendering import draw_frame
 
         assert self.state is not None
-        err = self._errors().cpu().numpy()
+        err = self._reported_errors()
         x = _grid(self.physics, self.core.n)
         state = self.state.detach().cpu().double().numpy()
         target = self._frame_targets().detach().cpu().double().numpy()
@@ -326,14 +348,19 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         if self.render_mode == "human":
             self.render()
         return self._observations()[0].cpu().numpy(), {
-            "target_error": float(self._errors()[0]), "force_cost": 0.0}
+            "target_error": float(self._reported_errors()[0]), "force_cost": 0.0}
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Apply the normalised force ``action`` (clipped to ``[-1, 1]``).
 
+        Any finite number float64 can hold is clipped (1e300 gives 1, also in a float32 env:
+        the clip comes before the cast).
+
         Raises:
             RuntimeError: Before ``reset`` or after the episode has ended.
-            ValueError: For a wrong shape or NaN/inf entries (the state is left unchanged).
+            ValueError: For a wrong shape, NaN/inf entries, or numbers float64 cannot hold
+                (a Python int of 10**400, a long double of 1e400; the message names the
+                limit). The state is left unchanged.
         """
         if self.state is None or self.target is None:
             raise RuntimeError("Call reset() before step().")
@@ -341,12 +368,13 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError(f"The episode ended after {self.horizon} steps; call reset() "
                                "to start a new one.")
         arr = validate_action(action, self.core.action_shape)
-        a = torch.as_tensor(arr, device=self.device, dtype=self.dtype)[None].clamp(-1.0, 1.0)
+        # Clipped in float64, then cast: any finite float64 becomes ±1 exactly.
+        a = torch.as_tensor(np.clip(arr, -1.0, 1.0), device=self.device, dtype=self.dtype)[None]
         self.state = self.core.step(self.state, a)
         self.t += 1
         # Python floats (float64) in, as the single env always reported them.
         force_cost = float(self.core.force_cost(a)[0])
-        error = float(self._errors()[0])
+        error = float(self._reported_errors()[0])
         terminated = self.t >= self.horizon
         reward = self._rewards(np.array([error]), np.array([force_cost]),
                                np.array([terminated]))
@@ -373,6 +401,12 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
     truncated). Given the same tasks and actions, trajectories equal those of ``num_envs``
     single envs. Actions may be numpy arrays or torch tensors (a tensor stays on its device).
 
+    ``gym.make_vec``'s own arguments work as in sync mode: ``max_episode_steps=K`` truncates
+    each episode at its ``K``-th step (``truncated=True``, also together with
+    ``terminated`` when ``K`` is the horizon) and autoresets it on the next step, as
+    Gymnasium's ``TimeLimit`` does for sync mode; ``disable_env_checker`` is accepted.
+    ``info`` has sync mode's layout: every key with its ``_key`` mask.
+
     Every field env registers its subclass as its vector entry point:
 
     >>> import gymnasium as gym
@@ -389,9 +423,12 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
                  core: TaskCore | None = None, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32", **kwargs: Any) -> None:
+                 dtype: str | torch.dtype = "float32", max_episode_steps: int | None = None,
+                 disable_env_checker: bool | None = None, **kwargs: Any) -> None:
         num_envs = check_num_envs(num_envs)
         check_render_mode(render_mode, self.metadata["render_modes"], " for the vector env")
+        self.max_episode_steps = check_max_episode_steps(max_episode_steps)
+        check_disable_env_checker(disable_env_checker)
         self._setup(core, kwargs, device, dtype, render_mode)
         self.num_envs = num_envs
         self._batch_shape = (num_envs,)
@@ -417,8 +454,9 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         self._prev_done[:] = False
         self._last_force = None
         self._force_applied[:] = False
-        return self._observations().cpu().numpy(), {
-            "target_error": self._errors().cpu().numpy(), "force_cost": np.zeros(self.num_envs)}
+        return self._observations().cpu().numpy(), with_masks({
+            "target_error": self._reported_errors(), "force_cost": np.zeros(self.num_envs)},
+            self.num_envs)
 
     def _actions(self, actions: Any) -> torch.Tensor:
         """Validated, clipped ``(num_envs, *action_shape)`` actions in the env's dtype and
@@ -437,7 +475,7 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
                 raise ValueError("action contains NaN or inf; the env state is unchanged.")
             return a.clamp(-1.0, 1.0).to(self.dtype)
         arr = validate_action(actions, shape)
-        return torch.as_tensor(arr, device=self.device, dtype=self.dtype).clamp(-1.0, 1.0)
+        return torch.as_tensor(np.clip(arr, -1.0, 1.0), device=self.device, dtype=self.dtype)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
@@ -446,7 +484,8 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
 
         Raises:
             RuntimeError: Before ``reset``.
-            ValueError: For a wrong shape or NaN/inf entries (no sub-env is changed).
+            ValueError: For a wrong shape, NaN/inf entries or numbers float64 cannot hold (no
+                sub-env is changed); finite float64 values are clipped, as in ``FieldEnv``.
         """
         if self.state is None or self.target is None or self._generator is None:
             raise RuntimeError("Call reset() before step().")
@@ -466,18 +505,20 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
             t[reset] = 0
             force_cost = force_cost.index_fill(0, idx, 0.0)
         self.state, self.target, self.t = state, target, t
-        errors = self._errors().cpu().numpy()
-        force_cost_np = force_cost.cpu().numpy()
+        errors = self._reported_errors()
+        force_cost_np = force_cost.cpu().numpy().astype(np.float64)
         terminated = t >= self.horizon  # False for the sub-envs reset on this step (t = 0)
+        truncated = (t >= self.max_episode_steps if self.max_episode_steps is not None
+                     else np.zeros(self.num_envs, dtype=bool))
         reward = self._rewards(errors, force_cost_np, terminated)
         reward[reset] = 0.0
-        self._prev_done = terminated.copy()
+        self._prev_done = terminated | truncated
         self._last_force = self.core.force_scale * a
         # A sub-env reset on this step ignored its action: don't draw it as an applied force.
         self._force_applied = ~reset
-        info = {"target_error": errors, "force_cost": force_cost_np}
+        info = with_masks({"target_error": errors, "force_cost": force_cost_np}, self.num_envs)
         return (self._observations().cpu().numpy(), reward.astype(np.float64), terminated,
-                np.zeros(self.num_envs, dtype=bool), info)
+                truncated, info)
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """``"rgb_array"``: one ``(H, W, 3) uint8`` frame per sub-env."""

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sipenv.envs.control import ControlEnv, ControlVectorEnv, control_factory
-from sipenv.physics.burgers import BurgersPhysics, BurgersTaskSampler
+from sipenv.physics.burgers import BurgersPhysics, BurgersTaskSampler, forced_speed_bound
 
 __all__ = ["ControlledBurgersEnv", "ControlledBurgersVectorEnv", "make_core"]
 
 ENV_ID = "sip/ControlledBurgers-v0"
 
 
+def _stable_substeps(kw: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``max_speed`` for the sub-steps, from the horizon, ``dt`` and the forces
+    (``forced_speed_bound``), unless ``substeps`` or ``max_speed`` is given."""
+    phys = kw["physics"]
+    if "substeps" in phys or "max_speed" in phys:
+        return {}
+    fields = BurgersPhysics.__dataclass_fields__
+    bound = forced_speed_bound(
+        kw["core"].get("horizon"), phys.get("dt", fields["dt"].default),
+        kw["core"].get("force_scale"),
+        force_amplitude=kw["sampler"].get(
+            "force_amplitude", BurgersTaskSampler.__dataclass_fields__["force_amplitude"].default))
+    return {} if bound is None else {"max_speed": bound}
+
+
 make_core = control_factory(ENV_ID, BurgersPhysics, sampler=BurgersTaskSampler, horizon=32,
-                            force_scale=2.0, force_penalty=1e-3)
+                            force_scale=2.0, force_penalty=1e-3,
+                            physics_defaults=_stable_substeps)
 """Builds the core of ``sip/ControlledBurgers-v0`` from its keywords (see the env's Arguments);
 the physics defaults are ``BurgersPhysics``'s, ``force_amplitude``'s is
 ``BurgersTaskSampler``'s."""
@@ -74,10 +92,15 @@ class ControlledBurgersEnv(ControlEnv):
     ## Arguments
 
     - ``n=128``: grid cells; ``length=1.0``: domain length; ``nu=0.003``: viscosity;
-      ``dt=0.03``: step; ``substeps``: advection/diffusion sub-steps per step (default 20 for
-      the upwind scheme, whose CFL limit is ``max|u| ≤ n · substeps / (length · dt)``; a
-      ``RuntimeWarning`` names the cure when a state exceeds it); ``horizon=32``: steps per
-      episode.
+      ``dt=0.03``: step; ``horizon=32``: steps per episode.
+    - ``substeps``: advection/diffusion sub-steps per step. By default chosen when the env is
+      made (deterministic, no per-step cost): at least 20, and as many as the upwind scheme's
+      CFL limit ``max|u| ≤ n · substeps / (length · dt)`` needs to cover the velocity bound
+      ``max_speed = max(5, 3 + horizon · dt · force_scale)`` (initial bumps ≤ 3 plus the most
+      any action can add): 20 at the defaults, 154 at 1024 cells. So changing ``n``, ``dt``,
+      ``length``, ``horizon`` or ``force_scale`` keeps the env stable. ``substeps=`` (explicit) or
+      ``max_speed=`` override it; a state beyond the limit at run time gives a
+      ``RuntimeWarning`` naming the cure.
     - ``advection="upwind"``: the scheme. ``"semi_lagrangian"`` is PhiFlow's: one
       unconditionally stable step per ``dt`` by default and many times faster, but not
       conservative (shocks stall, mass is lost at fronts) and with a weaker local inverse on

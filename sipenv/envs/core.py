@@ -167,8 +167,18 @@ def core_of(env: object, kind: type[Any] | None = None) -> Any:
 
 
 def relative_squared_error(state: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``‖s − r‖² / ‖r‖²`` over the last axis, per sample (``‖r‖²`` floored at ``1e-30``)."""
-    return ((state - reference) ** 2).sum(-1) / (reference**2).sum(-1).clamp_min(1e-30)
+    """``‖s − r‖² / ‖r‖²`` over the last axis, per sample (``‖r‖²`` floored at ``1e-30``).
+
+    Overflow-safe: where ``max|r| > 1`` both fields are scaled by the power of two ``2^-k``
+    just below ``max|r|`` before squaring, so ``‖r‖²`` never overflows for a representable
+    ``r`` (a float32 target of 1e19 has ``‖r‖² ≈ 1e40``). Scaling by a power of two is exact,
+    so the result is bit for bit the unscaled formula wherever that did not overflow.
+    """
+    diff = state - reference
+    peak = reference.detach().abs().amax(-1, keepdim=True)
+    exponent = torch.frexp(peak).exponent.sub(1).clamp_min(0)  # 0 where max|r| ≤ 1: unscaled
+    diff, reference = torch.ldexp(diff, -exponent), torch.ldexp(reference, -exponent)
+    return (diff**2).sum(-1) / (reference**2).sum(-1).clamp_min(1e-30)
 
 
 def _time_column(state: torch.Tensor, time_fraction: float | torch.Tensor) -> torch.Tensor:

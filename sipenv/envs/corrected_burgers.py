@@ -6,7 +6,7 @@ from typing import Any
 
 from sipenv.envs.correction import CorrectionCore, CorrectionEnv, CorrectionVectorEnv
 from sipenv.envs.settings import Factory, Route
-from sipenv.physics.burgers import BurgersPhysics
+from sipenv.physics.burgers import BurgersPhysics, forced_speed_bound
 
 __all__ = ["CorrectedBurgersEnv", "CorrectedBurgersVectorEnv", "make_core"]
 
@@ -18,7 +18,13 @@ _SHARED = ("length", "nu", "check_cfl")
 
 
 def _build(kw: dict[str, dict[str, Any]]) -> CorrectionCore:
-    coarse = BurgersPhysics(**kw["coarse"])
+    coarse_kw = kw["coarse"]
+    if "substeps" not in coarse_kw and "max_speed" not in coarse_kw:
+        # Corrections are the coarse model's forces: |u| ≤ 3 + horizon · dt · force_scale.
+        bound = forced_speed_bound(kw["core"].get("horizon"), coarse_kw.get("dt"),
+                                   kw["core"].get("force_scale"))
+        coarse_kw = coarse_kw if bound is None else {**coarse_kw, "max_speed": bound}
+    coarse = BurgersPhysics(**coarse_kw)
     fine = BurgersPhysics(**{k: v for k, v in kw["coarse"].items() if k in _SHARED}, **kw["fine"])
     return CorrectionCore(physics=coarse, reference=fine,
                           initial_sampler=fine.sample_initial_states, **kw["core"])
@@ -30,8 +36,9 @@ make_core: Factory[CorrectionCore] = Factory(
      "fine": Route(BurgersPhysics, prefix="fine_", exclude=_SHARED),
      "core": Route(CorrectionCore, exclude=("physics", "reference", "initial_sampler"))},
     _build,
-    # The coarse solver; the fine one keeps BurgersPhysics' defaults (128 cells, dt = 0.03).
-    n=32, dt=0.06, substeps=21,
+    # The coarse solver (its 21 sub-steps follow from forced_speed_bound: 3 + 16·0.06·8 =
+    # 10.68); the fine one keeps BurgersPhysics' defaults (128 cells, dt = 0.03, 20 sub-steps).
+    n=32, dt=0.06,
     horizon=16, force_scale=8.0, force_penalty=0.0)
 """Builds the core of ``sip/CorrectedBurgers-v0`` from its keywords (see the env's Arguments):
 unprefixed physics keywords go to the coarse model (``length``, ``nu``, ``check_cfl`` to both),
@@ -89,12 +96,14 @@ class CorrectedBurgersEnv(CorrectionEnv):
 
     ## Arguments
 
-    - ``n=32``, ``dt=0.06``, ``substeps=21``: the coarse solver, stable for
-      ``|u| ≤ Δx · substeps / dt ≈ 10.9``, which no action in the box can exceed:
-      ``max|u| ≤ 3 + horizon · dt · force_scale = 10.68`` (with other settings the CFL
-      ``RuntimeWarning`` names the sub-steps needed).
-    - ``fine_n=128``, ``fine_dt=0.03``, ``fine_substeps=20``: the reference solver (``fine_n``
-      a multiple of ``n``, ``fine_dt`` dividing ``dt``).
+    - ``n=32``, ``dt=0.06``: the coarse solver. Its ``substeps`` (default 21) are chosen from
+      the settings: at least 20, enough for ``max_speed = 3 + horizon · dt · force_scale``
+      (10.68 at the defaults), the largest ``|u|`` any action in the box can reach, so changing
+      ``n``, ``dt``, ``horizon`` or ``force_scale`` keeps it stable; ``substeps=`` or
+      ``max_speed=`` override it (a flow beyond the bound gives a CFL ``RuntimeWarning``).
+    - ``fine_n=128``, ``fine_dt=0.03``: the reference solver (``fine_n`` a multiple of ``n``,
+      ``fine_dt`` dividing ``dt``; its sub-steps, 20 at the defaults, are chosen for
+      ``fine_max_speed=5.0``).
     - ``length=1.0``, ``nu=0.003``, ``horizon=16`` (coarse steps).
     - ``force_scale=8.0``, ``force_penalty=0.0``: correction per unit action and its cost weight.
     - Keywords are routed by name: unprefixed fields of ``BurgersPhysics``

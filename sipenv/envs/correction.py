@@ -207,10 +207,11 @@ class CorrectionTask(FieldTask):
         t = torch.as_tensor(self._steps(), device=self.device)
         return self.target[torch.arange(self._batch_size, device=self.device), t]
 
-    def _errors(self) -> torch.Tensor:
+    def _errors(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The deviation from the current reference state."""
         assert self.state is not None
-        return self.core.deviation(self.state, self._frame_targets())
+        dtype = dtype or self.state.dtype
+        return self.core.deviation(self.state.to(dtype), self._frame_targets().to(dtype))
 
     def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
                  terminated: np.ndarray) -> np.ndarray:

@@ -3,29 +3,49 @@
 from __future__ import annotations
 
 import functools
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from sipenv.envs.checks import checked_options, real_array, seed_generator
+from sipenv.envs.checks import OBSERVATION_MAX, as_field, checked_options, seed_generator
 from sipenv.envs.checks import validate_action as _check_action
 from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv
 from sipenv.envs.rendering import _pygame
 from sipenv.envs.settings import Factory, Route
 from sipenv.physics.heat import HeatPhysics
+from sipenv.validation import check_positive
 
 __all__ = ["FRAME_SHAPE", "HeatInverseEnv", "HeatInverseTask", "HeatInverseVectorEnv",
-           "draw_heat_frame", "make_physics", "make_task"]
+           "HeatSettings", "draw_heat_frame", "field_limit", "make_physics", "make_task"]
 
 ENV_ID = "sip/HeatInverse-v0"
 FRAME_SHAPE = (440, 640, 3)  # the size of rendering.HumanWindow's screen
 
 
-make_task: Factory[HeatPhysics] = Factory(ENV_ID, {"physics": Route(HeatPhysics)},
-                                          lambda kw: HeatPhysics(**kw["physics"]))
-"""Builds the physics of ``sip/HeatInverse-v0`` from its keywords (see the env's Arguments)."""
+@dataclass(frozen=True)
+class HeatSettings:
+    """The task's own setting (the physics' are ``HeatPhysics``'s).
+
+    Args:
+        action_scale: ``None`` (default): the action is the physical reconstruction ``x``,
+            ``Box(-inf, inf)``. A number ``s > 0``: the action is normalised,
+            ``Box(-1, 1, (H, W), float32)``, and the reconstruction is
+            ``x = s · clip(a, −1, 1)`` (the bounded variant RL libraries need; the true fields
+            take values 0 … 10, so ``s = 10`` covers them).
+    """
+
+    action_scale: float | None = None
+
+
+make_task: Factory[tuple[HeatPhysics, HeatSettings]] = Factory(
+    ENV_ID, {"physics": Route(HeatPhysics), "settings": Route(HeatSettings)},
+    lambda kw: (HeatPhysics(**kw["physics"]), HeatSettings(**kw["settings"])))
+"""Builds ``(physics, settings)`` of ``sip/HeatInverse-v0`` from its keywords (see the env's
+Arguments)."""
 
 
 def make_physics(**kwargs: Any) -> HeatPhysics:
@@ -33,27 +53,51 @@ def make_physics(**kwargs: Any) -> HeatPhysics:
     return HeatPhysics(**kwargs)
 
 
+def field_limit(dtype: torch.dtype, shape: tuple[int, int]) -> tuple[float, str]:
+    """The largest ``|x|`` of a field (``x*`` or an answer ``x``) the env takes in ``dtype``:
+    ``min(3.4e38, sqrt(max(dtype) / (8 H W)))``. Below it ``y* = P(x*)`` fits the float32
+    observation, and neither the FFTs of ``P(x)`` (``≤ H W max|x|``) nor the loss
+    ``½‖P(x) − y*‖² ≤ 2 H W max²`` overflow: the reward is always finite. (float32: 2.0e17
+    at 64×64; float64: 3.4e38, the float32 observation's limit.)"""
+    cells = shape[0] * shape[1]
+    safe = math.sqrt(float(torch.finfo(dtype).max) / (8 * cells))
+    if safe >= OBSERVATION_MAX:
+        return OBSERVATION_MAX, "the largest magnitude a float32 observation y* = P(x*) can hold"
+    name = str(dtype).removeprefix("torch.")
+    return safe, (f"the largest magnitude for which the {name} loss ½‖P(x) − y*‖² over "
+                  f"{shape[0]}×{shape[1]} cells cannot overflow")
+
+
 def _parse_initial(options: Any, shape: tuple[int, ...], device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor | None:
-    """Validate ``reset`` options (only ``"initial"``, of ``shape``) before anything changes."""
+                   dtype: torch.dtype, limit: tuple[float, str]) -> torch.Tensor | None:
+    """Validate ``reset`` options (only ``"initial"``, of ``shape``, within ``limit``) before
+    anything changes."""
     options = checked_options(options, ("initial",), example="{'initial': x_true}",
                               described="'initial' (the true initial field x*)")
     if "initial" not in options:
         return None
-    arr = real_array(options["initial"])
-    if arr is None:
-        raise ValueError(f"options['initial'] must be a numeric array of shape {shape}.")
-    if arr.shape != shape:
-        raise ValueError(f"options['initial'] must have shape {shape}, got {arr.shape}.")
-    if not np.isfinite(arr).all():
-        raise ValueError("options['initial'] contains NaN or inf; pass finite values.")
-    return torch.as_tensor(arr).to(device=device, dtype=dtype)
+    return as_field(options["initial"], "initial", shape, device, dtype, limit=limit)
 
 
-def _validate_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """A reconstruction of ``shape``, checked (``sipenv.envs.control._validate_action``)."""
-    return _check_action(action, shape, what=" (the reconstructed initial field)",
-                         fix="Pass a finite field, e.g. np.nan_to_num(action).")
+def _validate_action(action: Any, shape: tuple[int, ...], limit: tuple[float, str] | None, *,
+                     fix: str = "Pass a finite field, e.g. np.nan_to_num(action).") -> np.ndarray:
+    """A reconstruction (or a normalised one) of ``shape``, checked (``validate_action``)."""
+    return _check_action(action, shape, what=" (the reconstructed initial field)", fix=fix,
+                         limit=limit)
+
+
+def _action_scale(action_scale: Any, dtype: torch.dtype,
+                  shape: tuple[int, int]) -> float | None:
+    """``action_scale`` checked: ``None``, or a finite number in ``(0, field_limit]``."""
+    if action_scale is None:
+        return None
+    limit, why = field_limit(dtype, shape)
+    scale = check_positive("action_scale", action_scale,
+                           hint="(or None for physical, unbounded actions)")
+    if scale > limit:
+        raise ValueError(f"action_scale must be at most {limit:.4g}, {why}; got "
+                         f"{action_scale!r}.")
+    return scale
 
 
 def _field_space(shape: tuple[int, int]) -> spaces.Box:
@@ -75,16 +119,21 @@ class HeatInverseTask(OneStepTask):
 
     make_task = make_task
     physics: HeatPhysics
+    action_scale: float | None  # None: physical actions; else x = action_scale · clip(a)
     shape: tuple[int, int]
     x_true: torch.Tensor | None  # (B, H, W) the true initial fields x*
     y_target: torch.Tensor | None  # (B, H, W) the observations y* = P(x*)
     # self.x (from OneStepTask): (B, H, W) the last actions (reconstructions)
 
-    def _configure(self, model: HeatPhysics) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
-        self.physics = model
-        self.shape = model.shape
+    def _configure(self, model: tuple[HeatPhysics, HeatSettings]
+                   ) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
+        self.physics, settings = model
+        self.shape = self.physics.shape
         self.x_true = self.y_target = None
-        return _field_space(model.shape), _field_space(model.shape)
+        self.action_scale = _action_scale(settings.action_scale, self.dtype, self.shape)
+        action = (_field_space(self.shape) if self.action_scale is None else
+                  spaces.Box(-1.0, 1.0, shape=self.shape, dtype=np.float32))
+        return action, _field_space(self.shape)
 
     def _options_space(self) -> spaces.Dict:
         return spaces.Dict({"initial": spaces.Box(-np.inf, np.inf, shape=self.shape,
@@ -94,7 +143,7 @@ class HeatInverseTask(OneStepTask):
         """``{"initial": x*}``, shape ``(*batch, H, W)``, finite; the env is left unchanged
         (its generator included) if they are rejected."""
         return _parse_initial(options, (*self._batch_shape, *self.shape), self.device,
-                              self.dtype)
+                              self.dtype, field_limit(self.dtype, self.shape))
 
     def _pose(self, given: torch.Tensor | None) -> None:
         # Always drawn, even when `initial` is given, so the stream of later resets is the same.
@@ -108,7 +157,13 @@ class HeatInverseTask(OneStepTask):
         return self.x_true, self.y_target
 
     def _answer(self, action: Any) -> torch.Tensor:
-        arr = _validate_action(action, (*self._batch_shape, *self.shape))
+        shape = (*self._batch_shape, *self.shape)
+        if self.action_scale is None:  # the physical answer, as it is
+            arr = _validate_action(action, shape, field_limit(self.dtype, self.shape))
+        else:  # normalised: clipped (any float64 clips exactly), then scaled
+            arr = self.action_scale * np.clip(_validate_action(
+                action, shape, None, fix="Pass finite values in [-1, 1] (larger ones are "
+                "clipped)."), -1.0, 1.0)
         return torch.as_tensor(arr, device=self.device, dtype=self.dtype).reshape(
             self._batch_size, *self.shape)
 
@@ -155,7 +210,16 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
 
     ``Box(-inf, inf, (H, W), float32)``: the reconstructed initial field ``x`` itself (physical
     units, not normalised: the true fields take values 0 … 10). Wrongly shaped, non-numeric or
-    NaN/inf actions raise ``ValueError`` and leave the env unchanged.
+    NaN/inf actions raise ``ValueError`` and leave the env unchanged, and so do entries beyond
+    ``field_limit`` (the float32 observation's ±3.4e38 in float64; in float32 the largest
+    ``|x|`` whose loss cannot overflow, 2.0e17 at 64×64), so the reward is always finite.
+
+    **Bounded variant** (for RL libraries, which need a finite box: stable-baselines3's
+    ``check_env``, PPO, SAC, TD3, Gymnasium's ``RescaleAction``):
+    ``gym.make("sip/HeatInverse-v0", action_scale=10.0)`` makes the action a normalised
+    ``Box(-1, 1, (H, W), float32)`` and the reconstruction ``x = action_scale · clip(a, −1, 1)``
+    (out-of-range actions are clipped, as in the control envs). Rewards and ``info`` are those
+    of the physical ``x``; ``action_scale=10`` covers every true field.
 
     ## Observation Space
 
@@ -183,9 +247,11 @@ class HeatInverseEnv(HeatInverseTask, OneStepEnv):
 
     - ``shape=(64, 64)``: the grid ``(H, W)`` (each ≥ 4).
     - ``nu_t=8.0``: diffusivity times duration ``νt`` (> 0); larger is harder.
+    - ``action_scale=None``: physical actions (default); a number gives the bounded variant
+      above (``HeatSettings``).
     - Keywords are routed by name to ``HeatPhysics`` (also ``noise_rel``,
-      ``signal_scale``, ``max_log_gain``: its noise-aware inverse); an unknown keyword raises
-      ``TypeError`` naming the accepted ones.
+      ``signal_scale``, ``max_log_gain``: its noise-aware inverse) and ``HeatSettings``
+      (``action_scale``); an unknown keyword raises ``TypeError`` naming the accepted ones.
     - ``device="cpu"``, ``dtype="float64"``: where and in which precision the physics runs
       (the reference computes the physics in float64; observations are float32 numpy arrays).
     - ``render_mode``: ``"rgb_array"`` (``(440, 640, 3)`` frames: ``x*``, ``y*`` and the last

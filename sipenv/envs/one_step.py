@@ -32,6 +32,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from sipenv.envs.checks import (
+    check_disable_env_checker,
+    check_max_episode_steps,
     check_num_envs,
     check_render_mode,
     parse_device,
@@ -227,6 +229,10 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
     answered observations are in ``info["final_obs"]`` and the per-env step infos in
     ``info["final_info"]`` (with the ``_key`` masks Gymnasium's ``SyncVectorEnv`` uses).
 
+    ``gym.make_vec``'s ``max_episode_steps`` works as in sync mode (``SyncVectorEnv`` with
+    ``autoreset_mode=SAME_STEP``): ``1`` also marks every step ``truncated``, larger values
+    never bind; ``disable_env_checker`` is accepted.
+
     >>> import gymnasium as gym
     >>> import sipenv
     >>> envs = gym.make_vec("sip/SineInversion-v0", 4, vectorization_mode="vector_entry_point")
@@ -245,9 +251,12 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, *,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float64",
+                 max_episode_steps: int | None = None, disable_env_checker: bool | None = None,
                  **kwargs: Any) -> None:
         num_envs = check_num_envs(num_envs)
         check_render_mode(render_mode, self.metadata["render_modes"], " for the vector env")
+        self.max_episode_steps = check_max_episode_steps(max_episode_steps)
+        check_disable_env_checker(disable_env_checker)
         self.num_envs = num_envs
         self._batch_shape = (num_envs,)
         single_action, single_obs = self._init_task(kwargs, device, dtype)
@@ -290,9 +299,11 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
         ended = np.ones(self.num_envs, dtype=bool)
         final_obs = np.empty(self.num_envs, dtype=object)
         final_obs[:] = list(self._obs())
+        truncated = np.full(self.num_envs, self.max_episode_steps == 1)
         final_info: dict[str, np.ndarray] = {}
         for key, value in step_info.items():
-            final_info[key] = value
+            # Per-env scalars as float64, as sync mode batches the single env's Python floats.
+            final_info[key] = value.astype(np.float64) if value.ndim == 1 else value
             final_info[f"_{key}"] = ended.copy()
         info = {"final_obs": final_obs, "_final_obs": ended.copy(), "final_info": final_info,
                 "_final_info": ended.copy()}
@@ -300,7 +311,7 @@ class OneStepVectorEnv(OneStepTask, VectorEnv[np.ndarray, np.ndarray, np.ndarray
         self._last_info = {key: np.copy(value) for key, value in step_info.items()}
         # --- SAME_STEP autoreset: every episode ended; pose new problems ---
         self._pose(None)
-        return self._obs(), reward, ended, np.zeros(self.num_envs, dtype=bool), info
+        return self._obs(), reward, ended, truncated, info
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """``"rgb_array"``: one ``(H, W, 3) uint8`` frame per sub-env, showing its last answered

@@ -156,19 +156,43 @@ class FramePresenter:
 
 
 class HumanWindow:
-    """A pygame window showing frames at a fixed rate (``render_mode="human"``)."""
+    """A pygame window showing frames at a fixed rate (``render_mode="human"``).
+
+    pygame has one display per process, shared by every open window: the display is opened by
+    the first window and shut down (``pygame.display.quit``) only when the last open window
+    closes, so closing one env never breaks another env's window.
+    """
+
+    _open = 0
+    """How many ``HumanWindow`` objects are open in this process (the display's users)."""
 
     def __init__(self, caption: str, fps: int) -> None:
         pygame = _pygame(display=True)
         self._pygame = pygame
+        self.caption = caption
         self.screen = pygame.display.set_mode((WIDTH, HEIGHT))
         pygame.display.set_caption(caption)
         self.clock = pygame.time.Clock()
         self.fps = fps
+        self.closed = False
+        HumanWindow._open += 1
 
     def show(self, frame: np.ndarray) -> None:
-        """Blit an ``(H, W, 3)`` frame and wait to keep ``fps``."""
+        """Blit an ``(H, W, 3)`` frame and wait to keep ``fps``.
+
+        Raises:
+            RuntimeError: After ``close()`` (the env opens a new window instead).
+        """
+        if self.closed:
+            raise RuntimeError("This window is closed; render() opens a new one.")
         pg = self._pygame
+        if not pg.display.get_init() or pg.display.get_surface() is None:
+            # Someone else quit the display (e.g. pygame.quit()): open it again.
+            _pygame(display=True)
+            self.screen = pg.display.set_mode((WIDTH, HEIGHT))
+        else:
+            self.screen = pg.display.get_surface()
+        pg.display.set_caption(self.caption)  # one display, shared: show whose frame it is
         pg.event.pump()
         surf = pg.surfarray.make_surface(np.transpose(frame, (1, 0, 2)))
         self.screen.blit(surf, (0, 0))
@@ -176,6 +200,11 @@ class HumanWindow:
         self.clock.tick(self.fps)
 
     def close(self) -> None:
-        """Close the window (safe to call twice)."""
-        if self._pygame.display.get_init():
+        """Release this window (safe to call twice); the display shuts down with the last
+        open window."""
+        if self.closed:
+            return
+        self.closed = True
+        HumanWindow._open -= 1
+        if HumanWindow._open == 0 and self._pygame.display.get_init():
             self._pygame.display.quit()

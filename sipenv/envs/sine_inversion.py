@@ -63,10 +63,15 @@ def _as_array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        with np.errstate(over="raise"):
+            arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a numeric array of shape {shape}, got "
                          f"{type(value).__name__}.") from exc
+    except (OverflowError, FloatingPointError) as exc:  # 10**400, a long double of 1e400
+        raise ValueError(f"{name} has entries beyond ±{np.finfo(np.float64).max:.4g}, the "
+                         "largest magnitude float64 can hold; scale it down (the env state is "
+                         "unchanged).") from exc
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}.")
     if not np.isfinite(arr).all():

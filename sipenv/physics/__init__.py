@@ -86,6 +86,13 @@ class PhysicsModel(Protocol):
     batched, differentiable, and follows the input's dtype and device; wrong shapes and
     non-floating-point tensors raise ``ValueError`` naming the expected shape.
 
+    **Mixed precision: the state's dtype governs.** The result of ``step``, ``inverse_step``
+    and ``force_for`` has the dtype of their ``state`` argument (for ``inverse_step`` the
+    linearisation point); every other tensor argument (``force``, ``next_state``) is cast to
+    that dtype first (differentiably), so e.g. ``step(float32 state, float64 force)`` is a
+    float32 step. The single-step models follow the same rule with their unknown ``x``
+    (``HeatPhysics.loss(x, y*)``, ``SinePhysics.inverse(y*, x)`` … are in ``x``'s dtype).
+
     * ``step(state, force)``: the state after one step of length ``dt`` with the force held
       constant over it.
     * ``inverse_step(next_state, force, state)``: a local inverse with respect to the state,

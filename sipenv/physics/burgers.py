@@ -30,9 +30,14 @@ condition** ``max|u| · τ / Δx ≤ 1``. It is first order: its numerical visco
 ``|u| Δx / 2 · (1 − |u| τ/Δx)`` (≈ 0.005 for ``|u| = 3`` at the defaults), larger than ``ν = 0.003``
 of the ICLR 2020 setting, so fronts are a few cells wide rather than ``ν/|u|``.
 
-At the defaults (128 cells on ``[0, 1]``, ``ν = 0.003``, ``dt = 0.03``, 20 sub-steps) the scheme
-is stable for ``max|u| ≤ Δx / τ ≈ 5.2``: the reference states stay below 3, and 32 steps of a
-force of at most 2 add at most ``32 · 0.03 · 2 ≈ 1.9``.
+The number of sub-steps is chosen when the model is made, from the settings and a documented
+velocity bound ``max_speed`` (default 5): enough to keep the CFL condition for every
+``|u| ≤ max_speed`` and never fewer than the reference 20, ``S = max(20, ⌈max_speed · dt /
+Δx⌉)`` (deterministic, no look at the data), unless ``substeps`` is given explicitly. At the
+defaults (128 cells on ``[0, 1]``, ``ν = 0.003``, ``dt = 0.03``) that is 20 sub-steps, stable
+for ``max|u| ≤ Δx / τ ≈ 5.2``: the reference states stay below 3, and 32 steps of a force of at
+most 2 add at most ``32 · 0.03 · 2 ≈ 1.9``. At 1024 cells it is 154 sub-steps, so changing
+``n``, ``dt`` or ``length`` keeps the model stable.
 ``BurgersPhysics.step`` warns (``RuntimeWarning``, once per model instance) when a state
 breaks the condition, naming the number of sub-steps needed. Until then the check reads ``max|u|``
 back to the host (one sync per step); pass ``check_cfl=False`` to skip it, e.g. for GPU
@@ -135,8 +140,8 @@ import torch
 
 from sipenv.physics.defect_correction import defect_correction
 from sipenv.physics.diffusion import check_max_gain
-from sipenv.physics.grid import FactorCache, PeriodicGrid
-from sipenv.validation import check_bool, check_choice, check_int, check_positive
+from sipenv.physics.grid import FactorCache, PeriodicGrid, as_dtype_of
+from sipenv.validation import check_bool, check_choice, check_int, check_positive, is_real
 
 __all__ = [
     "ADVECTION_SCHEMES",
@@ -146,6 +151,7 @@ __all__ = [
     "BurgersTaskSampler",
     "SemiLagrangianAdvection",
     "UpwindAdvection",
+    "forced_speed_bound",
     "periodic_gaussian",
 ]
 
@@ -178,7 +184,7 @@ class AdvectionScheme:
 
     name: ClassVar[str]
     default_substeps: ClassVar[int]
-    """Sub-steps per step when ``substeps`` is not given."""
+    """Sub-steps per step when ``substeps`` is not given, at the reference settings."""
     hand_written_derivatives: ClassVar[bool]
     """Whether ``BurgersPhysics.tangent`` / ``BurgersPhysics.adjoint`` apply."""
     diffusion_first: ClassVar[bool]
@@ -197,6 +203,14 @@ class AdvectionScheme:
     def max_stable_speed(self, dx: float, sub_dt: float) -> float:
         """Largest ``max|u|`` the scheme is stable for (``inf`` without a CFL limit)."""
         return dx / sub_dt if self.has_cfl_limit else math.inf
+
+    def substeps_for(self, max_speed: float, dx: float, dt: float) -> int:
+        """Sub-steps per step of ``dt`` that keep every ``|u| ≤ max_speed`` stable: under a CFL
+        limit ``max(default_substeps, ⌈max_speed · dt / Δx⌉)`` (never fewer than the reference
+        count, so settings that were stable keep their numbers), else ``default_substeps``."""
+        if not self.has_cfl_limit:
+            return self.default_substeps
+        return max(self.default_substeps, math.ceil(max_speed * dt / dx))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -315,9 +329,15 @@ class BurgersPhysics:
         length: Domain length ``L`` (> 0).
         nu: Viscosity ``ν`` (> 0).
         dt: Time step (> 0).
-        substeps: Advection/diffusion sub-steps per step (≥ 1). Default (``None``): 20 for the
-            upwind scheme, stable while ``max|u| · dt / (substeps · Δx) ≤ 1``; 1 for the
-            semi-Lagrangian scheme, stable for any ``dt``.
+        substeps: Advection/diffusion sub-steps per step (≥ 1), an explicit override. Default
+            (``None``): chosen here from the settings, deterministically: for the upwind scheme
+            enough to keep the CFL condition ``max|u| · dt / (substeps · Δx) ≤ 1`` for every
+            ``|u| ≤ max_speed``, ``max(20, ⌈max_speed · dt / Δx⌉)`` (20 at the defaults and
+            wherever 20 suffice); 1 for the semi-Lagrangian scheme, stable for any ``dt``.
+        max_speed: The velocity bound ``max|u|`` the default sub-steps are chosen for (> 0).
+            The default 5 covers the reference control tasks (``|u_0| ≤ 3``, plus at most
+            ``32 · 0.03 · 2 = 1.92`` from the largest forcing). A state above the bound that
+            breaks the CFL condition gives a ``RuntimeWarning`` at run time (``check_cfl``).
         advection: ``"upwind"`` (default: conservative Engquist–Osher upwind sub-steps, exact
             mean, sharp shocks, CFL-limited) or ``"semi_lagrangian"`` (PhiFlow's scheme: one
             unconditionally stable step per ``dt``, far fewer operations; not conservative,
@@ -363,6 +383,7 @@ class BurgersPhysics:
     nu: float = 0.003
     dt: float = 0.03
     substeps: int | None = None
+    max_speed: float = 5.0
     advection: str = "upwind"
     max_gain: float = 100.0
     inverse_iterations: int = 10
@@ -381,10 +402,12 @@ class BurgersPhysics:
         check_positive("length", self.length)
         check_positive("nu", self.nu)
         check_positive("dt", self.dt)
+        check_positive("max_speed", self.max_speed)
         scheme = _SCHEMES[check_choice("advection", self.advection, ADVECTION_SCHEMES)]()
         object.__setattr__(self, "_scheme", scheme)
-        if self.substeps is None:  # the scheme's default, fixed here (the dataclass is frozen)
-            object.__setattr__(self, "substeps", scheme.default_substeps)
+        if self.substeps is None:  # fixed here from the settings (the dataclass is frozen)
+            object.__setattr__(self, "substeps", scheme.substeps_for(
+                self.max_speed, self.length / self.n, self.dt))
         check_int("substeps", self.substeps, minimum=1)
         check_max_gain(self.max_gain, "inverse diffusion")
         check_int("inverse_iterations", self.inverse_iterations, minimum=0)
@@ -490,9 +513,12 @@ class BurgersPhysics:
             warnings.warn(
                 f"Burgers CFL number max|u|·τ/Δx = {cfl:.2f} > 1 (max|u| = {speed:.3g}, "
                 f"τ = dt/substeps = {self.sub_dt:.3g}, Δx = {self.dx:.3g}): the upwind scheme is "
-                f"unstable. Increase substeps to ≥ {needed} (now {self.substeps}), or lower dt, "
-                f"or keep velocities smaller (e.g. a smaller force_scale), or use "
-                f"advection='semi_lagrangian' (stable for any dt, less accurate).",
+                f"unstable. The flow exceeds the velocity bound the {self.substeps} sub-steps "
+                f"were chosen for (max_speed = {self.max_speed:g}, stable up to "
+                f"{self.max_stable_speed:.3g}). Pass max_speed ≥ {speed:.3g} (or substeps ≥ "
+                f"{needed}), or lower dt, or keep velocities smaller (e.g. a smaller "
+                f"force_scale), or use advection='semi_lagrangian' (stable for any dt, less "
+                f"accurate).",
                 RuntimeWarning, stacklevel=3)
 
     # --- the scheme ------------------------------------------------------------------------------
@@ -616,6 +642,7 @@ class BurgersPhysics:
         self._check("force", force)
         if self.check_cfl and self._scheme.has_cfl_limit:
             self._warn_if_unstable(state)
+        force = as_dtype_of(force, state)
         return torch.add(self.free_step(state), force, alpha=self.dt)  # one op, not two
 
     def inverse_step(self, next_state: torch.Tensor, force: torch.Tensor,
@@ -633,7 +660,7 @@ class BurgersPhysics:
         self._check("next_state", next_state)
         self._check("force", force)
         self._check("state", state)
-        goal = next_state - self.dt * force
+        goal = as_dtype_of(next_state, state) - self.dt * as_dtype_of(force, state)
         trust = self._factors(state.device, state.dtype).trust
         return defect_correction(self.free_step, self.reverse_step, goal, state,
                                  iterations=self.inverse_iterations,
@@ -643,7 +670,7 @@ class BurgersPhysics:
         """The force that takes ``state`` exactly to ``next_state``: ``(s' − P₀(s)) / dt``."""
         self._check("state", state)
         self._check("next_state", next_state)
-        return (next_state - self.free_step(state)) / self.dt
+        return (as_dtype_of(next_state, state) - self.free_step(state)) / self.dt
 
     # --- samplers -----------------------------------------------------------------------------
 
@@ -702,6 +729,31 @@ class BurgersPhysics:
         width = self._uniform(batch, generator, 0.1 * L, 0.4 * L)
         out = periodic_gaussian(self.grid.to(generator.device), amp, centre, width, length=L)
         return out.to(device=device if device is not None else generator.device, dtype=dtype)
+
+
+DEFAULT_MAX_SPEED = 5.0
+"""``BurgersPhysics``' default velocity bound ``max_speed`` (20 upwind sub-steps at the
+reference settings)."""
+
+REFERENCE_MAX_SPEED = 3.0
+"""The largest ``|u|`` of the reference initial states (``sample_initial_states``: bumps of
+amplitude at most 3; two bumps' tails add less than ``e^{−7}`` of that)."""
+
+
+def forced_speed_bound(horizon: Any, dt: Any, force_scale: Any, *,
+                       force_amplitude: Any = 0.0) -> float | None:
+    """A velocity bound for a forced episode from the reference initial states: ``|u_0| ≤ 3``
+    plus at most ``dt · F`` per step for ``horizon`` steps, ``F`` the largest force (the
+    action box's ``force_scale``, or the target generator's peak ``1.09 · force_amplitude``),
+    and never below ``BurgersPhysics``' default ``max_speed``. The control envs choose their
+    sub-steps from it (``max_speed``), so that a changed ``dt``, ``horizon`` or ``force_scale``
+    keeps the flow stable. ``None`` if a setting is not a finite number ≥ 0 (the dataclasses
+    then name it)."""
+    values = (horizon, dt, force_scale, force_amplitude)
+    if not all(is_real(v) and math.isfinite(v) and v >= 0 for v in values):
+        return None
+    force = max(float(force_scale), 1.09 * float(force_amplitude))
+    return max(DEFAULT_MAX_SPEED, REFERENCE_MAX_SPEED + float(horizon) * float(dt) * force)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from sipenv.validation import check_int, check_positive, is_int
 __all__ = [
     "FactorCache",
     "PeriodicGrid",
+    "as_dtype_of",
     "check_batch",
     "check_grid_shape",
     "smooth_periodic_fields",
@@ -92,6 +93,15 @@ def check_batch(name: str, x: Any, shape: Sequence[int], axes: str, *,
                          f"add a batch axis with x[None] for a single {item}.")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}.")
+
+
+def as_dtype_of(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype of ``reference`` (``x`` itself when they agree; differentiable).
+
+    The mixed-precision rule of every physics model: the state's dtype governs, and the other
+    tensor arguments (force, next state, target) are cast to it.
+    """
+    return x if x.dtype == reference.dtype else x.to(reference.dtype)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sipenv.physics.diffusion import ExactDiffusionBase, check_max_gain
-from sipenv.physics.grid import FactorCache, PeriodicGrid, check_grid_shape
+from sipenv.physics.grid import FactorCache, PeriodicGrid, as_dtype_of, check_grid_shape
 from sipenv.validation import check_int, check_nonnegative, check_positive
 
 __all__ = ["Diffusion2DPhysics", "HeatPhysics"]
@@ -141,13 +141,14 @@ class HeatPhysics:
         return self.diffusion.from_spectral(d * self.diffusion.to_spectral(x))
 
     def loss(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``½ ‖P(x) − y*‖²`` (sum over cells), shape ``(B,)``."""
-        return 0.5 * (self.forward(x) - y_target).pow(2).sum(dim=(-2, -1))
+        """Per-sample ``½ ‖P(x) − y*‖²`` (sum over cells), shape ``(B,)``, in ``x``'s dtype."""
+        return 0.5 * (self.forward(x) - as_dtype_of(y_target, x)).pow(2).sum(dim=(-2, -1))
 
     @staticmethod
     def x_error(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``Σ_cells |x − x*|`` (the paper's metric), shape ``(B,)``."""
-        return (x - x_true).abs().sum(dim=(-2, -1))
+        """Per-sample ``Σ_cells |x − x*|`` (the paper's metric), shape ``(B,)``, in ``x``'s
+        dtype."""
+        return (x - as_dtype_of(x_true, x)).abs().sum(dim=(-2, -1))
 
     # --- noise-aware inverse --------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sipenv.physics.grid import check_batch
+from sipenv.physics.grid import as_dtype_of, check_batch
 from sipenv.validation import check_finite, check_int, check_positive
 
 __all__ = ["SinePhysics", "saddle_free_newton_step", "saddle_free_step", "symmetric_eigh_2x2"]
@@ -246,13 +246,14 @@ class SinePhysics:
     def loss(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
         """``L = ½‖P(x) − y*‖²`` per sample, shape ``(B,)``, differentiable."""
         _check_vectors("y_target", y_target)
-        return 0.5 * (self.forward(x) - y_target).pow(2).sum(-1)
+        return 0.5 * (self.forward(x) - as_dtype_of(y_target, x)).pow(2).sum(-1)
 
     def _rotated_derivatives(self, x: torch.Tensor, y_target: torch.Tensor
                              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient and Hessian eigenvalues of ``L`` in the rotated frame, each ``(B, 2)``."""
         _check_vectors("x", x)
         _check_vectors("y_target", y_target)
+        y_target = as_dtype_of(y_target, x)
         x_hat = self.rotate(x)
         u = self.a * x_hat[:, 0]
         sin_u, cos_u = torch.sin(u), torch.cos(u)
@@ -326,6 +327,7 @@ class SinePhysics:
         """
         _check_vectors("x", x)
         _check_vectors("y_target", y_target)
+        y_target = as_dtype_of(y_target, x)
         x_hat = self.rotate(x)
         u = self.a * x_hat[:, 0]
         two_pi = 2 * math.pi

@@ -51,7 +51,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from sipenv.physics.defect_correction import defect_correction
-from sipenv.physics.grid import FactorCache, PeriodicGrid
+from sipenv.physics.grid import FactorCache, PeriodicGrid, as_dtype_of
 
 __all__ = [
     "ExponentialIntegrator",
@@ -202,6 +202,7 @@ class ExponentialIntegrator:
         """
         self._check("state", state)
         self._check("force", force)
+        force = as_dtype_of(force, state)
         f = self.factors(state.device, state.dtype)
         # In place on the fresh spectra: 5 tensor operations instead of 6 and no temporaries
         # (at control-task sizes a step costs its number of operations).
@@ -238,6 +239,7 @@ class ExponentialIntegrator:
         self._check("next_state", next_state)
         self._check("force", force)
         self._check("state", state)
+        next_state, force = as_dtype_of(next_state, state), as_dtype_of(force, state)
         f = self.factors(state.device, state.dtype)
         residual = (self.to_spectral(next_state) - f.decay * self.to_spectral(state)
                     - f.forcing * self.to_spectral(force))
@@ -251,6 +253,7 @@ class ExponentialIntegrator:
         """
         self._check("state", state)
         self._check("next_state", next_state)
+        next_state = as_dtype_of(next_state, state)
         f = self.factors(state.device, state.dtype)
         return self.from_spectral(
             (self.to_spectral(next_state) - f.decay * self.to_spectral(state)) / f.forcing)
@@ -309,7 +312,8 @@ class SemilinearExponentialIntegrator(ExponentialIntegrator):
             force: ``f``, same shape, held constant over the step.
         """
         self._check("force", force)
-        return super().step(state, self.nonlinear(state) + force)
+        self._check("state", state)
+        return super().step(state, self.nonlinear(state) + as_dtype_of(force, state))
 
     def free_step(self, state: torch.Tensor) -> torch.Tensor:
         """``P₀(s)``: one step without a force."""
@@ -324,6 +328,7 @@ class SemilinearExponentialIntegrator(ExponentialIntegrator):
 
     def force_for(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
         """The force with ``step(state, force) = next_state``: ``(n̂ − d ŝ)/g − N(s)``."""
+        self._check("state", state)
         return super().force_for(state, next_state) - self.nonlinear(state)
 
     def approximate_inverse(self, target: torch.Tensor) -> torch.Tensor:
@@ -344,6 +349,7 @@ class SemilinearExponentialIntegrator(ExponentialIntegrator):
         """
         self._check("next_state", next_state)
         self._check("state", state)
-        goal = next_state - self.forced_part(force)
+        self._check("force", force)
+        goal = as_dtype_of(next_state, state) - self.forced_part(as_dtype_of(force, state))
         return defect_correction(self.free_step, self.approximate_inverse, goal, state,
                                  iterations=self.inverse_iterations)

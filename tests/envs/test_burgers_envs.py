@@ -280,3 +280,36 @@ def test_corrected_burgers_routes_fine_keywords_to_the_reference() -> None:
     assert coarse.advection == "upwind"
     with pytest.raises(TypeError, match="unexpected keyword argument 'fine_nu'; accepted: "):
         gym.make(CORR_ID, fine_nu=0.1)
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), [
+    (ENV_ID, {"n": 1024, "horizon": 4}), (ENV_ID, {"n": 256, "dt": 0.1, "horizon": 4}),
+    (ENV_ID, {"force_scale": 6.0, "horizon": 8, "n": 64}),
+    ("sip/CorrectedBurgers-v0", {"n": 64, "fine_n": 256, "horizon": 3}),
+    ("sip/CorrectedBurgers-v0", {"force_scale": 20.0, "horizon": 4}),
+])
+def test_other_settings_choose_stable_substeps_without_warnings(env_id: str,
+                                                                 kwargs: dict[str, Any]) -> None:
+    """Issue 13: ``n=1024`` used to warn about CFL 2.5 while drawing tasks. The sub-steps now
+    follow the settings, so drawing tasks and the largest actions stay below the CFL limit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make(env_id, **kwargs)
+        core = core_of(env)
+        bound = 3 + core.horizon * core.physics.dt * core.force_scale
+        assert core.physics.max_stable_speed >= bound
+        env.reset(seed=0)
+        sign = np.where(np.arange(core.n) < core.n // 2, 1.0, -1.0)
+        for _ in range(core.horizon):  # the largest forces, pushing apart
+            env.step(sign)
+
+
+def test_default_substeps_are_the_committed_ones_and_overrides_win() -> None:
+    assert core_of(gym.make(ENV_ID)).physics.n_substeps == 20
+    corrected = core_of(gym.make("sip/CorrectedBurgers-v0"))
+    assert (corrected.physics.n_substeps, corrected.reference.n_substeps) == (21, 20)
+    assert core_of(gym.make(ENV_ID, n=1024, substeps=7)).physics.n_substeps == 7
+    assert core_of(gym.make(ENV_ID, max_speed=10.0)).physics.n_substeps == 39
+    assert core_of(gym.make("sip/CorrectedBurgers-v0", substeps=30)).physics.n_substeps == 30
+    with pytest.raises(ValueError, match="horizon"):
+        gym.make(ENV_ID, horizon="3")  # a bad setting is named, not a TypeError in the bound

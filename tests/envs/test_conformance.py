@@ -185,7 +185,8 @@ def _sub_env_step(out: tuple[Any, ...], i: int, same_step: bool) -> tuple[Any, .
         obs = info["final_obs"][i]
         info = {k: v[i] for k, v in info["final_info"].items() if not k.startswith("_")}
     else:
-        obs, info = obs[i], {k: v[i] for k, v in info.items()}
+        obs, info = obs[i], {k: v[i] for k, v in info.items()
+                             if not k.startswith("_")}
     return obs, reward[i], terminated[i], truncated[i], info
 
 
@@ -197,7 +198,8 @@ def test_vector_env_equals_single_envs_on_posed_tasks(env_id: str, dtype: str) -
     obs, info = envs.reset(seed=0, options=options)
     for i, env in enumerate(singles):
         o, inf = env.reset(seed=10 + i, options=option_row(options, i))
-        assert_close((o, inf), (obs[i], {k: v[i] for k, v in info.items()}))
+        row = {k: v[i] for k, v in info.items() if not k.startswith("_")}
+        assert_close((o, inf), (obs[i], row))
     same_step = is_same_step(envs)
     for batch in actions(envs.action_space, 4, 8):
         out = envs.step(batch)
@@ -255,7 +257,7 @@ def test_next_step_autoreset_ignores_the_action_and_continues_like_a_single_env(
         env.reset(seed=0)
         inner = env.unwrapped
         start = inner._start(vec.state[i:i + 1].clone(), vec.target[i:i + 1].clone(), None)
-        assert_close(start, (obs[i], {k: v[i] for k, v in info.items()}))
+        assert_close(start, (obs[i], {k: v[i] for k, v in info.items() if not k.startswith("_")}))
         singles.append(env)
     for batch in acts[t + 2:]:
         out = twins[0].step(batch)
@@ -263,6 +265,98 @@ def test_next_step_autoreset_ignores_the_action_and_continues_like_a_single_env(
             assert_close(env.step(batch[i]), _sub_env_step(out, i, False))
         if out[2].all():
             break
+
+
+# --- native versus sync mode ------------------------------------------------------------------
+
+
+def _structure(value: Any) -> Any:
+    """The layout of an env output: types, dtypes and shapes (dicts recursively), no values."""
+    if isinstance(value, dict):
+        return {key: _structure(v) for key, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape)
+    return type(value).__name__
+
+
+def _pose_like(native: Any, sync_env: gym.Env[Any, Any], i: int) -> tuple[Any, Any]:
+    """Give sync sub-env ``i`` the task native sub-env ``i`` has just drawn (their generators
+    differ by design: sync seeds each sub-env, native draws from one stream); its
+    ``(observation, info)`` as its reset would report them."""
+    vec, inner = native.unwrapped, sync_env.unwrapped
+    if hasattr(vec, "core"):  # a field env (NEXT_STEP): the task is (state, target)
+        return inner._start(vec.state[i:i + 1].clone(), vec.target[i:i + 1].clone(), None)
+    problem = vec._problem()  # a one-step env (SAME_STEP): the posed problem
+    first = problem[0] if isinstance(problem, tuple) else problem
+    inner._pose(first[i:i + 1].clone())
+    return inner._obs()[0], {}
+
+
+@pytest.mark.parametrize("max_episode_steps", [None, 1, 2, 3, 5])
+def test_native_vector_env_matches_sync_mode_step_by_step(env_id: str,
+                                                          max_episode_steps: int | None) -> None:
+    """``gym.make_vec(id, max_episode_steps=K)`` in native mode behaves like sync mode (the
+    single env under ``TimeLimit``, batched by ``SyncVectorEnv`` with the native env's autoreset
+    mode): observations, rewards, ``terminated`` / ``truncated`` and the ``info`` layout with
+    its ``_key`` masks, step by step across time-limit truncations and autoresets. The tasks
+    after each (auto)reset come from different generators, so the native env's are posed in the
+    sync sub-envs and compared from there on."""
+    limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    native = make_vec(env_id, **limit)
+    same_step = is_same_step(native)
+    sync = gym.make_vec(env_id, num_envs=NUM_ENVS, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": native.metadata["autoreset_mode"]},
+                        **small_kwargs(env_id), **limit)
+    n_obs, n_info = native.reset(seed=0)
+    s_obs, s_info = sync.reset(seed=0)
+    assert _structure((n_obs, n_info)) == _structure((s_obs, s_info))
+    for i, env in enumerate(sync.envs):
+        assert_close(_pose_like(native, env, i), (n_obs[i], {
+            k: v[i] for k, v in n_info.items() if not k.startswith("_")}))
+    flags = {"truncated": 0, "terminated": 0, "autoreset": 0}
+    pending = np.zeros(NUM_ENVS, dtype=bool)  # NEXT_STEP: sub-envs the next step resets
+    for batch in actions(native.action_space, 9, 10):
+        n_out, s_out = native.step(batch), sync.step(batch)
+        assert _structure(n_out) == _structure(s_out)
+        for n_flag, s_flag in zip(n_out[2:4], s_out[2:4], strict=True):
+            np.testing.assert_array_equal(n_flag, s_flag)
+        np.testing.assert_allclose(n_out[1], s_out[1], rtol=1e-5, atol=1e-8)
+        n_info, s_info = n_out[4], s_out[4]
+        for key in n_info:  # the masks (and for SAME_STEP the final_* masks) are equal
+            if key.startswith("_"):
+                np.testing.assert_array_equal(n_info[key], s_info[key], err_msg=key)
+        for i, env in enumerate(sync.envs):
+            if same_step:  # the answered problem's observation and info
+                assert_close(n_info["final_obs"][i], s_info["final_obs"][i])
+                assert_close({k: v[i] for k, v in n_info["final_info"].items()},
+                             {k: v[i] for k, v in s_info["final_info"].items()})
+            if same_step or pending[i]:  # a new task: pose the native one in sync mode too
+                obs, info = _pose_like(native, env, i)
+            else:
+                obs, info = s_out[0][i], {k: v[i] for k, v in s_info.items()
+                                          if not k.startswith("_")}
+            assert_close((obs, info), (n_out[0][i], {k: v[i] for k, v in n_info.items()
+                                                     if not k.startswith(("_", "final"))}))
+        flags["autoreset"] += int(pending.sum())
+        pending = (n_out[2] | n_out[3]) & (not same_step)
+        flags["terminated"] += int(n_out[2].sum())
+        flags["truncated"] += int(n_out[3].sum())
+    episode = 1 if same_step else native.unwrapped.horizon
+    binds = max_episode_steps is not None and max_episode_steps <= episode
+    ends = max_episode_steps is None or max_episode_steps >= episode
+    assert (flags["truncated"] > 0) == binds and (flags["terminated"] > 0) == ends
+    assert same_step or flags["autoreset"] > 0
+
+
+def test_make_vec_arguments_are_checked(env_id: str) -> None:
+    for bad in (0, -2, 2.5, "3", True):
+        with pytest.raises(ValueError, match="max_episode_steps"):
+            make_vec(env_id, max_episode_steps=bad)
+    with pytest.raises(ValueError, match="disable_env_checker"):
+        make_vec(env_id, disable_env_checker="no")
+    for fine in (-1, None):  # gym.make's "no time limit"
+        assert make_vec(env_id, max_episode_steps=fine).unwrapped.max_episode_steps is None
+    make_vec(env_id, disable_env_checker=True).reset(seed=0)
 
 
 def test_vector_env_takes_torch_actions_like_numpy(env_id: str) -> None:
@@ -297,17 +391,35 @@ def test_vector_api_contract(env_id: str) -> None:
 # --- bad actions ---------------------------------------------------------------------------------
 
 
-def _bad_actions(shape: tuple[int, ...]) -> list[tuple[Any, str]]:
+FLOAT64_LIMIT = r"beyond ±1\.798e\+308, the largest magnitude float64 can hold"
+
+
+def _beyond_float64(shape: tuple[int, ...]) -> list[Any]:
+    """Finite numbers that float64 (every input is read as float64) cannot hold."""
+    values: list[Any] = [np.full(shape, 10**400, dtype=object)]  # Python ints, exact
+    if np.finfo(np.longdouble).max > 1e400:  # x86 long double
+        values.append(np.full(shape, np.longdouble("1e400")))
+    return values
+
+
+def _bad_actions(shape: tuple[int, ...], bounded: bool = True) -> list[tuple[Any, str]]:
     longer = (*shape[:-1], shape[-1] + 1)
-    return [(np.zeros(longer), "shape"), (np.zeros((2, *shape)), "shape"),
-            (np.full(shape, np.nan), "NaN or inf"), (np.full(shape, -np.inf), "NaN or inf"),
-            ("x", "numeric")]
+    out = [(np.zeros(longer), "shape"), (np.zeros((2, *shape)), "shape"),
+           (np.full(shape, np.nan), "NaN or inf"), (np.full(shape, -np.inf), "NaN or inf"),
+           ("x", "numeric"), *((v, FLOAT64_LIMIT) for v in _beyond_float64(shape))]
+    if not bounded:  # used as it is, not clipped: limited by what the env computes in
+        out.append((np.full(shape, -1e300), r"beyond ±\d"))
+    return out
+
+
+def _bounded(space: Any) -> bool:
+    return bool(np.isfinite(space.low).all() and np.isfinite(space.high).all())
 
 
 def test_bad_actions_raise_and_change_nothing(env_id: str) -> None:
     env, twin = make(env_id), make(env_id)
     acts = actions(env.action_space, 3, 2)
-    for bad, match in _bad_actions(env.action_space.shape):
+    for bad, match in _bad_actions(env.action_space.shape, _bounded(env.action_space)):
         assert_same(env.reset(seed=0), twin.reset(seed=0))
         with pytest.raises(ValueError, match=match):
             env.unwrapped.step(bad)
@@ -320,7 +432,8 @@ def test_vector_bad_actions_raise_and_change_nothing(env_id: str) -> None:
     acts = actions(envs.action_space, 3, 2)
     bad_tensors = [(torch.zeros(NUM_ENVS + 1, *envs.single_action_space.shape), "shape"),
                    (torch.full(envs.action_space.shape, float("nan")), "NaN or inf")]
-    for bad, match in [*_bad_actions(envs.action_space.shape), *bad_tensors]:
+    bounded = _bounded(envs.single_action_space)
+    for bad, match in [*_bad_actions(envs.action_space.shape, bounded), *bad_tensors]:
         assert_same(envs.reset(seed=0), twin.reset(seed=0))
         assert_same(envs.step(acts[0]), twin.step(acts[0]))
         with pytest.raises(ValueError, match=match):
@@ -336,10 +449,14 @@ def _bad_options(env: Any) -> list[tuple[Any, str]]:
     key, box = next(iter(space.items()))
     shape = box.shape
     longer = (*shape[:-1], shape[-1] + 1)
+    # Finite but beyond what the env can hold: its dtype, its float32 observation, or (a
+    # bounded option such as SineInversion's target) its box.
+    beyond = r"beyond ±\d.*(float32|float64|dtype)|must lie in \[-1, 1\]"
     return [({key: np.zeros(longer)}, "shape"), ({key: np.zeros(shape[1:])}, "shape"),
             ({key: np.full(shape, np.nan)}, "NaN or inf"), ({key: "abc"}, "numeric"),
             ({"bogus": 0}, "Unknown reset options"), ([(key, 0)], "must be a dict"),
-            ("options", "must be a dict")]
+            ("options", "must be a dict"), ({key: np.full(shape, 1e200)}, beyond),
+            *(({key: value}, FLOAT64_LIMIT) for value in _beyond_float64(shape))]
 
 
 @pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
@@ -360,6 +477,28 @@ def test_rejected_reset_changes_neither_the_episode_nor_the_generator(
         if vector or not out[2]:
             assert_same(env.step(acts[1]), twin.step(acts[1]))
         assert_same(env.reset(), twin.reset())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_representable_huge_target_gives_finite_errors_and_rewards(env_id: str,
+                                                                    dtype: str) -> None:
+    """Issue 13: a float32 target of 1e19 made ‖s*‖² overflow into a NaN terminal reward. Any
+    target the env accepts gives finite ``target_error`` and rewards (single and vector)."""
+    env, envs = make(env_id, dtype=dtype), make_vec(env_id, dtype=dtype)
+    space = env.unwrapped.reset_options_space
+    if "target" not in space.spaces or _bounded(space["target"]):
+        pytest.skip("no unbounded target option")
+    shape = space["target"].shape
+    for big in (1e19, 3e38, -3e38):
+        target = np.full(shape, big) * np.where(np.arange(shape[-1]) % 2, 1.0, 0.5)
+        outs = [env.reset(seed=0, options={"target": target}),
+                envs.reset(seed=0, options={"target": np.stack([target] * NUM_ENVS)})]
+        for _ in range(env.unwrapped.horizon):
+            outs += [env.step(env.action_space.sample()), envs.step(envs.action_space.sample())]
+        for out in outs:
+            numbers = [out[-1]["target_error"], *(out[1:2] if len(out) == 5 else ())]
+            assert np.isfinite(np.asarray(numbers, dtype=np.float64)).all(), out[-1]
+        assert outs[-2][2]  # the terminal reward was among them
 
 
 def test_valid_reset_options_pose_the_same_task_every_time(env_id: str) -> None:

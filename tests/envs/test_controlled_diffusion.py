@@ -279,3 +279,23 @@ def test_the_shells_take_a_prebuilt_core_instead_of_keywords() -> None:
         ControlledDiffusionEnv(core=core, n=16)
     with pytest.raises(TypeError, match="has no make_core"):
         ControlEnv()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relative_squared_error_is_the_plain_formula_and_never_overflows(
+        dtype: torch.dtype) -> None:
+    """Scaling by a power of two is exact: bit for bit ``‖s − r‖²/‖r‖²`` wherever that is
+    finite (what agents train on stays the same), and finite where only ‖r‖² would overflow."""
+    from sipenv.envs.core import relative_squared_error
+
+    gen = torch.Generator().manual_seed(0)
+    for scale in (1e-3, 1.0, 7.0, 1e10):
+        s = torch.randn(5, 16, generator=gen, dtype=dtype) * scale
+        r = torch.randn(5, 16, generator=gen, dtype=dtype) * scale
+        plain = ((s - r) ** 2).sum(-1) / (r**2).sum(-1).clamp_min(1e-30)
+        assert torch.equal(relative_squared_error(s, r), plain)
+    top = torch.finfo(dtype).max
+    for big in (1e19, top / 2, -top):
+        r = torch.full((2, 16), big, dtype=dtype)
+        torch.testing.assert_close(relative_squared_error(torch.zeros_like(r), r),
+                                   torch.ones(2, dtype=dtype))

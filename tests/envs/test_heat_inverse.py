@@ -4,6 +4,7 @@ frames). The Gymnasium contract every env keeps is in ``test_conformance.py``.""
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -200,3 +201,58 @@ def test_human_mode_renders_headless(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- native vector env ---------------------------------------------------------------------------
 
 
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(8, 6), (64, 64)])
+def test_fields_up_to_the_limit_give_finite_rewards_and_beyond_it_are_refused(
+        dtype: str, shape: tuple[int, int]) -> None:
+    """The physical answer and ``x*`` are used as they are: the env takes fields up to
+    ``field_limit`` (the float32 observation, or a loss that fits the dtype) and refuses
+    larger ones by name; at the limit the reward and infos are finite (issue 13)."""
+    from sipenv.envs.heat_inverse import field_limit
+
+    limit, _ = field_limit(getattr(torch, dtype), shape)
+    env = gym.make(ENV_ID, shape=shape, dtype=dtype)
+    checker = np.indices(shape).sum(0) % 2 * 2.0 - 1.0  # ±1: the largest P(x) − y* there is
+    obs, _ = env.reset(seed=0, options={"initial": limit * checker})
+    assert np.isfinite(obs).all()
+    _, reward, _, _, info = env.step(-limit * checker)
+    assert np.isfinite([reward, info["x_error"], info["y_loss"]]).all()
+    for bad in ({"initial": 1.01 * limit * checker}, {"initial": np.full(shape, 1e300)}):
+        with pytest.raises(ValueError, match=re.escape(f"beyond ±{limit:.4g}, the largest")):
+            env.reset(options=bad)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=re.escape(f"action has entries beyond ±{limit:.4g}")):
+        env.step(np.full(shape, 1.01 * limit))
+
+
+def test_bounded_variant_scales_and_clips_normalised_actions() -> None:
+    """``action_scale=s``: ``Box(-1, 1)`` actions, ``x = s · clip(a, −1, 1)``; the default stays
+    physical and unbounded."""
+    physical = gym.make(ENV_ID, shape=(8, 6))
+    assert np.isinf(physical.action_space.high).all()
+    env = gym.make(ENV_ID, shape=(8, 6), action_scale=10.0)
+    space = env.action_space
+    assert space.dtype == np.float32 and (space.low == -1).all() and (space.high == 1).all()
+    env.reset(seed=0)
+    twin = physical.unwrapped
+    twin.reset(seed=0)
+    x_true = env.unwrapped.x_true[0].numpy()
+    assert np.array_equal(x_true, twin.x_true[0].numpy())
+    _, reward, _, _, info = env.step(x_true / 10.0)
+    assert info["x_error"] < 1e-12 and reward > -1e-20
+    env.reset(seed=0)
+    action = np.full((8, 6), 1e300)  # clipped, like the control envs' actions
+    _, reward, _, _, info = env.step(action)
+    np.testing.assert_array_equal(env.unwrapped.x[0].numpy(), np.full((8, 6), 10.0))
+    assert np.isfinite(reward)
+    envs = gym.make_vec(ENV_ID, num_envs=2, shape=(8, 6), action_scale=5.0,
+                        vectorization_mode="vector_entry_point")
+    assert (envs.single_action_space.high == 1).all()
+    envs.reset(seed=0)
+    envs.step(np.full((2, 8, 6), -3.0))
+    np.testing.assert_array_equal(envs.unwrapped.x.numpy(), np.full((2, 8, 6), -5.0))
+    for bad in (0.0, -1.0, float("inf"), "10", 1e300):
+        with pytest.raises(ValueError, match="action_scale"):
+            gym.make(ENV_ID, shape=(8, 6), action_scale=bad)

@@ -11,8 +11,9 @@ import os
 import gymnasium as gym
 import numpy as np
 import pytest
+from env_support import make
 
-import sipenv  # noqa: F401  (registers the ids)
+import sipenv
 from sipenv.envs.rendering import HEIGHT, WIDTH, HumanWindow, draw_frame
 
 ENV_ID = "sip/ControlledDiffusion-v0"
@@ -137,3 +138,25 @@ def test_vector_env_frame_after_autoreset_ignores_the_ignored_action() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+
+
+@pytest.mark.parametrize("env_id", sipenv.ENV_IDS)
+def test_closing_one_human_window_leaves_the_others_working(env_id: str) -> None:
+    """pygame has one display per process: closing one env releases only its own window; the
+    display shuts down when the last window closes (and reopens for the next one)."""
+    pygame = pytest.importorskip("pygame")
+    first, second = make(env_id, render_mode="human"), make(env_id, render_mode="human")
+    first.reset(seed=0)
+    second.reset(seed=1)
+    first.close()
+    assert pygame.display.get_init(), "closing one window shut the display for the other"
+    second.step(second.action_space.sample())  # shows a frame in human mode
+    assert second.render() is None
+    first.close()  # twice: still only its own window
+    assert pygame.display.get_init()
+    second.close()
+    assert not pygame.display.get_init(), "the last window's close must shut the display"
+    first.reset(seed=2)  # a closed env opens a new window
+    assert pygame.display.get_init()
+    first.close()
+    assert not pygame.display.get_init()

@@ -163,8 +163,44 @@ def test_cfl_violation_warns_and_names_the_cure() -> None:
         BurgersPhysics(check_cfl=False).step(5 * ok, torch.zeros_like(ok))
     fast = torch.zeros(2, 128, dtype=F64)
     fast[1, 5] = -6.5  # max|u| · τ/Δx = 6.5 · 0.0015 · 128 = 1.248
-    with pytest.warns(RuntimeWarning, match=r"CFL.*1\.25.*substeps to ≥ 25 \(now 20\)"):
+    with pytest.warns(RuntimeWarning, match=r"CFL.*1\.25.*bound the 20 sub-steps were chosen "
+                                            r"for \(max_speed = 5.*max_speed ≥ 6\.5 \(or "
+                                            r"substeps ≥ 25\)"):
         phys.step(fast, torch.zeros_like(fast))
+
+
+@pytest.mark.parametrize("n", [4, 32, 128, 129, 1024, 4096])
+@pytest.mark.parametrize("dt", [1e-3, 0.03, 0.5])
+@pytest.mark.parametrize("max_speed", [0.1, 5.0, 40.0])
+def test_default_substeps_are_stable_for_the_velocity_bound(
+        n: int, dt: float, max_speed: float) -> None:
+    """Chosen at construction from the settings and ``max_speed``: stable for every
+    ``|u| ≤ max_speed``, never fewer than the reference 20, and above 20 one fewer would not
+    be stable."""
+    phys = BurgersPhysics(n=n, dt=dt, max_speed=max_speed)
+    assert phys.max_stable_speed >= max_speed * (1 - 1e-12)
+    assert phys.n_substeps >= 20
+    if phys.n_substeps > 20:
+        assert phys.dx / (dt / (phys.n_substeps - 1)) < max_speed
+    assert BurgersPhysics(n=n, dt=dt, max_speed=max_speed, substeps=3).n_substeps == 3
+    assert BurgersPhysics(n=n, dt=dt, advection="semi_lagrangian").n_substeps == 1
+
+
+def test_reference_settings_keep_20_substeps_and_other_resolutions_stay_stable() -> None:
+    """The committed results' 20 sub-steps at the defaults; at n = 1024 (which 20 sub-steps
+    would run at CFL 2.5) the default is stable for the reference tasks: no warning."""
+    assert BurgersPhysics().n_substeps == 20
+    assert BurgersPhysics(max_speed=5.2).n_substeps == 20  # any bound up to 5.2 gives 20
+    assert BurgersPhysics(n=32).n_substeps == 20  # settings that were stable keep their count
+    fine = BurgersPhysics(n=1024)
+    assert fine.n_substeps == 154
+    u = fine.sample_initial_states(4, _gen(0), dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            u = fine.step(u, torch.zeros_like(u))
+    with pytest.raises(ValueError, match="max_speed"):
+        BurgersPhysics(max_speed=0.0)
 
 
 def test_step_does_not_modify_inputs_and_follows_dtype() -> None:

@@ -61,6 +61,31 @@ def test_physics_runs_on_the_device_of_its_inputs(device: str) -> None:
     assert _on(sampled, device)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_issue_13_rules_hold_on_the_device(device: str) -> None:
+    """Mixed precision follows the state, the relative error scales before squaring (frexp /
+    ldexp on the device), and the vector env truncates and reports sync mode's info layout."""
+    from sipenv.envs.core import relative_squared_error
+    from sipenv.physics import BurgersPhysics
+
+    gen = torch.Generator().manual_seed(0)
+    for phys in (DiffusionPhysics(n=32), BurgersPhysics(n=32)):
+        s = phys.sample_fields(2, gen, max_mode=3, amplitude=0.5).to(device)
+        f = s.double()
+        assert phys.step(s, f).dtype == torch.float32 and _on(phys.step(s, f), device)
+        assert phys.inverse_step(f, f, s).dtype == torch.float32
+    target = torch.full((2, 64), 1e19, device=device)
+    error = relative_squared_error(torch.zeros_like(target), target)
+    assert _on(error, device)
+    torch.testing.assert_close(error.cpu(), torch.ones(2))
+    envs = gym.make_vec(ENV_ID, num_envs=2, device=device, max_episode_steps=2,
+                        vectorization_mode="vector_entry_point")
+    _, info = envs.reset(seed=0, options={"target": np.full((2, 64), 1e19)})
+    assert set(info) == {"target_error", "_target_error", "force_cost", "_force_cost"}
+    truncated = [envs.step(np.zeros((2, 64)))[3].all() for _ in range(2)]
+    assert truncated == [False, True] and np.isfinite(info["target_error"]).all()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_single_env_steps_on_the_device_and_matches_cpu(device: str, dtype: str) -> None:

@@ -348,6 +348,53 @@ def test_float32_and_float64_agree_to_the_float32_accuracy(spec: ModelSpec,
     torch.testing.assert_close(b32.double(), b64, rtol=0, atol=inv_tol)
 
 
+@pytest.mark.parametrize("spec", MODEL_PARAMS)
+@pytest.mark.parametrize(("dtype", "other"), [(F32, F64), (F64, F32)], ids=["f32+f64", "f64+f32"])
+@hyp_settings(20)
+@given(data=st.data())
+def test_mixed_precision_follows_the_state(spec: ModelSpec, dtype: torch.dtype,
+                                           other: torch.dtype, data: st.DataObject) -> None:
+    """The contract's one rule (``PhysicsModel``): results have the ``state``'s dtype, and the
+    other tensors are cast to it first, so mixing dtypes equals casting by hand."""
+    phys, s, f = data.draw(cases(spec))
+    s, f_other = s.to(dtype), f.to(other)
+    f_cast = f_other.to(dtype)  # what the rule makes of the other-dtype force
+    nxt = phys.step(s, f_cast)
+    n_other = nxt.to(other)
+    cases_ = [(phys.step(s, f_other), nxt),
+              (phys.inverse_step(n_other, f_other, s),
+               phys.inverse_step(n_other.to(dtype), f_cast, s)),
+              (phys.force_for(s, n_other), phys.force_for(s, n_other.to(dtype)))]
+    for mixed, by_hand in cases_:
+        assert mixed.dtype == dtype
+        torch.testing.assert_close(mixed, by_hand, rtol=0, atol=0)
+
+
+def test_mixed_precision_follows_the_unknown_in_2d_and_single_step_models() -> None:
+    """The same rule for the models outside :data:`MODELS`: ``Diffusion2DPhysics`` follows its
+    state, ``HeatPhysics`` and ``SinePhysics`` their unknown ``x``."""
+    from sipenv.physics import Diffusion2DPhysics, HeatPhysics, SinePhysics
+
+    gen = torch.Generator().manual_seed(0)
+    for dtype, other in ((F32, F64), (F64, F32)):
+        d2 = Diffusion2DPhysics(shape=(8, 6), nu=0.1, dt=0.1)
+        s, f = torch.rand(2, 8, 6, generator=gen).to(dtype), torch.rand(2, 8, 6, generator=gen)
+        assert d2.step(s, f.to(other)).dtype == dtype
+        assert d2.inverse_step(s.to(other), f.to(other), s).dtype == dtype
+        assert d2.force_for(s, s.to(other)).dtype == dtype
+        heat = HeatPhysics(shape=(8, 6), nu_t=0.5)
+        x = heat.sample_initial(2, gen, dtype=dtype)
+        y = heat.forward(x).to(other)
+        assert heat.loss(x, y).dtype == heat.x_error(x, x.to(other)).dtype == dtype
+        assert heat.inverse(y, x).dtype == dtype
+        sine = SinePhysics(xi=4.0)
+        x2, y2 = torch.rand(3, 2, generator=gen).to(dtype), torch.rand(3, 2, generator=gen)
+        for out in (sine.loss(x2, y2.to(other)), sine.inverse(y2.to(other), x2),
+                    sine.nearest_solution(x2, y2.to(other)),
+                    sine.loss_gradient(x2, y2.to(other))):
+            assert out.dtype == dtype
+
+
 # --- the suite covers every model ---------------------------------------------------------------
 
 
