@@ -178,7 +178,7 @@ def riemann_problem(**physics_kwargs: Any) -> dict[str, float]:
 
 def riemann() -> dict[str, Any]:
     out: dict[str, Any] = {"exact_shock": RIEMANN_EXACT_SHOCK}
-    for name, kw in (("upwind", {}), ("semi_lagrangian_1", {"advection": SL}),
+    for name, kw in (("upwind", {"substeps": 20}), ("semi_lagrangian_1", {"advection": SL}),
                      ("semi_lagrangian_20", {"advection": SL, "substeps": 20})):
         result = riemann_problem(**kw)
         del result["dx"]

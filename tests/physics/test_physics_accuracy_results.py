@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from sipenv.physics import BurgersPhysics
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `benchmarks` is not an installed package
@@ -25,19 +22,10 @@ def test_committed_markdown_is_rendered_from_the_committed_json() -> None:
     assert "benchmarks/physics_accuracy.py" in physics_accuracy.OUT_MD.read_text()
 
 
-def _committed_substeps(**kwargs: Any) -> BurgersPhysics:
-    """``BurgersPhysics`` as the committed Riemann numbers were measured: the upwind scheme
-    at 20 sub-steps. Its default now grows with ``n`` (issue 13: at the case's 256 cells it
-    is 39, stable for the reference tasks' ``|u| ≤ 5``; this case has ``|u| ≤ 1``, for which
-    20 are stable). A no-op once ``riemann()`` pins ``substeps=20`` itself."""
-    if kwargs.get("advection", "upwind") == "upwind":
-        kwargs.setdefault("substeps", 20)
-    return BurgersPhysics(**kwargs)
-
-
-def test_riemann_case_reproduces_the_committed_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_riemann_case_reproduces_the_committed_numbers() -> None:
+    """The case pins the upwind scheme at 20 sub-steps (stable for its |u| ≤ 1; the default
+    grows with n for the reference tasks' velocity bound)."""
     committed = json.loads(physics_accuracy.OUT_JSON.read_text())["riemann"]
-    monkeypatch.setattr(physics_accuracy, "BurgersPhysics", _committed_substeps)
     fresh = physics_accuracy.riemann()
     for scheme in ("upwind", "semi_lagrangian_1", "semi_lagrangian_20"):
         for key, value in committed[scheme].items():
