@@ -29,10 +29,15 @@ ENV_IDS: tuple[str, ...] = tuple(_ENTRY_POINTS)
 
 
 def _register() -> None:
+    # Gymnasium's passive env checker is off by default (``gym.make(id,
+    # disable_env_checker=False)`` turns it back on): in Gymnasium 1.4 it marks the env checked
+    # before the first ``reset`` returns, so a first reset that sipenv rejects (bad options)
+    # left the env unable to step. Every id passes ``check_env`` in the conformance suite.
     for env_id, (module, prefix) in _ENTRY_POINTS.items():
         if env_id not in registry:
             register(id=env_id, entry_point=f"sipenv.envs.{module}:{prefix}Env",
-                     vector_entry_point=f"sipenv.envs.{module}:{prefix}VectorEnv")
+                     vector_entry_point=f"sipenv.envs.{module}:{prefix}VectorEnv",
+                     disable_env_checker=True)
 
 
 _register()

@@ -11,7 +11,7 @@ import sipenv
 
 RECIPE_ID = "sip-test/Recipe-v0"
 if RECIPE_ID not in registry:
-    register(id=RECIPE_ID, entry_point="recipe_env:RecipeEnv",
+    register(id=RECIPE_ID, entry_point="recipe_env:RecipeEnv", disable_env_checker=True,
              vector_entry_point="recipe_env:RecipeVectorEnv")
 
 

@@ -632,3 +632,13 @@ def test_documented_argument_defaults_are_the_real_ones(env_id: str) -> None:
             assert actual == pytest.approx(value), name
         else:
             assert actual == value, name
+
+
+def test_a_rejected_first_reset_leaves_the_env_usable(env_id: str) -> None:
+    """``gym.make``'s default wrappers survive a first ``reset`` that the env refuses (Gymnasium
+    1.4's passive checker, on by default elsewhere, would leave the env unable to step)."""
+    env = make(env_id)
+    with pytest.raises(ValueError, match="option"):
+        env.reset(options={"no_such_option": 1})
+    env.reset(seed=0)
+    env.step(actions(env.action_space, 0, 1)[0])
