@@ -6,9 +6,11 @@ problem (sip/SineInversion-v0, sip/HeatInverse-v0).
     python scripts/train.py sip --env-id sip/SineInversion-v0 --env-kwargs '{"xi": 32, "phi": 45}'
     python scripts/train.py sip --env-id sip/HeatInverse-v0 --network unet --hidden 16 16 16 16
     python scripts/train.py sip --run-name my-run --iterations 4000 --resume   # extend a run
+    torchrun --standalone --nproc_per_node=2 scripts/train.py dp --batch-size 256  # data-parallel
 
 Writes runs/<run-name>/ (config.json, metrics.jsonl, checkpoint.pt, final_eval.json,
-learning_curve.png). Every setting is a flag: see `python scripts/train.py <algo> --help`.
+learning_curve.png; under torchrun rank 0 alone writes them: docs/distributed.md). Every setting
+is a flag: see `python scripts/train.py <algo> --help`.
 Settings, and combinations that cannot work (e.g. supervised on a problem without a reference
 solution, ppo on a one-step problem), are refused before anything is written (exit 2).
 """
@@ -21,6 +23,7 @@ from collections.abc import Callable
 
 import tyro
 
+from agents import distributed
 from agents.checkpoint import CheckpointError
 from agents.registry import ALGORITHMS
 from agents.trainer import TrainConfig, TrainingDiverged
@@ -33,9 +36,26 @@ def main(argv: list[str] | None = None) -> int:
         configs, prog="train.py", description=__doc__, args=argv)
     try:
         config.validate()
+        group = distributed.launch(config, ALGORITHMS[config.algo])  # (torchrun only)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        with distributed.collective_errors(group):
+            return _train(config, group)
+    except distributed.DistributedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # (a resumed run's batch size that does not split over the ranks)
+        if not group.active:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown()
+
+
+def _train(config: TrainConfig, group: distributed.Context) -> int:
     try:
         result = ALGORITHMS[config.algo].train(config, resume=config.resume,
                                                progress=config.progress)
@@ -45,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not group.is_main:
+        return 0
     print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations,
                       "train_time_s": round(result.train_time, 2), **result.final_eval},
                      indent=2))
