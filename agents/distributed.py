@@ -416,8 +416,11 @@ def evaluate(problem: Problem, network: nn.Module, data: Any, ctx: Context) -> d
     every rank returns the summary of the whole set. Other problem types, or a set smaller than
     the world, are evaluated whole on every rank.
     """
+    if not ctx.active:
+        return problem.evaluate(network, data)
+    _share_buffers(network, ctx)
     size = _length(data)
-    if not ctx.active or size is None or size < ctx.world_size:
+    if size is None or size < ctx.world_size:
         return problem.evaluate(network, data)
     part = _slice(data, ctx.rank, ctx.world_size)
     if isinstance(problem, TaskProblem):
@@ -434,6 +437,15 @@ def evaluate(problem: Problem, network: nn.Module, data: Any, ctx: Context) -> d
         dist.all_gather_object(guesses, x)
         return problem.batch_metrics(torch.cat(guesses).to(problem.device), data)
     return problem.evaluate(network, data)
+
+
+def _share_buffers(network: nn.Module, ctx: Context) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics). Training in train mode
+    does not read them, but evaluation and checkpoints do; on CPU each rank updates them from
+    its own slice, so they are made rank 0's (what its checkpoint holds) before they are used."""
+    with torch.no_grad():
+        for buffer in network.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def _length(data: Any) -> int | None:
@@ -455,12 +467,14 @@ def check_in_sync(network: nn.Module, ctx: Context, *, iteration: int,
     Compares exact checksums of the state dict (and of the data generator's state) with rank
     0's: identical weights are an invariant of data-parallel training, so a difference means
     the ranks started from different states (e.g. resumed from different checkpoints).
+    Buffers (BatchNorm running statistics) are first made rank 0's on every rank.
 
     Raises:
         DistributedError: Naming the ranks that differ from rank 0.
     """
     if not ctx.active:
         return
+    _share_buffers(network, ctx)
     with torch.no_grad():
         sums = [float(iteration)]
         for t in network.state_dict().values():

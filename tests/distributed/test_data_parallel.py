@@ -3,8 +3,8 @@
 The ranks are forked by ``ddp_harness.run_ranks`` (free port on 127.0.0.1, collective and
 overall timeouts: a failing test never hangs). One launch trains every equivalence case and the
 uninterrupted reference of the kill-and-resume test; a second kills one rank mid-run, a third
-resumes. Tolerances (docs/distributed.md): float64 weights ≤ 1e-6 relative (measured ~1e-15);
-float32 ≤ ``F32_TOL`` relative in norm after ``K`` Adam iterations (measured ≤ ~1e-4: float32
+resumes. Tolerances (docs/distributed.md), on ‖w₂ − w₁‖/‖w₁‖ after ``K`` Adam iterations:
+float64 ≤ 1e-6 (measured ~1e-17); float32 ≤ ``F32_TOL`` = 1e-4 (measured ≤ 3e-6: float32
 rounding of matrix products whose kernels depend on the batch size, amplified where Adam
 normalises near-zero gradient components).
 """
@@ -32,7 +32,7 @@ from agents.registry import get_algorithm
 from agents.trainer import Algorithm, TrainConfig, run_training
 
 K = 8
-F32_TOL = 2e-3
+F32_TOL = 1e-4
 F64_TOL = 1e-6
 COMMON: dict[str, Any] = {"hidden": (32, 32), "batch_size": 8, "iterations": K,
                           "eval_episodes": 8, "log_every": 1, "checkpoint_every": 0,
@@ -200,6 +200,36 @@ def test_sharding_slices_named_tuples_and_none() -> None:
     assert all(p.x_true is None for p in parts)
 
 
+SLOW_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    # the generic (Gauss-Newton) inverse: the network runs inside linearize_rollout
+    "sip-burgers-gauss-newton": ("sip", {"env_id": "sip/ControlledBurgers-v0",
+                                         "split": "gauss-newton", "lr": 3e-3, "iterations": 3}),
+    # a U-Net with BatchNorm on CPU: per-rank batch statistics (a warning), so only close
+    "sip-heat-unet": ("sip", {"env_id": "sip/HeatInverse-v0", "network": "unet",
+                              "hidden": (8, 8), "iterations": 3}),
+    "supervised-heat": ("supervised", {"env_id": "sip/HeatInverse-v0", "iterations": 3}),
+}
+
+
+def _slow_cases(rank: int) -> dict[str, Any]:
+    return {name: _train(*case) for name, case in SLOW_CASES.items()}
+
+
+@pytest.mark.slow
+def test_more_paths_two_ranks() -> None:
+    """Burgers with the Gauss-Newton split, the heat problem with a U-Net (BatchNorm) and
+    supervised (≈ 30 s)."""
+    ranks = run_ranks(_slow_cases, 2, deadline=300)
+    for r in ranks:
+        assert r.exitcode == 0 and r.error is None, r.error
+    for name, case in SLOW_CASES.items():
+        single = _train(*case)
+        for k, v in ranks[0].value[name]["weights"].items():  # buffers included
+            np.testing.assert_array_equal(v, ranks[1].value[name]["weights"][k])
+        tol = 2e-2 if "unet" in name else 1e-3  # (measured 5e-3 and ≤ 3e-5)
+        assert _rel(ranks[0].value[name]["weights"], single["weights"]) <= tol, name
+
+
 @pytest.mark.slow
 def test_readme_torchrun_command_runs(tmp_path: Path) -> None:
     """The documented one-liner, through the real torchrun launcher (≈15 s: three fresh
@@ -218,3 +248,13 @@ def test_readme_torchrun_command_runs(tmp_path: Path) -> None:
     refused = subprocess.run([*cmd[:4], "ppo", "--iterations", "1"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=180)
     assert refused.returncode != 0 and "trains in a single process" in refused.stderr
+
+
+def test_collective_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed.timeout_s() == distributed.DEFAULT_TIMEOUT_S
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "12.5")
+    assert distributed.timeout_s() == 12.5
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match="SIPENV_DIST_TIMEOUT must be a number of seconds"):
+        distributed.timeout_s()
