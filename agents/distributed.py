@@ -28,8 +28,8 @@ Launch ``scripts/train.py`` with ``torchrun`` (see ``docs/distributed.md``)::
 * **BatchNorm** (``--network unet``): on CUDA the network's BatchNorm layers become
   ``SyncBatchNorm`` (statistics of the global batch, as one process); on CPU PyTorch has no
   synchronised BatchNorm, so each rank normalises with the statistics of its own slice (and
-  DDP copies rank 0's running statistics to every rank): close to, but not equal to, one
-  process. A warning says so.
+  evaluation and checkpoints use rank 0's running statistics, given to every rank): close to,
+  but not equal to, one process. A warning says so.
 * **Bookkeeping**: training-batch metrics are averaged over the ranks, the step time is the
   slowest rank's (so every rank sees the same ``train_time`` and stops at the same iteration
   under a ``time_budget``), evaluation is sharded over the ranks and reduced (``evaluate``).
