@@ -73,6 +73,8 @@ def _rel(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 def _all_cases(rank: int, folder: str) -> dict[str, Any]:
     out = {name: _train(*case) for name, case in CASES.items()}
     out["resume-reference"] = _train(*RESUME, write=True, run_dir=Path(folder) / "full")
+    out["time-budget"] = _train("dp", {"iterations": 10**6, "time_budget": 0.3,
+                                       "eval_points": 2, "log_every": 0})
     return out
 
 
@@ -116,6 +118,18 @@ def test_two_ranks_equal_one_process(two_ranks: tuple[list[Any], Path], name: st
     assert last["iteration"] == ref["iteration"] == K
     for key in ref.keys() - {"time"}:
         assert last[key] == pytest.approx(ref[key], rel=tol), key
+
+
+def test_time_budget_stops_every_rank_at_the_same_iteration(
+        two_ranks: tuple[list[Any], Path]) -> None:
+    """The step time is the slowest rank's, so a time budget (and the evaluation points placed
+    in it) end every rank at the same iteration, with the same weights."""
+    (rank0, rank1), _ = two_ranks
+    a, b = rank0["time-budget"], rank1["time-budget"]
+    assert [h["iteration"] for h in a["history"]] == [h["iteration"] for h in b["history"]]
+    assert len(a["history"]) == 3 and a["history"][-1]["time"] >= 0.3  # (0 and 2 points)
+    for k, v in a["weights"].items():
+        np.testing.assert_array_equal(v, b["weights"][k])
 
 
 def test_killed_rank_stops_the_job_and_resume_is_bit_identical(
