@@ -716,6 +716,13 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
                               "choose another --run-name.")
 
+    # --- data-parallel training under torchrun (agents.distributed): every hook below does
+    # nothing without a process group; with one, rank 0 alone writes and shows progress ---
+    from agents import distributed
+
+    group, update = distributed.prepare(config, algorithm, update, ckpt)
+    write, progress = write and group.is_main, progress and group.is_main
+
     # --- problem, network, optimizer, data stream: identical for every algorithm ---
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -753,14 +760,15 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
                 "config": {**asdict(config), "hidden": list(config.hidden)},
                 "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
                 "iteration": iteration, "train_time": train_time,
-                "data_rng": data_gen.get_state()}
+                "data_rng": data_gen.get_state(), "world_size": group.world_size}
 
     def evaluate() -> dict[str, float]:
         was_training = policy.training
         policy.eval()
         summary: dict[str, float] = {}
         for prefix, data in held_out.items():
-            summary.update({prefix + k: v for k, v in problem.evaluate(policy, data).items()})
+            summary.update({prefix + k: v for k, v in distributed.evaluate(
+                problem, policy, data, group).items()})
         policy.train(was_training)
         return summary
 
@@ -787,6 +795,9 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} "
                "[{elapsed}<{remaining}{postfix}]" if by_time else None)
     policy.train()
+    distributed.check_in_sync(policy, group, iteration=iteration, data_rng=data_gen.get_state(),
+                              when="at the start")
+    network = distributed.wrap(policy, group)  # (DistributedDataParallel under torchrun)
     clock = training_clock(config.clock)
     writing = out if write else None
     try:
@@ -801,8 +812,9 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
 
             t0 = clock()
             batch = problem.sample(config.batch_size, data_gen)
+            batch = distributed.shard(batch, group)  # (this rank's slice of the global batch)
             try:
-                step = update(policy, optimizer, problem, batch, config)
+                step = update(network, optimizer, problem, batch, config)
             except NonFiniteUpdate as exc:  # nothing reached the weights
                 _diverged(writing, last_good, iteration, exc.what, policy,
                           exc.advice or "Lower --lr or check the env settings.")
@@ -818,12 +830,13 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
                           "The update overflowed the weights; lower --lr. "
                           + (f"{ckpt_path} keeps the last periodic checkpoint (see "
                              "--checkpoint-every)." if write else ""), weights_ok=False)
-            dt = clock() - t0
+            dt = distributed.slowest(clock() - t0, group)
             train_time += dt
             iteration += 1
             # --- bookkeeping, outside the training clock ---
             metrics = {"loss": float(step.loss.detach()), **step.metrics,
                        **problem.batch_metrics(step.prediction, batch)}
+            metrics = distributed.mean_metrics(metrics, group)
             if on_iteration is not None:
                 on_iteration(iteration, train_time, metrics)
             # (the last iteration overshoots the budget; keep the bar at 100 %)
@@ -840,6 +853,8 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     finally:
         bar.close()
 
+    distributed.check_in_sync(policy, group, iteration=iteration, data_rng=data_gen.get_state(),
+                              when="at the end")
     stopped_by = stop_reason(config, iteration, train_time)
     final = recorder.finish(iteration, train_time, stopped_by)
     return TrainResult(policy.eval(), problem, out if write else None, iteration, train_time,

@@ -6,9 +6,11 @@ problem (sip/SineInversion-v0, sip/HeatInverse-v0).
     python scripts/train.py sip --env-id sip/SineInversion-v0 --env-kwargs '{"xi": 32, "phi": 45}'
     python scripts/train.py sip --env-id sip/HeatInverse-v0 --network unet --hidden 16 16 16 16
     python scripts/train.py sip --run-name my-run --iterations 4000 --resume   # extend a run
+    torchrun --standalone --nproc_per_node=2 scripts/train.py dp --batch-size 256  # data-parallel
 
 Writes runs/<run-name>/ (config.json, metrics.jsonl, checkpoint.pt, final_eval.json,
-learning_curve.png). Every setting is a flag: see `python scripts/train.py <algo> --help`.
+learning_curve.png; under torchrun rank 0 alone writes them: docs/distributed.md). Every setting
+is a flag: see `python scripts/train.py <algo> --help`.
 A --time-budget alone governs the run; with --iterations too, whichever comes first ends it
 (the output and final_eval.json say which: "stopped_by"). Settings, combinations that cannot
 work (e.g. supervised on a problem without a reference solution, ppo on a one-step problem),
@@ -25,6 +27,7 @@ from collections.abc import Callable
 
 import tyro
 
+from agents import distributed
 from agents.checkpoint import CheckpointError
 from agents.outputs import check_output_dir
 from agents.registry import ALGORITHMS
@@ -41,17 +44,37 @@ def main(argv: list[str] | None = None) -> int:
         config.validate()
         check_output_dir(config.run_dir(), "--runs-dir/--run-name")
         algorithm.check_extras()
+        group = distributed.launch(config, algorithm)  # (torchrun only)
     except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        result = algorithm.train(config, resume=config.resume, progress=config.progress)
+        with distributed.collective_errors(group):
+            return _train(config, group)
+    except distributed.DistributedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # (a resumed run's batch size that does not split over the ranks)
+        if not group.active:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown()
+
+
+def _train(config: TrainConfig, group: distributed.Context) -> int:
+    try:
+        result = ALGORITHMS[config.algo].train(config, resume=config.resume,
+                                               progress=config.progress)
     except (FileExistsError, CheckpointError, ImportError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not group.is_main:
+        return 0
     print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations,
                       "train_time_s": round(result.train_time, 2),
                       "stopped_by": result.stopped_by, **result.final_eval}, indent=2))
