@@ -398,8 +398,12 @@ class ShapeTransitionEnv(ShapeTransitionTask, ControlEnv):
     change per step): a coarse control grid is upsampled by periodic bilinear interpolation, and
     ``mask`` (``actuation``) zeroes the force outside the actuated region. Out-of-range actions
     are **clipped**; NaN/inf or wrongly shaped actions raise ``ValueError`` and leave the state
-    unchanged. The default ``force_scale = 1.0`` (cells per step²) is a provisional choice,
-    to be measured (``scripts/measure_shape_force_scale.py``).
+    unchanged. The default ``force_scale = 1.0`` (cells per step²) is measured from data: the
+    per-step forces of open-loop solutions of 16 default tasks, found by gradient descent
+    through the physics (mean error 1.68 → 0.13), have |f| percentiles 99 %: 0.55 and
+    99.9 %: 0.86, so all but about 0.1 % of them fit in the box
+    (``scripts/measure_shape_force_scale.py``; ``tests/envs/test_shape_transition.py`` checks
+    it under ``-m slow``).
 
     ## Observation Space
 
