@@ -8,8 +8,8 @@ square panels over the periodic box, ``y`` drawn upwards (row 0 of a field at th
 2. the vorticity ``ω = ∂u_y/∂x − ∂u_x/∂y`` as a diverging colour map (red counter-clockwise,
    blue clockwise, symmetric limits) with velocity arrows on a coarse grid;
 3. the force applied in the last step: its magnitude ``|f|`` as a colour map (limits
-   ``[0, force_limit]``) with arrows, and the outline of the actuated region (orange) when
-   forces act only in part of the box;
+   ``[0, force_limit]``) with arrows (blank before the first step), and the outline of the
+   actuated region (orange) when forces act only in part of the box;
 
 each with a colour bar and its limits, and a header with the step, the relative target error
 and the frequency-weighted L1 error. pygame is imported lazily (fonts only; no display).
@@ -134,14 +134,15 @@ def draw_flow_frame(marker: np.ndarray, velocity: np.ndarray, target: np.ndarray
     bar(1, "RdBu_r", -w_lim, w_lim)
     # 3. the applied force
     if force is None:
-        image[top:top + ph, lefts[2]:lefts[2] + pw] = _BLANK
+        panel = np.empty((ph, pw, 3), dtype=np.uint8)
+        panel[:] = _BLANK
     else:
         force = np.nan_to_num(np.asarray(force, dtype=np.float64))
         magnitude = np.hypot(force[0], force[1])
         panel = colorize(_cells_to_pixels(magnitude, (ph, pw)), 0.0, force_limit, "Greens")
-        if mask is not None:
-            panel[_outline(_cells_to_pixels(np.asarray(mask, dtype=bool), (ph, pw)), 2)] = _MASK
-        put(2, panel)
+    if mask is not None:
+        panel[_outline(_cells_to_pixels(np.asarray(mask, dtype=bool), (ph, pw)), 2)] = _MASK
+    put(2, panel)
     bar(2, "Greens", 0.0, force_limit)
 
     surf = pygame.surfarray.make_surface(np.transpose(image, (1, 0, 2)))
@@ -160,6 +161,7 @@ def draw_flow_frame(marker: np.ndarray, velocity: np.ndarray, target: np.ndarray
         cols = (np.arange(nx) * w) // nx + w // (2 * nx)
         vy, vx = field[0][rows[:, None], cols[None, :]], field[1][rows[:, None], cols[None, :]]
         spacing = min(ph / ny, pw / nx)
+        surf.set_clip(pygame.Rect(lefts[i], top, pw, ph))  # arrows stay in their panel
         longest = _nice(max(limit, float(np.hypot(vy, vx).max())))
         k = 0.9 * spacing / longest
         for a, r in enumerate(rows):
@@ -178,6 +180,7 @@ def draw_flow_frame(marker: np.ndarray, velocity: np.ndarray, target: np.ndarray
                     hx = x1 - head * (ux + 0.5 * side * -uy)
                     hy = y1 - head * (uy + 0.5 * side * ux)
                     pygame.draw.line(surf, _INK, (x1, y1), (hx, hy), 1)
+        surf.set_clip(None)
         return longest
 
     speed = arrows(1, velocity, 0.0)
@@ -203,7 +206,7 @@ def draw_flow_frame(marker: np.ndarray, velocity: np.ndarray, target: np.ndarray
         notes.append(f"Force: colour |f|; a full-length arrow is {force_arrow:.3g} cells/step^2"
                      + ("; orange: the actuated region." if mask is not None else "."))
     elif mask is not None:
-        notes.append("Forces act only in the actuated region (outlined once a force is shown).")
+        notes.append("Forces act only in the actuated region (orange outline).")
     for j, line in enumerate(notes):
         text(line, (_MARGIN, bar_top + _BAR_H + 58 + 22 * j))
     frame = pygame.surfarray.array3d(surf)  # (W, H, 3)
