@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-from typing import Any, SupportsFloat
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, SupportsFloat
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from sipenv.envs.control import ControlEnv, ControlTask, ControlVectorEnv
 from sipenv.envs.core import FieldCore, Rollout, relative_squared_error
 from sipenv.envs.settings import Factory, Route
 from sipenv.physics.flow import IncompressibleFlowPhysics, periodic_bilinear
+from sipenv.physics.grid import FactorCache
 from sipenv.physics.shapes import SHAPE_KINDS, render_shapes, sample_shape_params
 from sipenv.validation import (
     check_bool,
@@ -69,6 +70,15 @@ def actuation_mask(region: str, shape: tuple[int, int], width: int) -> np.ndarra
     return mask
 
 
+class _ControlFactors(NamedTuple):
+    """Per-``(device, dtype)`` constants of a :class:`ShapeTransitionCore`: the actuation
+    mask ``(H, W)`` and the positions of the physics cells on the control grid
+    ``(2, H, W)`` (in control cells, for the upsampling)."""
+
+    mask: torch.Tensor
+    positions: torch.Tensor
+
+
 @dataclass(frozen=True)
 class ShapeTransitionCore(FieldCore):
     """Batched, differentiable definition of ``sip/ShapeTransition-v0`` (see the env's
@@ -112,6 +122,8 @@ class ShapeTransitionCore(FieldCore):
     size_range: tuple[float, float] = (0.1, 0.2)
     match_area: bool = True
     initial_speed: float = 0.0
+    _cache: FactorCache = field(default_factory=FactorCache, init=False, repr=False,
+                                compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.physics, IncompressibleFlowPhysics) or self.physics.markers != 1:
@@ -178,29 +190,35 @@ class ShapeTransitionCore(FieldCore):
 
     # --- forces ---------------------------------------------------------------------------------
 
+    def _build(self, device: torch.device) -> _ControlFactors:
+        m = actuation_mask(self.actuation, self.grid_shape, self.actuation_width)
+        (h, w), (fh, fw) = self.control_shape, self.grid_shape
+        iy = torch.arange(fh, device=device, dtype=torch.float64) * (h / fh)
+        ix = torch.arange(fw, device=device, dtype=torch.float64) * (w / fw)
+        positions = torch.stack(torch.broadcast_tensors(iy[:, None], ix[None, :]))
+        return _ControlFactors(torch.from_numpy(m.copy()).to(device, torch.float64), positions)
+
     def mask(self, device: torch.device | str | None = None,
              dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The actuation mask ``(H, W)`` as 0/1 values."""
-        m = actuation_mask(self.actuation, self.grid_shape, self.actuation_width)
-        return torch.from_numpy(m.copy()).to(device=device, dtype=dtype)
+        """The actuation mask ``(H, W)`` as 0/1 values (cached per device and dtype)."""
+        return self._cache.get(device, dtype, self._build).mask
 
-    def upsample(self, field: torch.Tensor) -> torch.Tensor:
+    def upsample(self, values: torch.Tensor) -> torch.Tensor:
         """Periodic bilinear upsampling ``(…, 2, h, w)`` → ``(…, 2, H, W)`` (identity on the
         physics grid); linear, and never leaves the range of its input."""
-        if tuple(field.shape[-2:]) == self.grid_shape:
-            return field
-        lead = field.shape[:-3]
-        x = field.reshape(-1, *field.shape[-3:])
-        (h, w), (fh, fw) = self.control_shape, self.grid_shape
-        iy = torch.arange(fh, device=x.device, dtype=x.dtype) * (h / fh)
-        ix = torch.arange(fw, device=x.device, dtype=x.dtype) * (w / fw)
-        pos = torch.stack(torch.broadcast_tensors(iy[:, None], ix[None, :]))
+        if tuple(values.shape[-2:]) == self.grid_shape:
+            return values
+        lead = values.shape[:-3]
+        x = values.reshape(-1, *values.shape[-3:])
+        fh, fw = self.grid_shape
+        pos = self._cache.get(x.device, x.dtype, self._build).positions
         up = periodic_bilinear(x, pos.expand(x.shape[0], 2, fh, fw))
         return up.reshape(*lead, 2, fh, fw)
 
-    def applied(self, field: torch.Tensor) -> torch.Tensor:
-        """``mask · upsample(field)``: a control-grid field as it acts on the physics grid."""
-        return self.upsample(field) * self.mask(field.device, field.dtype)
+    def applied(self, values: torch.Tensor) -> torch.Tensor:
+        """``mask · upsample(values)``: a control-grid field as it acts on the physics grid."""
+        up = self.upsample(values)
+        return up if self.actuation == "full" else up * self.mask(values.device, values.dtype)
 
     def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
         """``force_scale · mask · upsample(clip(a, −1, 1))``, ``(…, 2, H, W)``."""
