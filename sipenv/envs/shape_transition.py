@@ -408,6 +408,14 @@ class ShapeTransitionEnv(ShapeTransitionTask, ControlEnv):
     force acts on every later step, and the pressure spreads each force over the whole box
     (forces applied in a region move the fluid everywhere: indirect control).
 
+    What differs from the published task, and why: (1) forces on a flow with inertia instead of
+    a prescribed velocity per step (sipenv's tasks are driven by small per-step forces, and a
+    per-step inverse simulator exists for them); (2) the reward is the relative squared L2
+    marker error, as in sipenv's other control tasks, while the frequency-weighted L1 that the
+    paper trains on is reported in ``info``; (3) the target is rescaled to the initial marker's
+    mass (an incompressible flow cannot change areas); (4) tasks are drawn fresh from the seed
+    (no fixed set of 1000 examples), from 11 shape kinds instead of 10.
+
     ## Action Space
 
     ``Box(-1, 1, (2, h, w), float32)``: the normalised force ``[f_y, f_x]`` on the control grid
@@ -489,8 +497,8 @@ class ShapeTransitionEnv(ShapeTransitionTask, ControlEnv):
 
     ## Example
 
-    Pose a task — a square at rest to the same square moved 16 cells along ``x`` — and push the
-    whole fluid along ``x`` for one step:
+    Pose a task — a square at rest to the same square moved 16 cells along ``x`` — push the
+    whole fluid along ``x`` once, and let it coast (inviscid) for the other 15 steps:
 
     >>> import gymnasium as gym
     >>> import numpy as np
