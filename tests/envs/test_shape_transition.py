@@ -311,3 +311,37 @@ def test_measured_forces_fit_in_the_action_box() -> None:
     assert out["percentiles"]["99.9"] <= scale
     assert out["error_after"] < 0.1 < out["error_before"]  # the tasks are solved …
     assert out["error_clipped"] <= 1.05 * out["error_after"]  # … and the box does not hurt
+
+
+def test_human_mode_shows_every_frame_headless(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sipenv.envs.rendering import HumanWindow
+
+    shown: list[np.ndarray] = []
+    original = HumanWindow.show
+
+    def show(self: HumanWindow, frame: np.ndarray) -> None:
+        shown.append(frame)
+        original(self, frame)
+
+    monkeypatch.setattr(HumanWindow, "show", show)
+    env = make(render_mode="human", shape=(16, 16), horizon=2)
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(env.action_space.sample())
+    assert len(shown) == 3 and all(f.shape == FRAME_SHAPE for f in shown)
+    env.close()
+
+
+def test_frames_survive_extreme_values() -> None:
+    from sipenv.envs.rendering_2d import draw_flow_frame
+
+    n = 16
+    marker = np.r_[np.full((n // 2, n), np.nan), np.full((n // 2, n), np.inf)]
+    velocity = np.stack([np.full((n, n), 1e300), np.linspace(-1e30, 1e30, n * n).reshape(n, n)])
+    velocity[1, 0] = -np.inf
+    force = np.full((2, n, n), -1e200)
+    for f, mask in ((force, None), (None, np.eye(n, dtype=bool)), (np.zeros((2, n, n)), None)):
+        frame = draw_flow_frame(marker, velocity, np.ones((n, n)), f, step=1, horizon=2,
+                                force_limit=1.0, mask=mask, target_error=float("inf"),
+                                frequency_l1=float("nan"), title="t")
+        assert frame.shape == FRAME_SHAPE and frame.dtype == np.uint8
