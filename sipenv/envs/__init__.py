@@ -23,6 +23,7 @@ _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "sip/ControlledBurgers-v0": ("controlled_burgers", "ControlledBurgers"),
     "sip/CorrectedBurgers-v0": ("corrected_burgers", "CorrectedBurgers"),
     "sip/HeatInverse-v0": ("heat_inverse", "HeatInverse"),
+    "sip/ShapeTransition-v0": ("shape_transition", "ShapeTransition"),
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENTRY_POINTS)
