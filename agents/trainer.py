@@ -309,6 +309,14 @@ class TrainConfig:
         Raises:
             ValueError: If the combination cannot work.
         """
+        if isinstance(problem, TaskProblem) and (len(problem.core.action_shape) != 1
+                                                 or len(problem.core.observation_shape) != 1):
+            raise ValueError(
+                f"{problem.env_id} has observations of shape {problem.core.observation_shape} "
+                f"and actions of shape {problem.core.action_shape}; the training loop's networks "
+                "take flat observations and give flat actions so far (policies for spatial "
+                "2-D flow envs are not built yet). Use the env through Gymnasium with a policy "
+                "of your own, or train on a 1-D id.")
         if self.network == "unet" and isinstance(problem, InverseProblem) \
                 and len(problem.shape) != 2:
             raise ValueError(f"--network unet needs a field; {problem.env_id}'s inputs are "
