@@ -31,10 +31,8 @@ from agents.problems import (
     VALIDATION_SEED,
     InverseBatch,
     InverseProblem,
-    env_error,
-    make_problem,
 )
-from agents.registry import load_policy
+from agents.registry import load_run
 from sipenv.envs.control import parse_device
 from sipenv.envs.core import core_of
 
@@ -78,20 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
     try:
-        policy, ckpt = load_policy(args.checkpoint, device=args.device)
+        policy, ckpt, problem, env_kwargs = load_run(args.checkpoint, device=args.device)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     env_id = ckpt["env_id"]
-    env_kwargs = {**ckpt["env_kwargs"], "device": args.device,
-                  "dtype": ckpt["config"].get("env_dtype", "float32")}
-    try:
-        problem = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
-                               dtype=env_kwargs["dtype"])
-    except (TypeError, ValueError) as exc:
-        print(f"error: {args.checkpoint}'s env settings do not fit {env_id}: "
-              f"{env_error(env_id, exc)}", file=sys.stderr)
-        return 2
     if isinstance(problem, InverseProblem):
         return _evaluate_inverse(args, policy, problem, ckpt, env_kwargs)
     seeds = range(args.seed, args.seed + args.episodes)

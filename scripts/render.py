@@ -22,8 +22,8 @@ from agents.checkpoint import CheckpointError
 from agents.extras import require_extra
 from agents.outputs import check_output_file
 from agents.playback import play_episode, save_video
-from agents.problems import VALIDATION_SEED, check_env_kwargs, env_error, make_problem
-from agents.registry import load_policy
+from agents.problems import VALIDATION_SEED, check_env_kwargs, env_error
+from agents.registry import load_run
 from sipenv.envs.control import parse_device
 
 
@@ -116,20 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.checkpoint is not None:
         try:
-            net, ckpt = load_policy(args.checkpoint, device=args.device)
+            net, ckpt, task, env_kwargs = load_run(args.checkpoint, device=args.device)
         except CheckpointError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         env_id = ckpt["env_id"]
-        env_kwargs = {**ckpt["env_kwargs"], "device": args.device,
-                      "dtype": ckpt["config"].get("env_dtype", "float32")}
-        try:
-            task = make_problem(env_id, ckpt["env_kwargs"], device=args.device,
-                                dtype=env_kwargs["dtype"])
-        except (TypeError, ValueError) as exc:
-            print(f"error: {args.checkpoint}'s env settings do not fit {env_id}: "
-                  f"{env_error(env_id, exc)}", file=sys.stderr)
-            return 2
         policy = task.numpy_policy(net)
         label = f"{ckpt['algo']} checkpoint"
     else:

@@ -210,12 +210,16 @@ OPTIONS: dict[str, list[str]] = {
 SIP_ONLY = {"split-uniform", "split-gauss-newton", "gn-without-gauss-newton"}
 INVERSE = {"sip/SineInversion-v0", "sip/HeatInverse-v0"}
 BURGERS = {"sip/ControlledBurgers-v0", "sip/CorrectedBurgers-v0"}
+SPATIAL = {"sip/ShapeTransition-v0"}
+"""Field envs with spatial observations/actions, which the training loop refuses so far."""
 
 
 def _expected_refusal(algo: str, env_id: str, option: str) -> str | None:
     """What the pre-flight refusal of a combination says, or None if it must train."""
     if algo == "ppo" and option == "unet":
         return "network must be 'mlp'"
+    if env_id in SPATIAL:
+        return "take flat observations and give flat actions"
     if algo == "ppo" and env_id in INVERSE:
         return "single-step inverse problem"
     if option == "unet" and env_id == "sip/SineInversion-v0":
