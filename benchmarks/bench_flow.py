@@ -157,7 +157,10 @@ def _taylor_green_error(n: int, advection: str, courant: float = 0.4) -> float:
     return _rel(u, u0)
 
 
-def _advection_error(n: int, advection: str) -> float:
+def advection_error(n: int, advection: str) -> float:
+    """Relative L2 error of a smooth scalar carried by a uniform velocity for unit time, Courant
+    numbers (0.37, 0.21) per axis: pure advection, no splitting (``tests/physics/test_flow.py``
+    fits its convergence order)."""
     two_pi = 2 * math.pi
     steps = n // 8
     phys = IncompressibleFlowPhysics(shape=(n, n), length=(two_pi, two_pi), dt=1 / steps,
@@ -186,7 +189,7 @@ def accuracy_rows() -> list[dict[str, Any]]:
     for advection in ("semi_lagrangian", "mac_cormack"):
         for name, fn in (("Taylor–Green, whole step, Courant 0.4, t = 1", _taylor_green_error),
                          ("pure advection, uniform velocity, Courant (0.37, 0.21)",
-                          _advection_error)):
+                          advection_error)):
             errors = [fn(n, advection) for n in sizes]
             rows.append({"quantity": f"{name}: rel. L2 error at N = {sizes}",
                          "advection": advection, "value": [float(f"{e:.3g}") for e in errors],

@@ -135,7 +135,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from sipenv.physics.defect_correction import defect_correction
-from sipenv.physics.grid import FactorCache, PeriodicGrid, check_grid_shape
+from sipenv.physics.grid import FactorCache, PeriodicGrid, planar_domain
 from sipenv.physics.shapes import sample_shapes
 from sipenv.validation import check_choice, check_int, check_nonnegative, check_positive
 
@@ -359,12 +359,8 @@ class IncompressibleFlowPhysics:
     _scheme: FlowAdvection = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        shape = check_grid_shape(self.shape, 2)
-        object.__setattr__(self, "shape", shape)
-        if self.length is not None and not (
-                isinstance(self.length, (tuple, list)) and len(self.length) == 2):
-            raise ValueError(f"length must be a pair (L_y, L_x), got {self.length!r}.")
-        domain = PeriodicGrid(shape, self.length)
+        domain = planar_domain(self.shape, self.length)
+        object.__setattr__(self, "shape", domain.shape)
         object.__setattr__(self, "length", domain.length)
         object.__setattr__(self, "_domain", domain)
         object.__setattr__(self, "dt", check_positive("dt", self.dt))

@@ -42,6 +42,7 @@ __all__ = [
     "as_dtype_of",
     "check_batch",
     "check_grid_shape",
+    "planar_domain",
     "smooth_periodic_fields",
     "smooth_periodic_fields_2d",
 ]
@@ -102,6 +103,20 @@ def as_dtype_of(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     tensor arguments (force, next state, target) are cast to it.
     """
     return x if x.dtype == reference.dtype else x.to(reference.dtype)
+
+
+def planar_domain(shape: Any, length: Any = None) -> PeriodicGrid:
+    """The 2-D grid of a model's ``shape`` and ``length`` fields, checked (``length=None``: unit
+    cells, ``length = shape``); what every 2-D model's ``__post_init__`` builds its domain with.
+
+    Raises:
+        ValueError: For a shape that is not a pair of ints ≥ 4, or a length that is not a pair
+            of finite numbers > 0.
+    """
+    shape = check_grid_shape(shape, 2)
+    if length is not None and not (isinstance(length, (tuple, list)) and len(length) == 2):
+        raise ValueError(f"length must be a pair (L_y, L_x), got {length!r}.")
+    return PeriodicGrid(shape, None if length is None else tuple(length))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 import torch
 
 from sipenv.physics.diffusion import ExactDiffusionBase, check_max_gain
-from sipenv.physics.grid import FactorCache, PeriodicGrid, as_dtype_of, check_grid_shape
+from sipenv.physics.grid import (
+    FactorCache,
+    PeriodicGrid,
+    as_dtype_of,
+    check_grid_shape,
+    planar_domain,
+)
 from sipenv.validation import check_int, check_nonnegative, check_positive
 
 __all__ = ["Diffusion2DPhysics", "HeatPhysics"]
@@ -66,12 +72,8 @@ class Diffusion2DPhysics(ExactDiffusionBase):
     _domain: PeriodicGrid = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        shape = check_grid_shape(self.shape, 2)
-        object.__setattr__(self, "shape", shape)
-        if self.length is not None and not (
-                isinstance(self.length, (tuple, list)) and len(self.length) == 2):
-            raise ValueError(f"length must be a pair (L_y, L_x), got {self.length!r}.")
-        domain = PeriodicGrid(shape, self.length)  # checks each length (finite, > 0)
+        domain = planar_domain(self.shape, self.length)
+        object.__setattr__(self, "shape", domain.shape)
         object.__setattr__(self, "length", domain.length)
         check_positive("nu", self.nu)
         check_positive("dt", self.dt)
