@@ -32,7 +32,7 @@ from torch import nn
 from agents.inverse_training import METHODS, UNLIMITED, method_config, method_of, run_inverse
 from agents.problems import TEST_SEED
 from agents.trainer import TrainConfig
-from sipenv.envs.heat_inverse import make_physics
+from sipenv.physics.heat import HeatPhysics
 
 __all__ = [
     "METHODS",
@@ -195,7 +195,7 @@ def train_summary(config: TrainConfig, lr_factor: float = 1.0, examples: int = 4
     t0 = time.perf_counter()
     res = train(config)
     kwargs = json.loads(config.env_kwargs)
-    physics = make_physics(shape=tuple(kwargs["shape"]), nu_t=kwargs["nu_t"])
+    physics = HeatPhysics(shape=tuple(kwargs["shape"]), nu_t=kwargs["nu_t"])
     x_true = physics.sample_initial(config.eval_episodes,
                                     torch.Generator().manual_seed(TEST_SEED),
                                     device=config.device)

@@ -13,14 +13,13 @@ from gymnasium import spaces
 
 from sipenv.envs.checks import OBSERVATION_MAX, as_field, checked_options, seed_generator
 from sipenv.envs.checks import validate_action as _check_action
-from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv
+from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv, one_step_factory
 from sipenv.envs.rendering import _pygame
-from sipenv.envs.settings import Factory, Route
 from sipenv.physics.heat import HeatPhysics
 from sipenv.validation import check_positive
 
 __all__ = ["FRAME_SHAPE", "HeatInverseEnv", "HeatInverseTask", "HeatInverseVectorEnv",
-           "HeatSettings", "draw_heat_frame", "field_limit", "make_physics", "make_task"]
+           "HeatSettings", "draw_heat_frame", "field_limit", "make_task"]
 
 ENV_ID = "sip/HeatInverse-v0"
 FRAME_SHAPE = (440, 640, 3)  # the size of rendering.HumanWindow's screen
@@ -41,16 +40,10 @@ class HeatSettings:
     action_scale: float | None = None
 
 
-make_task: Factory[tuple[HeatPhysics, HeatSettings]] = Factory(
-    ENV_ID, {"physics": Route(HeatPhysics), "settings": Route(HeatSettings)},
-    lambda kw: (HeatPhysics(**kw["physics"]), HeatSettings(**kw["settings"])))
+make_task = one_step_factory(ENV_ID, HeatPhysics, HeatSettings)
 """Builds ``(physics, settings)`` of ``sip/HeatInverse-v0`` from its keywords (see the env's
 Arguments)."""
 
-
-def make_physics(**kwargs: Any) -> HeatPhysics:
-    """The physics of ``sip/HeatInverse-v0`` (see the env's Arguments)."""
-    return HeatPhysics(**kwargs)
 
 
 def field_limit(dtype: torch.dtype, shape: tuple[int, int]) -> tuple[float, str]:

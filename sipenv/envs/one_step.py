@@ -22,7 +22,7 @@ writes the hooks once in a task class, and its two env classes are that task plu
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, SupportsFloat
+from typing import Any, ClassVar, SupportsFloat, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -41,8 +41,21 @@ from sipenv.envs.checks import (
     ready_to_render,
 )
 from sipenv.envs.rendering import FramePresenter
+from sipenv.envs.settings import Factory, Route
 
-__all__ = ["OneStepEnv", "OneStepTask", "OneStepVectorEnv"]
+__all__ = ["OneStepEnv", "OneStepTask", "OneStepVectorEnv", "one_step_factory"]
+
+
+P = TypeVar("P")
+S = TypeVar("S")
+
+
+def one_step_factory(owner: str, physics: type[P], settings: type[S]) -> Factory[tuple[P, S]]:
+    """The task factory of a one-step env: ``gym.make`` keywords routed by name to the fields
+    of ``physics`` (the physics dataclass, which owns the physics defaults) and of the env's
+    ``settings`` dataclass; builds ``(physics, settings)``."""
+    return Factory(owner, {"physics": Route(physics), "settings": Route(settings)},
+                   lambda kw: (physics(**kw["physics"]), settings(**kw["settings"])))
 
 
 class OneStepTask:

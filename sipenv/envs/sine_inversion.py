@@ -11,14 +11,13 @@ import torch
 from gymnasium import spaces
 
 from sipenv.envs.checks import checked_options
-from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv
+from sipenv.envs.one_step import OneStepEnv, OneStepTask, OneStepVectorEnv, one_step_factory
 from sipenv.envs.rendering import _pygame
-from sipenv.envs.settings import Factory, Route
 from sipenv.physics.sine import SinePhysics
 from sipenv.validation import is_real
 
 __all__ = ["SineInversionEnv", "SineInversionTask", "SineInversionVectorEnv", "SineSettings",
-           "draw_sine_frame", "make_physics", "make_task"]
+           "draw_sine_frame", "make_task"]
 
 ENV_ID = "sip/SineInversion-v0"
 FRAME_SHAPE = (440, 640, 3)
@@ -36,16 +35,10 @@ class SineSettings:
     action_scale: float | None = None
 
 
-make_task: Factory[tuple[SinePhysics, SineSettings]] = Factory(
-    ENV_ID, {"physics": Route(SinePhysics), "settings": Route(SineSettings)},
-    lambda kw: (SinePhysics(**kw["physics"]), SineSettings(**kw["settings"])))
+make_task = one_step_factory(ENV_ID, SinePhysics, SineSettings)
 """Builds ``(physics, settings)`` of ``sip/SineInversion-v0`` from its keywords (see the env's
 Arguments)."""
 
-
-def make_physics(**kwargs: Any) -> SinePhysics:
-    """The physics of ``sip/SineInversion-v0`` (see the env's Arguments)."""
-    return SinePhysics(**kwargs)
 
 
 def _action_scale(physics: SinePhysics, action_scale: float | None) -> float:
