@@ -36,19 +36,25 @@ F64 = torch.float64
 
 
 @dataclass(frozen=True)
-class DampedWaves(ExponentialIntegrator):
+class OnALine:
+    """The grid of the 1-D test models: ``n`` cells on ``[0, length)``."""
+
     n: int = 32
     length: float = 2 * math.pi
-    a: float = 0.3
-    b: float = 0.05
-    c: float = 1.7
-    dt: float = 0.2
-    max_gain: float = 1e4
     _cache: FactorCache = field(default_factory=FactorCache, init=False, compare=False)
 
     @property
     def domain(self) -> PeriodicGrid:
         return PeriodicGrid((self.n,), (self.length,))
+
+
+@dataclass(frozen=True)
+class DampedWaves(OnALine, ExponentialIntegrator):
+    a: float = 0.3
+    b: float = 0.05
+    c: float = 1.7
+    dt: float = 0.2
+    max_gain: float = 1e4
 
     def symbol(self, device: torch.device | str | None = None) -> torch.Tensor:
         (k,) = self.domain.wavenumbers(device)
@@ -56,16 +62,11 @@ class DampedWaves(ExponentialIntegrator):
 
 
 @dataclass(frozen=True)
-class KSLinear(ExponentialIntegrator):
-    n: int = 32
-    length: float = 2 * math.pi  # k = m: λ = 0 at m = 0 and m = 1
+class KSLinear(OnALine, ExponentialIntegrator):
+    """On [0, 2π): k = m, so λ = 0 at m = 0 and m = 1."""
+
     dt: float = 0.05
     max_gain: float = 100.0
-    _cache: FactorCache = field(default_factory=FactorCache, init=False, compare=False)
-
-    @property
-    def domain(self) -> PeriodicGrid:
-        return PeriodicGrid((self.n,), (self.length,))
 
     def symbol(self, device: torch.device | str | None = None) -> torch.Tensor:
         k2 = self.domain.wavenumber_squared(device)
@@ -253,19 +254,13 @@ def test_complex_symbols_are_made_real_operator_compatible_at_nyquist() -> None:
 
 
 @dataclass(frozen=True)
-class KSToy(SemilinearExponentialIntegrator):
+class KSToy(OnALine, SemilinearExponentialIntegrator):
     """Kuramoto–Sivashinsky on [0, 8π): λ = k² − k⁴, N(u) = −½ ∂ₓ(u²) (2/3-dealiased)."""
 
-    n: int = 32
     length: float = 8 * math.pi
     dt: float = 0.05
     max_gain: float = 1e4
     inverse_iterations: int = 30
-    _cache: FactorCache = field(default_factory=FactorCache, init=False, compare=False)
-
-    @property
-    def domain(self) -> PeriodicGrid:
-        return PeriodicGrid((self.n,), (self.length,))
 
     def symbol(self, device: torch.device | str | None = None) -> torch.Tensor:
         k2 = self.domain.wavenumber_squared(device)
