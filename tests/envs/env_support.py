@@ -7,10 +7,12 @@ A new env id needs nothing here to be tested by ``test_conformance.py``; at most
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
@@ -117,3 +119,27 @@ def assert_close(a: Any, b: Any, path: str = "out", rtol: float = 1e-5,
             np.testing.assert_array_equal(x, y, err_msg=path)
         else:
             np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=path)
+
+
+def record_shown_frames(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """The frames every human window shows from now on, in order (they are still shown)."""
+    from sipenv.envs.rendering import HumanWindow
+
+    shown: list[np.ndarray] = []
+    original = HumanWindow.show
+
+    def show(self: HumanWindow, frame: np.ndarray) -> None:
+        shown.append(frame)
+        original(self, frame)
+
+    monkeypatch.setattr(HumanWindow, "show", show)
+    return shown
+
+
+def assert_make_refuses(env_id: str, kwargs: dict[str, Any]) -> None:
+    """``gym.make(env_id, **kwargs)`` raises ``ValueError``."""
+    with warnings.catch_warnings():
+        # gym.make itself warns about an undeclared render mode before the env raises.
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError):
+            gym.make(env_id, **kwargs)

@@ -5,13 +5,13 @@ scale). The Gymnasium contract every env keeps is in ``test_conformance.py``."""
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from env_support import assert_make_refuses
 
 import sipenv  # noqa: F401  (registers the ids)
 from sipenv.envs.controlled_diffusion import ControlledDiffusionEnv
@@ -166,11 +166,7 @@ def test_out_of_range_actions_are_clipped() -> None:
     {"dtype": "int8"}, {"dtype": torch.float16}, {"render_mode": "bogus"},
 ])
 def test_invalid_make_kwargs_raise(kwargs: dict[str, Any]) -> None:
-    with warnings.catch_warnings():
-        # gym.make itself warns about an undeclared render mode before the env raises.
-        warnings.simplefilter("ignore")
-        with pytest.raises(ValueError):
-            gym.make(ENV_ID, **kwargs)
+    assert_make_refuses(ENV_ID, kwargs)
 
 
 def test_float64_env_runs_in_float64_on_cpu() -> None:

@@ -11,10 +11,10 @@ import os
 import gymnasium as gym
 import numpy as np
 import pytest
-from env_support import make
+from env_support import make, record_shown_frames
 
 import sipenv
-from sipenv.envs.rendering import HEIGHT, WIDTH, HumanWindow, draw_frame
+from sipenv.envs.rendering import HEIGHT, WIDTH, draw_frame
 
 ENV_ID = "sip/ControlledDiffusion-v0"
 N = 64
@@ -56,14 +56,7 @@ def test_rendering_never_initialises_audio() -> None:
 
 def test_human_mode_headless(monkeypatch: pytest.MonkeyPatch) -> None:
     pygame = pytest.importorskip("pygame")
-    shown: list[np.ndarray] = []
-    original_show = HumanWindow.show
-
-    def show(self: HumanWindow, frame: np.ndarray) -> None:
-        shown.append(frame)
-        original_show(self, frame)
-
-    monkeypatch.setattr(HumanWindow, "show", show)
+    shown = record_shown_frames(monkeypatch)
     env = gym.make(ENV_ID, render_mode="human", horizon=3)
     env.reset(seed=0)
     assert pygame.display.get_init()

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from env_support import record_shown_frames
 from script_loading import load_script
 
 import sipenv  # noqa: F401  (registers the ids)
@@ -314,16 +315,7 @@ def test_measured_forces_fit_in_the_action_box() -> None:
 
 
 def test_human_mode_shows_every_frame_headless(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sipenv.envs.rendering import HumanWindow
-
-    shown: list[np.ndarray] = []
-    original = HumanWindow.show
-
-    def show(self: HumanWindow, frame: np.ndarray) -> None:
-        shown.append(frame)
-        original(self, frame)
-
-    monkeypatch.setattr(HumanWindow, "show", show)
+    shown = record_shown_frames(monkeypatch)
     env = make(render_mode="human", shape=(16, 16), horizon=2)
     env.reset(seed=0)
     for _ in range(2):
