@@ -74,18 +74,24 @@ class KSLinear(OnALine, ExponentialIntegrator):
 
 
 @dataclass(frozen=True)
-class AdvectionDiffusion2D(ExponentialIntegrator):
+class OnAPlane:
+    """The grid of the 2-D test models: ``shape`` cells on a box of side lengths ``length``."""
+
     shape: tuple[int, int] = (8, 16)
     length: tuple[float, float] = (1.0, 2.0)
-    nu: float = 0.01
-    c: float = 0.4
-    dt: float = 0.25
-    max_gain: float = 1e4
     _cache: FactorCache = field(default_factory=FactorCache, init=False, compare=False)
 
     @property
     def domain(self) -> PeriodicGrid:
         return PeriodicGrid(self.shape, self.length)
+
+
+@dataclass(frozen=True)
+class AdvectionDiffusion2D(OnAPlane, ExponentialIntegrator):
+    nu: float = 0.01
+    c: float = 0.4
+    dt: float = 0.25
+    max_gain: float = 1e4
 
     def symbol(self, device: torch.device | str | None = None) -> torch.Tensor:
         _, kx = self.domain.wavenumbers(device)
@@ -321,18 +327,15 @@ def test_semilinear_gradcheck() -> None:
 
 
 @dataclass(frozen=True)
-class VectorDiffusion2D(ExponentialIntegrator):
+class VectorDiffusion2D(OnAPlane, ExponentialIntegrator):
     """A 2-D velocity ``(B, 2, H, W)`` diffused per component: ``components = 2``."""
 
     components: ClassVar[int | None] = 2
+    shape: tuple[int, int] = (8, 12)
+    length: tuple[float, float] = (8.0, 12.0)
     nu: float = 0.5
     dt: float = 0.3
     max_gain: float = 1e4
-    _cache: FactorCache = field(default_factory=FactorCache, init=False, compare=False)
-
-    @property
-    def domain(self) -> PeriodicGrid:
-        return PeriodicGrid((8, 12))
 
     def symbol(self, device: torch.device | str | None = None) -> torch.Tensor:
         return -self.nu * self.domain.wavenumber_squared(device)
