@@ -1,12 +1,21 @@
 """Pre-flight checks of output paths: every script checks where it will write together with its
-other arguments (exit 2, nothing created), instead of failing after the work is done."""
+other arguments (exit 2, nothing created), instead of failing after the work is done; and the
+one way a script reports a refusal (``refuse``)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-__all__ = ["check_output_dir", "check_output_file"]
+__all__ = ["check_output_dir", "check_output_file", "refuse"]
+
+
+def refuse(problem: object, code: int = 2) -> int:
+    """Print ``error: <problem>`` on stderr and return the exit status (2: bad input, nothing
+    was done; 1: the work itself failed)."""
+    print(f"error: {problem}", file=sys.stderr)
+    return code
 
 
 def _nearest_existing(path: Path) -> Path:

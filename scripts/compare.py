@@ -28,7 +28,7 @@ from agents.compare import (
     run_comparison,
     write_report,
 )
-from agents.outputs import check_output_dir
+from agents.outputs import check_output_dir, refuse
 
 
 @dataclass
@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--resume: {previous_path} is not a compare.json report; "
                                  "move it away or drop --resume.")
     except (ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     report = run_comparison(cfg, out=cfg.out, previous=previous)
     paths = write_report(report, cfg.out)
     print(paths["md"].read_text())

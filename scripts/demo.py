@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import tyro
 
 from agents.evaluation import evaluate_gym, torch_policy_to_numpy
-from agents.outputs import check_output_dir
+from agents.outputs import check_output_dir, refuse
 from agents.playback import play_episode, save_video
 from agents.sip import SIPConfig, train
 from sipenv.validation import check_positive
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{config.run_dir()} already holds a run; choose another "
                              "--run-name.")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     print(f"Training SIP on {config.env_id} for {args.time_budget:g} s "
           f"(batch {config.batch_size}, Adam lr {config.lr:g}, {config.split} split)…")
     result = train(config)

@@ -26,7 +26,7 @@ from torch import nn
 
 from agents.checkpoint import CheckpointError
 from agents.evaluation import evaluate_gym, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
-from agents.outputs import check_output_file
+from agents.outputs import check_output_file, refuse
 from agents.problems import (
     VALIDATION_SEED,
     InverseBatch,
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         policy, ckpt, problem, env_kwargs = load_run(args.checkpoint, device=args.device)
     except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     env_id = ckpt["env_id"]
     if isinstance(problem, InverseProblem):
         return _evaluate_inverse(args, policy, problem, ckpt, env_kwargs)

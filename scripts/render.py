@@ -20,7 +20,7 @@ import tyro
 
 from agents.checkpoint import CheckpointError
 from agents.extras import require_extra
-from agents.outputs import check_output_file
+from agents.outputs import check_output_file, refuse
 from agents.playback import play_episode, save_video
 from agents.problems import VALIDATION_SEED, check_env_kwargs, env_error
 from agents.registry import load_run
@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             net, ckpt, task, env_kwargs = load_run(args.checkpoint, device=args.device)
         except CheckpointError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return refuse(exc)
         env_id = ckpt["env_id"]
         policy = task.numpy_policy(net)
         label = f"{ckpt['algo']} checkpoint"

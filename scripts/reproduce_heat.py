@@ -49,7 +49,7 @@ import tyro
 
 from agents.heat_training import METHODS, REFERENCE_LR, heat_config, train_summary
 from agents.inverse_training import COLORS, LABELS
-from agents.outputs import check_output_dir
+from agents.outputs import check_output_dir, refuse
 from agents.problems import TEST_SEED, VALIDATION_SEED
 from agents.trainer import TrainConfig
 
@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_output_dir(args.out, "--out")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     if args.from_json is not None:
         return rescore(Path(args.from_json), Path(args.out))
     if args.quick:
@@ -395,8 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # --- every setting, before any work ---
         validate(args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": "python scripts/reproduce_heat.py " + " ".join(

@@ -51,7 +51,7 @@ from agents.inverse_training import (
     sine_config,
     train,
 )
-from agents.outputs import check_output_dir
+from agents.outputs import check_output_dir, refuse
 from sipenv.validation import check_finite
 
 PUBLISHED_CURVES = {  # Holl, Koltun & Thuerey (NeurIPS 2022), Fig. 3; 600 s on a GPU; ≈ read off
@@ -528,8 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         validate(args)
         check_output_dir(args.out, "--out")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     report = run_all(args)
     paths = write_report(report, args.out)
     print(Path(paths[1]).read_text())

@@ -29,7 +29,7 @@ import tyro
 
 from agents import distributed
 from agents.checkpoint import CheckpointError
-from agents.outputs import check_output_dir
+from agents.outputs import check_output_dir, refuse
 from agents.registry import ALGORITHMS
 from agents.trainer import TrainConfig, TrainingDiverged
 
@@ -46,19 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         algorithm.check_extras()
         group = distributed.launch(config, algorithm)  # (torchrun only)
     except (ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     try:
         with distributed.collective_errors(group):
             return _train(config, group)
     except distributed.DistributedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return refuse(exc, 1)
     except ValueError as exc:  # (a resumed run's batch size that does not split over the ranks)
         if not group.active:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     finally:
         distributed.shutdown()
 
@@ -68,11 +65,9 @@ def _train(config: TrainConfig, group: distributed.Context) -> int:
         result = ALGORITHMS[config.algo].train(config, resume=config.resume,
                                                progress=config.progress)
     except (FileExistsError, CheckpointError, ImportError, NotImplementedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return refuse(exc, 1)
     if not group.is_main:
         return 0
     print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations,
