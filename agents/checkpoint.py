@@ -79,9 +79,13 @@ def load_checkpoint(path: str | Path, *, env_id: str | None = None,
             trained on another env.
     """
     path = Path(path)
+    if path.is_dir() and (path / "checkpoint.pt").is_file():
+        path = path / "checkpoint.pt"  # a run directory stands for its checkpoint
     if not path.is_file():
-        raise CheckpointError(f"No checkpoint at {path}; pass the checkpoint.pt of a run "
-                              "directory (runs/<run-name>/checkpoint.pt).")
+        hint = ("it holds no checkpoint.pt (the run did not get far enough to save one)"
+                if path.is_dir() else "pass the checkpoint.pt of a run directory "
+                "(runs/<run-name>/checkpoint.pt)")
+        raise CheckpointError(f"No checkpoint at {path}; {hint}.")
     _check_crc(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)

@@ -715,6 +715,10 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     ckpt_path = out / "checkpoint.pt"
     ckpt: dict[str, Any] | None = None
     if resume:
+        if not ckpt_path.is_file():
+            raise CheckpointError(f"No run to resume: {ckpt_path} does not exist. Drop --resume "
+                                  "to start this run, or name an existing run with --run-name "
+                                  "(and --runs-dir).")
         ckpt = load_checkpoint(ckpt_path, env_id=config.env_id, map_location=config.device)
         if ckpt["algo"] != config.algo:
             raise CheckpointError(f"{ckpt_path} was trained with {ckpt['algo']!r}, not "

@@ -189,7 +189,8 @@ def validate_action(action: Any, shape: tuple[int, ...], *, what: str = "",
         raise ValueError(f"action must have shape {shape}{what}, got {arr.shape}.")
     bad = ~np.isfinite(arr)
     if bad.any():
-        where = np.argwhere(bad)[:3].tolist()
+        where = ", ".join(str(tuple(int(i) for i in idx)) if len(idx) > 1 else str(int(idx[0]))
+                          for idx in np.argwhere(bad)[:3])
         raise ValueError(f"action contains NaN or inf (first at index {where}); the env state "
                          f"is unchanged. {fix}")
     if limit is not None:

@@ -642,3 +642,4 @@ def test_a_rejected_first_reset_leaves_the_env_usable(env_id: str) -> None:
         env.reset(options={"no_such_option": 1})
     env.reset(seed=0)
     env.step(actions(env.action_space, 0, 1)[0])
+

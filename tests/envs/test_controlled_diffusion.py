@@ -5,6 +5,7 @@ scale). The Gymnasium contract every env keeps is in ``test_conformance.py``."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import gymnasium as gym
@@ -295,3 +296,14 @@ def test_relative_squared_error_is_the_plain_formula_and_never_overflows(
         r = torch.full((2, 16), big, dtype=dtype)
         torch.testing.assert_close(relative_squared_error(torch.zeros_like(r), r),
                                    torch.ones(2, dtype=dtype))
+
+
+@pytest.mark.parametrize(("env_id", "index"), [(ENV_ID, "5"),
+                                               ("sip/ShapeTransition-v0", "(0, 0, 5)")])
+def test_nan_actions_are_located_by_plain_indices(env_id: str, index: str) -> None:
+    env = gym.make(env_id, **({"shape": (16, 16), "horizon": 2} if "Shape" in env_id else {}))
+    env.reset(seed=0)
+    action = np.zeros(env.action_space.shape)
+    action.reshape(-1)[5] = np.nan
+    with pytest.raises(ValueError, match=re.escape(f"(first at index {index})")):
+        env.step(action)

@@ -58,7 +58,7 @@ def _rejected(main: object, argv: list[str], match: str, out: Path,
     (["--env-kwargs", '{"nu": -1}'], "do not fit sip/ControlledDiffusion-v0: nu must be a finite"),
     (["--env-kwargs", '{"horizon": 2.5}'], "horizon must be an int ≥ 1"),
     (["--env-kwargs", '{"bogus": 1}'], "unexpected keyword argument 'bogus'"),
-    (["--resume"], "No checkpoint at"),
+    (["--resume"], "No run to resume"),
 ])
 @pytest.mark.parametrize("algo", ["sip", "dp"])
 def test_train_rejects_bad_values_before_any_work(algo: str, flags: list[str], match: str,

@@ -510,3 +510,14 @@ def test_sip_names_an_overflowing_policy_not_the_split() -> None:
     with pytest.raises(TrainingDiverged,
                        match=r"policy's outputs are not \(its weights diverged\)\. Lower --lr"):
         sip.control_loss(policy, core, s0, target, sip.SIPConfig())
+
+
+def test_a_run_directory_stands_for_its_checkpoint(tmp_path: Path) -> None:
+    """``evaluate.py runs/<name>`` (the folder, not the file) loads the run's checkpoint; a
+    folder without one says so instead of calling the path missing."""
+    save_checkpoint(tmp_path / "checkpoint.pt", _payload(3.0))
+    assert load_checkpoint(tmp_path)["iteration"] == 3
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=r"holds no checkpoint\.pt"):
+        load_checkpoint(empty)
