@@ -44,6 +44,7 @@ from sipenv.envs.checks import (
 )
 from sipenv.envs.core import ControlCore, TaskCore, TaskSampler
 from sipenv.envs.rendering import FramePresenter
+from sipenv.envs.sensing import make_sensed_core
 from sipenv.envs.settings import Factory, Route
 
 __all__ = ["ControlEnv", "ControlTask", "ControlVectorEnv", "FieldEnv", "FieldTask",
@@ -141,9 +142,34 @@ class FieldTask:
         raise NotImplementedError
 
     def _observations(self) -> torch.Tensor:
-        """``(B, *observation_shape)`` float32 observations."""
+        """``(B, *observation_shape)`` float32 observations, with ``sensing.sensor_noise``
+        on the sensor readings of the state (drawn from the episode's generator)."""
         assert self.state is not None and self.target is not None
-        return self.core.observe(self.state, self.target, self._time_fraction())
+        obs = self.core.observe(self.state, self.target, self._time_fraction())
+        sigma = self.core.sensing.sensor_noise
+        if sigma > 0:
+            noise = torch.randn(obs.shape, generator=self._noise_generator(), device=obs.device,
+                                dtype=obs.dtype)
+            obs = obs + sigma * noise * self.core.sensor_noise_mask.to(obs.device)
+        return obs
+
+    def _applied_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Clipped actions ``(B, *action_shape)`` as the actuators apply them: with
+        ``sensing.actuator_noise``, plus Gaussian noise (drawn from the episode's generator),
+        clipped again (the actuators saturate)."""
+        sigma = self.core.sensing.actuator_noise
+        if sigma == 0:
+            return actions
+        noise = torch.randn(actions.shape, generator=self._noise_generator(),
+                            device=actions.device, dtype=actions.dtype)
+        return (actions + sigma * noise).clamp(-1.0, 1.0)
+
+    def _noise_generator(self) -> torch.Generator:
+        generator: torch.Generator | None = getattr(self, "_generator", None)
+        if generator is None:  # an episode posed by _start(…, None) before any reset
+            raise RuntimeError("Call reset() before step(): the noise is drawn from the "
+                               "generator reset(seed=...) seeds.")
+        return generator
 
     def _errors(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``(B,)`` errors reported as ``info["target_error"]`` (and drawn on the frames),
@@ -184,14 +210,14 @@ class ControlTask(FieldTask):
     core: ControlCore
 
     def _options_space(self) -> spaces.Dict:
-        field = spaces.Box(-np.inf, np.inf, shape=self.core.action_shape, dtype=np.float64)
+        field = spaces.Box(-np.inf, np.inf, shape=self.core.grid_shape, dtype=np.float64)
         return spaces.Dict({"initial_state": field, "target": field})
 
     def _parse_reset(self, options: Any) -> dict[str, torch.Tensor]:
         options = checked_options(options, ("initial_state", "target"),
                                   example="{'initial_state': ..., 'target': ...}",
                                   described="'initial_state', 'target'")
-        shape = (*self._batch_shape, *self.core.action_shape)
+        shape = (*self._batch_shape, *self.core.grid_shape)
         fields = {name: as_field(options[name], name, shape, self.device, self.dtype)
                   for name in options}
         if "target" in fields:
@@ -203,7 +229,7 @@ class ControlTask(FieldTask):
         # Drawn even when both are given, so that later resets continue the same stream.
         s0, target = self.core.sample_tasks(self._batch_size, generator, device=self.device,
                                             dtype=self.dtype)
-        shape = (self._batch_size, *self.core.action_shape)
+        shape = (self._batch_size, *self.core.grid_shape)
         if "initial_state" in given:
             s0 = given["initial_state"].reshape(shape)
         if "target" in given:
@@ -244,7 +270,7 @@ class _FieldShell(FieldTask):
             factory = getattr(type(self), "make_core", None)
             if factory is None:
                 raise TypeError(f"{type(self).__name__} has no make_core; pass core=.")
-            core = factory(**kwargs)
+            core = make_sensed_core(factory, kwargs)
         elif kwargs:
             raise TypeError(f"{type(self).__name__} got keywords {sorted(kwargs)} as well as "
                             "a core; pass one or the other.")
@@ -258,6 +284,7 @@ class _FieldShell(FieldTask):
         self.title: str = getattr(getattr(type(self), "make_core", None), "owner", "sipenv")
         self.state = None
         self.target = None
+        self._generator: torch.Generator | None = None
 
     def _single_spaces(self) -> tuple[spaces.Box, spaces.Box]:
         action = spaces.Box(-1.0, 1.0, shape=self.core.action_shape, dtype=np.float32)
@@ -344,6 +371,8 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
     def _start(self, s0: torch.Tensor, target: torch.Tensor, generator: torch.Generator
                ) -> tuple[np.ndarray, dict[str, Any]]:
         self.state, self.target, self.t = s0, target, 0
+        if generator is not None:  # the one the noise is drawn from
+            self._generator = generator
         self._last_force = None
         if self.render_mode == "human":
             self.render()
@@ -370,7 +399,8 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         arr = validate_action(action, self.core.action_shape)
         # Clipped in float64, then cast: any finite float64 becomes ±1 exactly.
         a = torch.as_tensor(np.clip(arr, -1.0, 1.0), device=self.device, dtype=self.dtype)[None]
-        self.state = self.core.step(self.state, a)
+        applied = self._applied_actions(a)
+        self.state = self.core.step(self.state, applied)
         self.t += 1
         # Python floats (float64) in, as the single env always reported them.
         force_cost = float(self.core.force_cost(a)[0])
@@ -378,7 +408,7 @@ class FieldEnv(_FieldShell, FramePresenter, gym.Env[np.ndarray, np.ndarray]):
         terminated = self.t >= self.horizon
         reward = self._rewards(np.array([error]), np.array([force_cost]),
                                np.array([terminated]))
-        self._last_force = (self.core.force_scale * a[0]).cpu().numpy()
+        self._last_force = self.core.action_to_force(applied)[0].cpu().numpy()
         if self.render_mode == "human":
             self.render()
         info = {"target_error": error, "force_cost": force_cost}
@@ -438,7 +468,6 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         self.reset_options_space = batch_space(self._options_space(), num_envs)
         self.t = np.zeros(num_envs, dtype=np.int64)
         self._prev_done = np.zeros(num_envs, dtype=bool)
-        self._generator: torch.Generator | None = None
         self._last_force: torch.Tensor | None = None
         # Which sub-envs' last step applied `_last_force` (not those reset on that step).
         self._force_applied = np.zeros(num_envs, dtype=bool)
@@ -490,7 +519,8 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         if self.state is None or self.target is None or self._generator is None:
             raise RuntimeError("Call reset() before step().")
         a = self._actions(actions)
-        state, target = self.core.step(self.state, a), self.target
+        applied = self._applied_actions(a)
+        state, target = self.core.step(self.state, applied), self.target
         force_cost = self.core.force_cost(a)
         t = self.t + 1
 
@@ -513,7 +543,7 @@ class FieldVectorEnv(_FieldShell, VectorEnv[np.ndarray, np.ndarray, np.ndarray])
         reward = self._rewards(errors, force_cost_np, terminated)
         reward[reset] = 0.0
         self._prev_done = terminated | truncated
-        self._last_force = self.core.force_scale * a
+        self._last_force = self.core.action_to_force(applied)
         # A sub-env reset on this step ignored its action: don't draw it as an applied force.
         self._force_applied = ~reset
         info = with_masks({"target_error": errors, "force_cost": force_cost_np}, self.num_envs)

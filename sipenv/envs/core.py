@@ -6,17 +6,20 @@ shells (``sipenv.envs.control``) and the training algorithms in ``agents/`` run 
 numerics.
 
 Task: from ``s_0`` reach the target ``s*`` after ``horizon`` steps of
-``s_{t+1} = physics.step(s_t, force_scale · clip(a_t, −1, 1))``.
+``s_{t+1} = physics.step(s_t, force_scale · B · clip(a_t, −1, 1))``, observing the state at
+the sensors (``B`` the actuator basis and the sensors of ``sipenv.envs.sensing.Sensing``; by
+default the identity and every cell).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
 
 import torch
 
+from sipenv.envs.sensing import Sensing
 from sipenv.physics import PhysicsModel
 from sipenv.validation import check_int, check_nonnegative, check_positive
 
@@ -73,15 +76,19 @@ class TaskCore(Protocol):
 
     @property
     def force_scale(self) -> float:
-        """Force per unit action: ``force = force_scale · clip(action, −1, 1)``."""
+        """Force per unit action: ``force = force_scale · B · clip(action, −1, 1)``."""
 
     @property
     def force_penalty(self) -> float:
         """Weight of the per-step force cost in the reward (≥ 0)."""
 
     @property
+    def sensing(self) -> Sensing:
+        """Sensors, actuators and noise (``sipenv.envs.sensing.Sensing``)."""
+
+    @property
     def n(self) -> int:
-        """Grid cells of the state (the action size for a 1-D field)."""
+        """Grid cells of the state (the action size for a 1-D field without actuators)."""
 
     @property
     def obs_dim(self) -> int:
@@ -105,7 +112,13 @@ class TaskCore(Protocol):
         """Float32 observations of states at ``t / horizon`` (a float or ``(B,)``)."""
 
     def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
-        """``force_scale · clip(action, −1, 1)``."""
+        """``force_scale · B · clip(action, −1, 1)`` (``B``: the actuator basis)."""
+
+    def actuate(self, action: torch.Tensor) -> torch.Tensor:
+        """``force_scale · B · action``, unclipped."""
+
+    def force_to_action(self, force: torch.Tensor) -> torch.Tensor:
+        """``B⁺ force / force_scale``: the least-squares, minimum-norm action of a force."""
 
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One physics step under normalised ``action`` (clipped)."""
@@ -190,47 +203,101 @@ def _time_column(state: torch.Tensor, time_fraction: float | torch.Tensor) -> to
 
 class FieldCore:
     """What every field-task core shares (a 1-D state of ``physics.n`` cells, forced by
-    ``force_scale · clip(a, −1, 1)``): shapes, stepping, the force cost and the rollout. A
-    subclass (a frozen dataclass with ``physics``, ``horizon`` and ``force_scale``) adds the
-    task: ``sample_tasks``, ``observe``, ``obs_dim``, ``target_error``, ``episode_loss``."""
+    ``force_scale · B · clip(a, −1, 1)``): shapes, sensing, actuation, stepping, the force cost
+    and the rollout. A subclass (a frozen dataclass with ``physics``, ``horizon``,
+    ``force_scale`` and ``sensing``) adds the task: ``sample_tasks``, ``target_error``,
+    ``episode_loss``, and which target fields it observes (``_observed_targets``).
+
+    Sensors and actuators (``sensing``, a :class:`sipenv.envs.sensing.Sensing`): an
+    observation is ``[state at the K sensors, each observed target field (whole, or at the
+    sensors), t/T]``; an action has one entry per actuator, ``B`` is the actuator basis (the
+    identity by default).
+    """
 
     physics: PhysicsModel
     horizon: int
     force_scale: float
+    sensing: Sensing
+
+    _observed_target_fields: ClassVar[int] = 0
+    """How many ``(B, N)`` target fields the observation holds after the state."""
 
     @property
     def n(self) -> int:
-        """Number of grid cells (the action dimension)."""
+        """Number of grid cells."""
         return self.physics.n
 
     @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """The shape of one field: ``(N,)``."""
+        return (self.physics.n,)
+
+    @property
     def obs_dim(self) -> int:
-        raise NotImplementedError
+        """Observation size: the state's readings (``K`` sensors, or ``N``), each observed
+        target field (``N`` whole, ``K`` at the sensors) and the time fraction (1)."""
+        readings = self.sensing.sensor_count(self.grid_shape)
+        target = readings if self.sensing.target_observation == "sensors" else self.n
+        return readings + self._observed_target_fields * target + 1
 
     @property
     def action_shape(self) -> tuple[int, ...]:
-        """``(N,)``: one force per cell."""
-        return (self.physics.n,)
+        """``(M,)``: one entry per actuator (``(N,)``, one force per cell, by default)."""
+        return (self.sensing.actuator_count(self.grid_shape),)
 
     @property
     def observation_shape(self) -> tuple[int, ...]:
         """``(obs_dim,)``."""
         return (self.obs_dim,)
 
+    @property
+    def sensor_noise_mask(self) -> torch.Tensor:
+        """``observation_shape`` booleans: the entries that are sensor readings of the state
+        (where the env adds ``sensing.sensor_noise``)."""
+        mask = torch.zeros(self.observation_shape, dtype=torch.bool)
+        mask[:self.sensing.sensor_count(self.grid_shape)] = True
+        return mask
+
+    def _observed_targets(self, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The ``(B, N)`` target fields the observation holds (``_observed_target_fields``)."""
+        del target
+        return ()
+
     def observe(self, state: torch.Tensor, target: torch.Tensor,
                 time_fraction: float | torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Float32 observations ``(B, obs_dim)``: ``[state readings, observed targets, t/T]``
+        (``[s_t, …, t/T]`` with every cell observed)."""
+        grid, sensing = self.grid_shape, self.sensing
+        parts = [sensing.sense(state.float(), grid)]
+        for field in self._observed_targets(target):
+            field = field.float()
+            parts.append(sensing.sense(field, grid) if sensing.target_observation == "sensors"
+                         else field)
+        parts.append(_time_column(state, time_fraction))
+        return torch.cat(parts, dim=-1)
+
+    def actuate(self, action: torch.Tensor) -> torch.Tensor:
+        """The force of an *unclipped* normalised action, ``force_scale · B · a``
+        ``(B, N)`` (linear: what the actuator-space inverse of ``agents.sip`` linearises)."""
+        return self.force_scale * self.sensing.actuate(action, self.grid_shape)
 
     def action_to_force(self, action: torch.Tensor) -> torch.Tensor:
-        """``force_scale · clip(action, −1, 1)``."""
-        return self.force_scale * action.clamp(-1.0, 1.0)
+        """``force_scale · B · clip(action, −1, 1)``."""
+        return self.actuate(action.clamp(-1.0, 1.0))
+
+    def force_to_action(self, force: torch.Tensor) -> torch.Tensor:
+        """The normalised action (unclipped) whose force is nearest to ``force`` ``(B, N)``,
+        of least norm among those: ``B⁺ f / force_scale`` (``f / force_scale`` without
+        actuators)."""
+        return self.sensing.project(force, self.grid_shape) / self.force_scale
 
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One physics step under normalised ``action`` (clipped to ``[-1, 1]``)."""
         return self.physics.step(state, self.action_to_force(action).to(state.dtype))
 
     def force_cost(self, action: torch.Tensor) -> torch.Tensor:
-        """Per-step force cost ``mean(clip(a)²)`` over cells, shape ``(B,)``."""
+        """Per-step force cost ``mean(clip(a)²)`` over the action's entries (cells, or
+        actuators), shape ``(B,)``."""
         return (action.clamp(-1.0, 1.0) ** 2).mean(-1)
 
     def rollout(self, policy: Policy, s0: torch.Tensor, target: torch.Tensor) -> Rollout:
@@ -263,6 +330,8 @@ class ControlCore(FieldCore):
         task_sampler: Optional task distribution of its own (e.g. the reference Burgers tasks);
             ``None`` draws ``s_0`` and ``s*`` independently with ``physics.sample_fields``
             (``max_mode``, ``amplitude``).
+        sensing: Sensors, actuators and noise (``sipenv.envs.sensing.Sensing``; default:
+            every cell observed and actuated, no noise).
     """
 
     physics: PhysicsModel
@@ -272,6 +341,9 @@ class ControlCore(FieldCore):
     max_mode: int = 8
     amplitude: float = 1.0
     task_sampler: TaskSampler | None = None
+    sensing: Sensing = field(default_factory=Sensing)
+
+    _observed_target_fields: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         # Types first (bool is an int to Python, strings compare badly): a wrong type gets the
@@ -282,11 +354,7 @@ class ControlCore(FieldCore):
         check_nonnegative("force_penalty", self.force_penalty)
         check_int("max_mode", self.max_mode, minimum=1, maximum=self.physics.n // 2 - 1,
                   hint=f"(modes up to n/2 - 1 fit n={self.physics.n} cells)")
-
-    @property
-    def obs_dim(self) -> int:
-        """Observation size: state (N) + target (N) + time fraction (1)."""
-        return 2 * self.physics.n + 1
+        self.sensing.check(self.grid_shape)
 
     # --- tasks ----------------------------------------------------------------------------------
 
@@ -303,11 +371,10 @@ class ControlCore(FieldCore):
 
     # --- one step -------------------------------------------------------------------------------
 
-    def observe(self, state: torch.Tensor, target: torch.Tensor,
-                time_fraction: float | torch.Tensor) -> torch.Tensor:
-        """Observation ``[s_t, s*, t/T]`` as float32, shape ``(B, 2N + 1)``."""
-        return torch.cat([state.float(), target.float(), _time_column(state, time_fraction)],
-                         dim=-1)
+    def _observed_targets(self, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The target ``s*``: the observation is ``[s_t, s*, t/T]``, shape ``(B, 2N + 1)``
+        (with sensors: ``[s_t at the sensors, s* whole or at the sensors, t/T]``)."""
+        return (target,)
 
     def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Relative squared error ``‖s − s*‖² / ‖s*‖²`` per sample, shape ``(B,)``."""

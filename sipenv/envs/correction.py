@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,7 +33,8 @@ from gymnasium import spaces
 
 from sipenv.envs.checks import as_field, checked_options
 from sipenv.envs.control import FieldEnv, FieldTask, FieldVectorEnv
-from sipenv.envs.core import FieldCore, Rollout, TaskCore, _time_column, relative_squared_error
+from sipenv.envs.core import FieldCore, Rollout, TaskCore, relative_squared_error
+from sipenv.envs.sensing import Sensing
 from sipenv.physics import PhysicsModel
 from sipenv.validation import check_int, check_nonnegative, check_positive
 
@@ -76,6 +77,8 @@ class CorrectionCore(FieldCore):
         force_scale: Correction per unit action: ``c = force_scale · clip(a, −1, 1)``.
         force_penalty: Weight of the per-step cost ``mean(a²)`` in the reward.
         initial_sampler: Draws fine initial states.
+        sensing: Sensors, actuators and noise (``sipenv.envs.sensing.Sensing``; default:
+            every cell observed and corrected, no noise).
     """
 
     physics: PhysicsModel
@@ -84,6 +87,7 @@ class CorrectionCore(FieldCore):
     force_scale: float
     force_penalty: float
     initial_sampler: StateSampler
+    sensing: Sensing = field(default_factory=Sensing)
 
     def __post_init__(self) -> None:
         check_int("horizon", self.horizon, minimum=1)
@@ -99,11 +103,7 @@ class CorrectionCore(FieldCore):
         length = (getattr(self.physics, "length", 1.0), getattr(self.reference, "length", 1.0))
         if not math.isclose(*length):
             raise ValueError(f"Coarse and fine domain lengths differ: {length}.")
-
-    @property
-    def obs_dim(self) -> int:
-        """Observation size: coarse state (N) + time fraction (1)."""
-        return self.physics.n + 1
+        self.sensing.check(self.grid_shape)
 
     @property
     def ratio(self) -> int:
@@ -143,13 +143,9 @@ class CorrectionCore(FieldCore):
 
     # --- one step -------------------------------------------------------------------------------
 
-    def observe(self, state: torch.Tensor, target: torch.Tensor | None,
-                time_fraction: float | torch.Tensor) -> torch.Tensor:
-        """Observation ``[s_t, t/T]`` as float32, shape ``(B, N + 1)``. The reference
-        (``target``) is not observed: the corrector must infer the correction from the coarse
-        state alone."""
-        del target
-        return torch.cat([state.float(), _time_column(state, time_fraction)], dim=-1)
+    # The observation is ``[s_t, t/T]`` (float32, ``(B, N + 1)``; with sensors ``[s_t at the
+    # sensors, t/T]``): the reference is not observed (``FieldCore.observe`` with no target
+    # fields), so the corrector must infer the correction from the coarse state alone.
 
     def deviation(self, state: torch.Tensor, reference_state: torch.Tensor) -> torch.Tensor:
         """Relative squared deviation ``‖s − r‖² / ‖r‖²`` per sample, shape ``(B,)``."""

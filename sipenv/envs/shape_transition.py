@@ -21,6 +21,7 @@ from gymnasium import spaces
 from sipenv.envs.checks import as_field, checked_options
 from sipenv.envs.control import ControlEnv, ControlTask, ControlVectorEnv
 from sipenv.envs.core import FieldCore, Rollout, relative_squared_error
+from sipenv.envs.sensing import Sensing
 from sipenv.envs.settings import Factory, Route
 from sipenv.physics.flow import IncompressibleFlowPhysics, periodic_bilinear
 from sipenv.physics.grid import FactorCache
@@ -108,6 +109,11 @@ class ShapeTransitionCore(FieldCore):
             one's (an incompressible flow preserves areas).
         initial_speed: RMS speed of a random smooth initial velocity (cells per step);
             ``0``: the fluid starts at rest.
+        sensing: Sensors, actuators and noise (``sipenv.envs.sensing.Sensing``, 2-D): with
+            sensors the observation is flat, ``[m, u_y, u_x at the K sensors, m* (whole, or at
+            the sensors), t/T]``; with ``M`` actuators the action is ``(2, M)``, each force
+            component the basis times its row (instead of a control grid: not together with
+            ``control_resolution``).
     """
 
     physics: IncompressibleFlowPhysics
@@ -122,6 +128,7 @@ class ShapeTransitionCore(FieldCore):
     size_range: tuple[float, float] = (0.1, 0.2)
     match_area: bool = True
     initial_speed: float = 0.0
+    sensing: Sensing = field(default_factory=Sensing)
     _cache: FactorCache = field(default_factory=FactorCache, init=False, repr=False,
                                 compare=False)
 
@@ -157,6 +164,10 @@ class ShapeTransitionCore(FieldCore):
         object.__setattr__(self, "size_range", (float(sr[0]), float(sr[1])))
         check_bool("match_area", self.match_area)
         check_nonnegative("initial_speed", self.initial_speed)
+        self.sensing.check(self.grid_shape)
+        if self.sensing.actuated and self.control_resolution is not None:
+            raise ValueError("actuators and control_resolution both set the action's layout; "
+                             "give one of them.")
 
     # --- shapes ---------------------------------------------------------------------------------
 
@@ -173,15 +184,35 @@ class ShapeTransitionCore(FieldCore):
 
     @property
     def action_shape(self) -> tuple[int, ...]:
-        """``(2, h, w)``: ``[f_y, f_x]`` on the control grid."""
+        """``(2, h, w)``: ``[f_y, f_x]`` on the control grid; ``(2, M)`` with ``M``
+        actuators."""
+        if self.sensing.actuated:
+            return (2, self.sensing.actuator_count(self.grid_shape))
         return (2, *self.control_shape)
 
     @property
     def observation_shape(self) -> tuple[int, ...]:
-        """``(5, H, W)``, or ``(4·H·W + 1,)`` with ``flat_observation``."""
+        """``(5, H, W)``, or ``(4·H·W + 1,)`` with ``flat_observation``; with ``K`` sensors
+        ``(3K + H·W + 1,)`` (``(4K + 1,)`` with ``target_observation="sensors"``)."""
+        if self.sensing.sensed:
+            k = self.sensing.sensor_count(self.grid_shape)
+            target = k if self.sensing.target_observation == "sensors" else self.n
+            return (3 * k + target + 1,)
         if self.flat_observation:
             return (4 * self.n + 1,)
         return (len(OBS_CHANNELS), *self.grid_shape)
+
+    @property
+    def sensor_noise_mask(self) -> torch.Tensor:
+        """``observation_shape`` booleans: the marker and velocity readings."""
+        mask = torch.zeros(self.observation_shape, dtype=torch.bool)
+        if self.sensing.sensed:
+            mask[:3 * self.sensing.sensor_count(self.grid_shape)] = True
+        elif self.flat_observation:
+            mask[:3 * self.n] = True
+        else:
+            mask[:3] = True
+        return mask
 
     @property
     def obs_dim(self) -> int:
@@ -205,7 +236,10 @@ class ShapeTransitionCore(FieldCore):
 
     def upsample(self, values: torch.Tensor) -> torch.Tensor:
         """Periodic bilinear upsampling ``(…, 2, h, w)`` → ``(…, 2, H, W)`` (identity on the
-        physics grid); linear, and never leaves the range of its input."""
+        physics grid); linear, and never leaves the range of its input. With actuators: the
+        basis times the actuator values, ``(…, 2, M)`` → ``(…, 2, H, W)``."""
+        if self.sensing.actuated:
+            return self.sensing.actuate(values, self.grid_shape)
         if tuple(values.shape[-2:]) == self.grid_shape:
             return values
         lead = values.shape[:-3]
@@ -267,6 +301,13 @@ class ShapeTransitionCore(FieldCore):
         b = state.shape[0]
         tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
         tf = tf.expand(b) if tf.ndim == 0 else tf
+        if self.sensing.sensed:  # [m, u_y, u_x at the sensors, m* whole or sensed, t/T]
+            grid, sensing = self.grid_shape, self.sensing
+            readings = sensing.sense(torch.cat((state[:, 2:3], state[:, :2]), 1).float(), grid)
+            goal = target.float()
+            goal = (sensing.sense(goal, grid) if sensing.target_observation == "sensors"
+                    else goal.flatten(1))
+            return torch.cat((readings.flatten(1), goal, tf[:, None]), 1)
         fields = torch.cat((state[:, 2:3].float(), state[:, :2].float(),
                             target[:, None].float()), 1)
         if self.flat_observation:
@@ -378,11 +419,8 @@ class ShapeTransitionTask(ControlTask):
         steps = self._steps()
         out = []
         for i, force in enumerate(forces):
-            applied = None
-            if force is not None:
-                applied = core.applied(torch.as_tensor(force, dtype=torch.float64)).numpy()
-            out.append(draw_flow_frame(
-                state[i, 2], state[i, :2], target[i], applied, step=int(steps[i]),
+            out.append(draw_flow_frame(  # force: as applied on the physics grid
+                state[i, 2], state[i, :2], target[i], force, step=int(steps[i]),
                 horizon=self.horizon, force_limit=core.force_scale,
                 mask=None if mask.all() else mask, target_error=float(errors[i]),
                 frequency_l1=float(freq[i]), title=ENV_ID))

@@ -29,6 +29,34 @@ SMALL_KWARGS: dict[str, dict[str, Any]] = {
 }
 """Per-id keywords that keep each env fast; an id not listed runs with its defaults."""
 
+SENSED_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # Test-only ids: every control and correction env (1-D and 2-D) with sensors, actuators
+    # and noise set (sipenv.envs.sensing), so that the whole suite runs on them too.
+    "sip-test/SensedDiffusion-v0": ("sip/ControlledDiffusion-v0", {
+        "sensors": 5, "actuators": 4, "sensor_noise": 0.05, "actuator_noise": 0.1}),
+    "sip-test/SensedBurgers-v0": ("sip/ControlledBurgers-v0", {
+        "sensors": (0.1, 0.3, 0.65), "target_observation": "sensors", "actuators": 3,
+        "actuator_width": 0.1, "sensor_noise": 0.05, "actuator_noise": 0.1}),
+    "sip-test/SensedCorrectedBurgers-v0": ("sip/CorrectedBurgers-v0", {
+        "sensors": 4, "actuators": 4, "sensor_noise": 0.05, "actuator_noise": 0.1}),
+    "sip-test/SensedShapeTransition-v0": ("sip/ShapeTransition-v0", {
+        "sensors": 6, "target_observation": "sensors", "actuators": 4, "sensor_noise": 0.05,
+        "actuator_noise": 0.1}),
+}
+"""``{test id: (base id, sensing options)}``: the base env's classes registered with the
+options as spec kwargs (``conftest.py``); they run with the base id's small keywords."""
+
+for _variant, (_base, _) in SENSED_VARIANTS.items():
+    SMALL_KWARGS[_variant] = SMALL_KWARGS[_base]
+
+
+def noiseless(env_id: str) -> dict[str, Any]:
+    """Keywords that turn a noisy variant's noise off: for the checks that compare envs
+    whose generators differ by design (single against vector envs on posed tasks), where
+    the noise drawn would differ."""
+    options = SENSED_VARIANTS.get(env_id, ("", {}))[1]
+    return {k: 0.0 for k in ("sensor_noise", "actuator_noise") if k in options}
+
 NUM_ENVS = 3
 
 
