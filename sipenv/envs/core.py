@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    NamedTuple,
+    Protocol,
+    TypeVar,
+    overload,
+    runtime_checkable,
+)
 
 import torch
 
@@ -106,6 +115,11 @@ class TaskCore(Protocol):
                      device: torch.device | str | None = ...,
                      dtype: torch.dtype = ...) -> tuple[torch.Tensor, torch.Tensor]:
         """``batch`` tasks ``(s_0, target)`` drawn from ``generator`` only."""
+
+    @property
+    def sensor_noise_mask(self) -> torch.Tensor:
+        """``observation_shape`` booleans: the sensor readings of the state (where the env
+        adds its sensor noise)."""
 
     def observe(self, state: torch.Tensor, target: torch.Tensor,
                 time_fraction: float | torch.Tensor) -> torch.Tensor:
@@ -269,10 +283,10 @@ class FieldCore:
         (``[s_t, …, t/T]`` with every cell observed)."""
         grid, sensing = self.grid_shape, self.sensing
         parts = [sensing.sense(state.float(), grid)]
-        for field in self._observed_targets(target):
-            field = field.float()
-            parts.append(sensing.sense(field, grid) if sensing.target_observation == "sensors"
-                         else field)
+        for goal in self._observed_targets(target):
+            goal = goal.float()
+            parts.append(sensing.sense(goal, grid) if sensing.target_observation == "sensors"
+                         else goal)
         parts.append(_time_column(state, time_fraction))
         return torch.cat(parts, dim=-1)
 

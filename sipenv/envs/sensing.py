@@ -249,14 +249,15 @@ class Sensing:
         return np.exp(-0.5 * (d**2).sum(-1) / sigma**2)
 
     def _build(self, grid: tuple[int, ...], device: torch.device) -> _Factors:
-        f64 = dict(device=device, dtype=torch.float64)
+        f64 = torch.float64
         indices = torch.as_tensor(self._sensor_cells(grid) if self.sensed else np.zeros(0),
                                   device=device, dtype=torch.int64)
         if self.actuators is None:
-            return _Factors(indices, torch.zeros(0, **f64), torch.zeros(0, **f64))
+            empty = torch.zeros(0, device=device, dtype=f64)
+            return _Factors(indices, empty, empty)
         matrix = (self._bumps(grid) if isinstance(self.actuators, int)
                   else np.asarray(self.actuators, dtype=np.float64))
-        basis = torch.as_tensor(matrix, **f64)
+        basis = torch.as_tensor(matrix, device=device, dtype=f64)
         return _Factors(indices, basis, torch.linalg.pinv(basis))
 
     def _factors(self, grid: tuple[int, ...], device: torch.device | str | None,
