@@ -461,8 +461,8 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
     venv = make_train_envs(config)
     model = make_model(config, venv)
     actor = actor_from_model(model)
-    spec = {"name": NETWORK_NAME, "obs_dim": core.obs_dim, "act_dim": core.n,
-            "hidden": list(config.hidden)}
+    spec = {"name": NETWORK_NAME, "obs_dim": core.obs_dim,
+            "act_dim": int(np.prod(core.action_shape)), "hidden": list(config.hidden)}
     config_dict = {**asdict(config), "hidden": list(config.hidden)}
     state = {"updates": 0, "train_time": 0.0}
 

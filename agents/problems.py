@@ -174,7 +174,8 @@ class TaskProblem(Problem):
                 "physics (e.g. sip/ControlledDiffusion-v0). Use sip or dp on it.")
 
     def network_spec(self, name: str, hidden: tuple[int, ...]) -> dict[str, Any]:
-        return {"name": name, "obs_dim": self.core.obs_dim, "act_dim": self.core.n,
+        return {"name": name, "obs_dim": self.core.obs_dim,
+                "act_dim": math.prod(self.core.action_shape),  # actuators: M, else N
                 "hidden": list(hidden), "spatial": None, "dtype": "float32"}
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -74,6 +74,8 @@ __all__ = [
     "SPLITS",
     "SIPConfig",
     "ShareFn",
+    "actuator_control_targets",
+    "actuator_response",
     "control_loss",
     "inverse_loss",
     "loss",
@@ -211,6 +213,112 @@ def sip_control_targets(physics: PhysicsModel, states: torch.Tensor, forces: tor
                 earlier = physics.inverse_step(states[t + 1] + (delta - own), forces[t], states[t])
                 delta = earlier - states[t]
         return torch.stack(force_targets).detach()
+
+
+def actuator_response(core: TaskCore, *, device: torch.device | str | None = None,
+                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``K = ∂s_T/∂(a_0, …, a_{T−1})``, ``(N, T·M)``, of a control core on linear physics with
+    an actuator basis ``B`` (columns ``t·M … t·M + M − 1`` belong to step ``t``): block ``t`` is
+    ``A^(T−1−t) G B · force_scale`` (``A``, ``G``: the physics' state and force maps), built
+    by ``T`` physics steps of the ``M`` actuator fields (the physics must be linear and
+    homogeneous, ``step(0, 0) = 0``, e.g. ``SpectralLinearPhysics``).
+    """
+    m = core.action_shape[-1]
+    eye = torch.eye(m, device=device, dtype=dtype)
+    zero = torch.zeros(m, core.n, device=device, dtype=dtype)
+    blocks = [core.physics.step(zero, core.actuate(eye))]  # G B: one step's response
+    for _ in range(core.horizon - 1):
+        blocks.append(core.physics.step(blocks[-1], torch.zeros_like(blocks[-1])))
+    return torch.cat([b.T for b in reversed(blocks)], dim=1)
+
+
+ACTUATOR_RTOL = 1e-10
+"""Relative cut-off of the singular values of ``K`` in ``actuator_control_targets``: directions
+``K`` reaches more weakly than ``1e-10`` of its strongest count as unreachable (their float64
+solution would be rounding noise amplified beyond ``1e10``)."""
+
+
+def box_least_squares(k: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, ridge: float,
+                      start: torch.Tensor, *, iterations: int) -> torch.Tensor:
+    """``argmin_x weight · ‖K x − δ‖² + ridge · ‖x‖²`` over ``x ∈ [−1, 1]^P`` for each row:
+    accelerated projected gradient (FISTA, Beck & Teboulle 2009) with step ``1/L`` (``L`` the
+    gradient's Lipschitz constant), from ``start``.
+
+    Args:
+        k: ``(N, P)`` linear map.
+        delta: ``(B, N)`` right-hand sides.
+        weight: ``(B, 1)`` weights of the residuals (e.g. ``1/‖s*‖²``).
+        ridge: Weight of ``‖x‖²`` (≥ 0).
+        start: ``(B, P)`` starting points (projected onto the box first).
+        iterations: Gradient steps.
+
+    Returns:
+        ``(B, P)`` solutions in the box.
+    """
+    lipschitz = 2 * torch.linalg.matrix_norm(k, ord=2).square() * weight + 2 * ridge
+    x = start.clamp(-1.0, 1.0)
+    y, momentum = x, 1.0
+    for _ in range(iterations):
+        grad = 2 * weight * ((y @ k.T - delta) @ k) + 2 * ridge * y
+        x_next = (y - grad / lipschitz).clamp(-1.0, 1.0)
+        momentum_next = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
+        y = x_next + (momentum - 1) / momentum_next * (x_next - x)
+        x, momentum = x_next, momentum_next
+    return x
+
+
+BOX_ITERATIONS = 100
+"""Projected-gradient iterations of the box-constrained actuator targets (``box=True``), warm
+started at the policy's actions."""
+
+
+def actuator_control_targets(core: TaskCore, states: torch.Tensor, actions: torch.Tensor,
+                             target: torch.Tensor, *, eta: float = 1.0,
+                             rtol: float = ACTUATOR_RTOL, box: bool = False) -> torch.Tensor:
+    """Per-step SIP action targets of a control task with actuators on linear physics: the
+    minimum-force split generalised by the actuator Gramian.
+
+    The terminal Newton step ``Δ = s̃_T − s_T`` is mapped to the minimum-norm least-squares
+    action correction ``δa = K⁺ Δ`` (``K`` from ``actuator_response``; for a basis of
+    ``M = N`` unit columns this is the minimum-force split), so that replaying ``a + δa``
+    reaches ``s_T + K K⁺ Δ``: the reachable state nearest to ``s̃_T`` (``s̃_T`` itself where it
+    is reachable). Equivalently ``δa_t = (A^(T−1−t) G B)ᵀ W⁺ Δ`` with the actuator
+    reachability Gramian ``W = K Kᵀ``; it is solved through ``K`` (in float64), not ``W``,
+    whose condition number is ``K``'s squared.
+
+    A few smooth actuators reach fine structure only with huge actions (on default
+    ``sip/ControlledDiffusion-v0`` with 8 bumps ``K``'s singular values span 14 to 1e-15), far
+    outside the ``[−1, 1]`` the env clips to. ``box=True`` therefore solves the same local
+    inverse problem under the env's constraints instead: the targets minimise
+    ``‖s_T + K (a' − a) − s̃_T‖² / ‖s*‖² + force_penalty · Σ_t mean(a'_t²)`` over
+    ``a' ∈ [−1, 1]`` (``box_least_squares``, :data:`BOX_ITERATIONS` steps from ``a``): the
+    episode loss, linearised, with the Newton target — what SIP training uses.
+
+    Args:
+        core: A control core with linear physics (``actuator_response``).
+        states: ``(T + 1, B, N)`` states of the rollout.
+        actions: ``(T, B, M)`` normalised actions applied.
+        target: ``(B, N)`` goals ``s*``.
+        eta: Newton step size on the terminal loss.
+        rtol: Relative singular-value cut-off of ``K⁺`` (:data:`ACTUATOR_RTOL`).
+        box: Solve under the action box and the force cost (see above).
+
+    Returns:
+        ``(T, B, M)`` action targets, detached, in ``actions``' dtype.
+    """
+    with torch.no_grad():
+        horizon, batch, m = actions.shape
+        final = states[-1].double()
+        delta = newton_step(final, target.double(), eta) - final
+        k = actuator_response(core, device=final.device)
+        flat = actions.double().transpose(0, 1).reshape(batch, horizon * m)
+        if box:
+            goal = target.double().square().sum(-1, keepdim=True).clamp_min(1e-30)
+            flat = box_least_squares(k, delta + flat @ k.T, 1.0 / goal,
+                                     core.force_penalty / m, flat, iterations=BOX_ITERATIONS)
+        else:
+            flat = flat + delta @ torch.linalg.pinv(k, rtol=rtol).T  # (B, T·M)
+        return flat.reshape(batch, horizon, m).transpose(0, 1).to(actions.dtype).detach()
 
 
 def sip_correction_targets(physics: PhysicsModel, states: torch.Tensor, references: torch.Tensor,
@@ -354,14 +462,23 @@ def control_loss(policy: nn.Module, core: TaskCore, s0: torch.Tensor, target: to
     Raises:
         TrainingDiverged: If the proxy loss is not finite (the message names the cause).
     """
+    # Targets in action space: forces mapped through the actuator basis by its least-squares
+    # inverse (``core.force_to_action``; ``F / force_scale`` without actuators).
     if isinstance(core, CorrectionCore):
         # --- per-step Newton targets of a correction task (the split does not apply) ---
         with torch.no_grad():
             rollout = core.rollout(policy, s0, target)
         force_targets = sip_correction_targets(core.physics, rollout.states, target,
                                                eta=config.eta)
+        action_targets = core.force_to_action(force_targets)
     elif config.split == "gauss-newton":
-        rollout, force_targets = _gauss_newton_targets(policy, core, s0, target, config)
+        rollout, action_targets = _gauss_newton_targets(policy, core, s0, target, config)
+    elif config.split == "minimum-force" and core.sensing.actuated:
+        # --- the minimum-force split through the actuator basis (exact, linear physics) ---
+        with torch.no_grad():
+            rollout = core.rollout(policy, s0, target)
+        action_targets = actuator_control_targets(core, rollout.states, rollout.actions,
+                                                  target, eta=config.eta, box=True)
     else:
         # --- 1. roll out the policy without gradients ---
         with torch.no_grad():
@@ -370,7 +487,8 @@ def control_loss(policy: nn.Module, core: TaskCore, s0: torch.Tensor, target: to
         # --- 2.+3. Newton step on the terminal loss, backward sweep through the inverse ---
         force_targets = sip_control_targets(core.physics, rollout.states, forces, target,
                                             eta=config.eta, split=config.split)
-    action_targets = (force_targets / core.force_scale).float()
+        action_targets = core.force_to_action(force_targets)
+    action_targets = action_targets.float()
     # --- 4. proxy loss with the targets held constant; states are inputs (no physics grad) ---
     # All T steps go through the network as one batch: one forward/backward per iteration.
     horizon, batch = rollout.actions.shape[:2]
@@ -431,22 +549,30 @@ def _gauss_newton_targets(policy: nn.Module, core: TaskCore, s0: torch.Tensor,
                           ) -> tuple[Rollout, torch.Tensor]:
     """Steps 1–3 with the generic inverse: the policy's rollout is recorded once (network
     without gradients, physics with autograd in the applied forces), then one Gauss–Newton step
-    on the forces gives the targets ``F + δF``."""
+    on the forces gives the targets ``F + δF``, returned as actions ``(F + δF) / force_scale``.
+    With actuators the step works in actuator space: ``J = ∂s_T/∂a`` through the basis, and the
+    targets are ``a + δa`` (the minimum-norm correction of the actions)."""
     actions: list[torch.Tensor] = []
+    actuated = core.sensing.actuated
 
     def act(t: int, state: torch.Tensor) -> torch.Tensor:
         action = policy(core.observe(state, target, t / core.horizon)).clamp(-1.0, 1.0)
         actions.append(action)
-        return core.action_to_force(action).to(state.dtype)
+        return action.to(state.dtype) if actuated else core.action_to_force(action).to(state.dtype)
 
-    # --- 1. roll out the policy (no network gradients), recording J = ∂s_T/∂F ---
-    states, forces, jacobian = linearize_rollout(core.physics.step, s0, act,
-                                                 horizon=core.horizon)
+    def actuated_step(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return core.physics.step(state, core.actuate(action))
+
+    # --- 1. roll out the policy (no network gradients), recording J = ∂s_T/∂F (or ∂a) ---
+    states, inputs, jacobian = linearize_rollout(
+        actuated_step if actuated else core.physics.step, s0, act, horizon=core.horizon)
     # --- 2. Newton step on the terminal loss; 3. minimum-norm correction through J ---
     delta = newton_step(states[-1], target, config.eta) - states[-1]
     solution = solve_minimum_norm(jacobian, delta, iterations=config.gn_iterations,
                                   damping=config.gn_damping)
-    return Rollout(states, torch.stack(actions), target), (forces + solution.correction).detach()
+    targets = (inputs + solution.correction).detach()
+    return (Rollout(states, torch.stack(actions), target),
+            targets if actuated else targets / core.force_scale)
 
 
 ALGORITHM = Algorithm("sip", SIPConfig, loss=loss)

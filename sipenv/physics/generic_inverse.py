@@ -198,8 +198,9 @@ def solve_minimum_norm(jacobian: RolloutJacobian, residual: torch.Tensor, *,
     with torch.no_grad():
         r = residual.detach().clone()
         y = torch.zeros_like(r)
-        correction = torch.zeros((len(jacobian.forces), *r.shape), dtype=r.dtype,
-                                 device=r.device)
+        # The shape of the inputs (forces, or actuator values: not necessarily the state's).
+        correction = torch.zeros((len(jacobian.forces), *jacobian.forces[0].shape),
+                                 dtype=r.dtype, device=r.device)
         p = r.clone()
         rho = (r * r).sum(-1)
         goal = tol**2 * rho
