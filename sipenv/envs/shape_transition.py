@@ -520,6 +520,11 @@ class ShapeTransitionEnv(ShapeTransitionTask, ControlEnv):
     - Control: ``control_resolution=None`` (e.g. ``(16, 16)``), ``actuation="full"`` (or
       ``"bottom"``, ``"sides"``, ``"border"``), ``actuation_width=8``.
     - Observations: ``flat_observation=False``.
+    - Sensors, actuators and noise (``sipenv.envs.sensing``): ``sensors=None`` (a count, or
+      ``(y, x)`` positions; the observation is then flat, see ``ShapeTransitionCore``),
+      ``target_observation="full"``, ``actuators=None`` (a count of Gaussian bumps, or a basis;
+      the action is then ``(2, M)``), ``actuator_width=None``, ``sensor_noise=0.0``,
+      ``actuator_noise=0.0``.
     - Sampler: ``kinds=None`` (all kinds, or a tuple of names), ``size_range=(0.1, 0.2)``,
       ``match_area=True``, ``initial_speed=0.0``.
     - Keywords are routed by name to ``IncompressibleFlowPhysics`` and

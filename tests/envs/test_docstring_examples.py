@@ -12,7 +12,8 @@ import sipenv
 from sipenv.envs import _ENTRY_POINTS
 
 MODULES = sorted({f"sipenv.envs.{module}" for module, _ in _ENTRY_POINTS.values()}
-                 | {"sipenv.envs.control", "sipenv.envs.one_step", "sipenv.envs.core"})
+                 | {"sipenv.envs.control", "sipenv.envs.one_step", "sipenv.envs.core",
+                    "sipenv.wrappers"})
 
 
 @pytest.mark.parametrize("name", MODULES)
