@@ -2,7 +2,7 @@
 controlgym defaults (10 point sensors, 8 Gaussian actuators) on sip/ControlledDiffusion-v0 and
 sip/ControlledBurgers-v0, and the open-loop optimum of each held-out diffusion task.
 
-    python scripts/partial_observation.py              # writes docs/results/partial_observation.*
+    python scripts/partial_observation.py              # writes docs/results/partial/compare.*
     python scripts/partial_observation.py --budget 5   # a smoke run (seconds per method)
 
 Every method trains one seed for the same CPU-time budget (torch threads 1, the process CPU
@@ -53,9 +53,9 @@ RUNS: dict[str, list[tuple[str, str, float, dict[str, Any]]]] = {
 
 
 def train_one(env_id: str, algo: str, lr: float, extra: dict[str, Any], budget: float,
-              episodes: int, runs_dir: str) -> dict[str, Any]:
+              episodes: int, runs_dir: str, sensing: dict[str, Any]) -> dict[str, Any]:
     config_cls, train = load_algorithm(algo)
-    config = config_cls(env_id=env_id, env_kwargs=json.dumps(SENSING), lr=lr,
+    config = config_cls(env_id=env_id, env_kwargs=json.dumps(sensing), lr=lr,
                         time_budget=budget, clock="cpu", threads=1, seed=0,
                         eval_episodes=episodes, eval_seed=TEST_SEED, progress=False,
                         runs_dir=runs_dir, run_name=f"{env_id.split('/')[1]}-{algo}",
@@ -65,13 +65,13 @@ def train_one(env_id: str, algo: str, lr: float, extra: dict[str, Any], budget: 
             "train_time": result.train_time, **result.final_eval}
 
 
-def optimum(env_id: str, episodes: int) -> dict[str, float]:
+def optimum(env_id: str, episodes: int, sensing: dict[str, Any]) -> dict[str, float]:
     """Terminal error of the open-loop optimum on the test episodes (linear physics)."""
     import gymnasium as gym
 
-    core = core_of(gym.make(env_id, dtype="float64", **SENSING))
+    core = core_of(gym.make(env_id, dtype="float64", **sensing))
     s0, target = make_eval_tasks(env_id, range(TEST_SEED, TEST_SEED + episodes),
-                                 {**SENSING, "dtype": "float64"})
+                                 {**sensing, "dtype": "float64"})
     start = time.process_time()
     rollout = open_loop_optimum(core, s0, target, iterations=5000)
     err = core.target_error(rollout.states[-1], target).numpy()
@@ -88,7 +88,7 @@ def write_markdown(out: Path, results: dict[str, Any]) -> None:
              f"seconds of training per method, one seed, torch threads 1; "
              f"{results['episodes']} held-out test episodes, "
              "`env.reset(seed=2_000_000 + i)`). Env options: "
-             f"`{json.dumps(SENSING)}` (point sensors, target observed in full).", ""]
+             f"`{json.dumps(results['sensing'])}` (target observed in full).", ""]
     for env_id, runs in results["envs"].items():
         lines += [f"## {env_id}", "", "| method | lr | iterations | terminal error (mean) | "
                   "median | force cost (mean) |", "|---|---|---|---|---|---|"]
@@ -128,7 +128,7 @@ def plot(out: Path, results: dict[str, Any]) -> None:
         ax.set_xticks(range(len(values)), [s.split(" (")[0] for s in labels])
         ax.set_yscale("log")
         ax.set_ylabel("terminal error (mean, test)")
-        ax.set_title(f"{env_id}\n10 sensors, 8 actuators")
+        ax.set_title(f"{env_id}\n{json.dumps(results['sensing'])}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 
@@ -137,22 +137,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=60.0, help="CPU seconds per method")
     parser.add_argument("--episodes", type=int, default=64, help="held-out test episodes")
-    parser.add_argument("--out", default="docs/results/partial_observation",
+    parser.add_argument("--out", default="docs/results/partial/compare",
                         help="output path without suffix (.json, .md, .png)")
     parser.add_argument("--envs", nargs="*", default=list(RUNS))
+    parser.add_argument("--methods", nargs="*", default=None,
+                        help="algorithms to run (default: all of each env's)")
+    parser.add_argument("--sensing", default=json.dumps(SENSING),
+                        help="the env's sensing options as JSON, e.g. '{\"actuators\": 8}'")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    sensing = json.loads(args.sensing)
     results: dict[str, Any] = {"budget": args.budget, "episodes": args.episodes,
-                               "sensing": SENSING, "envs": {}, "optimum": {}}
+                               "sensing": sensing, "envs": {}, "optimum": {}}
     with tempfile.TemporaryDirectory() as runs_dir:
         for env_id in args.envs:
             if env_id == "sip/ControlledDiffusion-v0":
-                results["optimum"][env_id] = optimum(env_id, args.episodes)
+                results["optimum"][env_id] = optimum(env_id, args.episodes, sensing)
                 print(env_id, "open-loop optimum", results["optimum"][env_id], flush=True)
             results["envs"][env_id] = {}
             for label, algo, lr, extra in RUNS[env_id]:
+                if args.methods is not None and algo not in args.methods:
+                    continue
                 try:
-                    r = train_one(env_id, algo, lr, extra, args.budget, args.episodes, runs_dir)
+                    r = train_one(env_id, algo, lr, extra, args.budget, args.episodes, runs_dir,
+                                  sensing)
                 except Exception as exc:  # reported in the results, not hidden
                     r = {"algo": algo, "lr": lr, "error": f"{type(exc).__name__}: {exc}"}
                 results["envs"][env_id][label] = r

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import inspect
 import pickle
 import re
@@ -58,6 +59,7 @@ from gymnasium.utils.env_checker import check_env
 
 import sipenv
 from sipenv.envs.core import TaskCore, core_of
+from sipenv.envs.sensing import Sensing
 
 # --- registration --------------------------------------------------------------------------------
 
@@ -618,6 +620,8 @@ def test_documented_argument_defaults_are_the_real_ones(env_id: str) -> None:
     section = doc.split("## Arguments", 1)[1].split("\n    ## ", 1)[0]
     factory = getattr(type(env), "make_core", None) or type(env).make_task
     defaults = factory.default_values()
+    if hasattr(env, "core"):  # a field env also takes the sensing keywords (sipenv.envs.sensing)
+        defaults |= {f.name: f.default for f in dataclasses.fields(Sensing) if f.init}
     signature = inspect.signature(type(env).__init__).parameters
     documented = re.findall(r"``(\w+)=([^`]+)``", section)
     assert documented
