@@ -4,6 +4,9 @@ sip/ControlledBurgers-v0, and the open-loop optimum of each held-out diffusion t
 
     python scripts/partial_observation.py              # writes docs/results/partial/compare.*
     python scripts/partial_observation.py --budget 5   # a smoke run (seconds per method)
+    python scripts/partial_observation.py --sensing '{"actuators": 8}' \
+        --envs sip/ControlledDiffusion-v0 --methods sip supervised dp --budget 45 \
+        --out docs/results/partial/actuators_only/compare     # the ablation: every cell observed
 
 Every method trains one seed for the same CPU-time budget (torch threads 1, the process CPU
 clock) at a learning rate fixed in advance (no sweep: a reduced budget, see
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,7 +89,7 @@ def optimum(env_id: str, episodes: int, sensing: dict[str, Any]) -> dict[str, fl
 
 def write_markdown(out: Path, results: dict[str, Any]) -> None:
     lines = ["# Partial observation and limited actuation: committed comparison", "",
-             f"Made by `python scripts/partial_observation.py` ({results['budget']:.0f} CPU "
+             f"Made by `{results['command']}` ({results['budget']:.0f} CPU "
              f"seconds of training per method, one seed, torch threads 1; "
              f"{results['episodes']} held-out test episodes, "
              "`env.reset(seed=2_000_000 + i)`). Env options: "
@@ -147,7 +152,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     sensing = json.loads(args.sensing)
-    results: dict[str, Any] = {"budget": args.budget, "episodes": args.episodes,
+    command = " ".join(["python scripts/partial_observation.py",
+                        *(shlex.quote(a) for a in sys.argv[1:])])
+    results: dict[str, Any] = {"command": command, "budget": args.budget,
+                               "episodes": args.episodes,
                                "sensing": sensing, "envs": {}, "optimum": {}}
     with tempfile.TemporaryDirectory() as runs_dir:
         for env_id in args.envs:
