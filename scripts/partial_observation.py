@@ -138,7 +138,7 @@ def plot(out: Path, results: dict[str, Any]) -> None:
     fig.savefig(out, dpi=100)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=60.0, help="CPU seconds per method")
     parser.add_argument("--episodes", type=int, default=64, help="held-out test episodes")
@@ -149,11 +149,11 @@ def main() -> None:
                         help="algorithms to run (default: all of each env's)")
     parser.add_argument("--sensing", default=json.dumps(SENSING),
                         help="the env's sensing options as JSON, e.g. '{\"actuators\": 8}'")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     sensing = json.loads(args.sensing)
     command = " ".join(["python scripts/partial_observation.py",
-                        *(shlex.quote(a) for a in sys.argv[1:])])
+                        *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
     results: dict[str, Any] = {"command": command, "budget": args.budget,
                                "episodes": args.episodes,
                                "sensing": sensing, "envs": {}, "optimum": {}}
@@ -179,7 +179,8 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(out.with_suffix(".md"), results)
     plot(out.with_suffix(".png"), results)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
