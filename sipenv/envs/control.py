@@ -183,15 +183,22 @@ class ControlTask(FieldTask):
 
     core: ControlCore
 
+    @property
+    def _state_shape(self) -> tuple[int, ...]:
+        """Shape of one state: the core's ``state_shape`` where the state differs from the
+        action (e.g. oscillators: positions and velocities, a force on some), else the
+        action's."""
+        return tuple(getattr(self.core, "state_shape", self.core.action_shape))
+
     def _options_space(self) -> spaces.Dict:
-        field = spaces.Box(-np.inf, np.inf, shape=self.core.action_shape, dtype=np.float64)
+        field = spaces.Box(-np.inf, np.inf, shape=self._state_shape, dtype=np.float64)
         return spaces.Dict({"initial_state": field, "target": field})
 
     def _parse_reset(self, options: Any) -> dict[str, torch.Tensor]:
         options = checked_options(options, ("initial_state", "target"),
                                   example="{'initial_state': ..., 'target': ...}",
                                   described="'initial_state', 'target'")
-        shape = (*self._batch_shape, *self.core.action_shape)
+        shape = (*self._batch_shape, *self._state_shape)
         fields = {name: as_field(options[name], name, shape, self.device, self.dtype)
                   for name in options}
         if "target" in fields:
@@ -203,7 +210,7 @@ class ControlTask(FieldTask):
         # Drawn even when both are given, so that later resets continue the same stream.
         s0, target = self.core.sample_tasks(self._batch_size, generator, device=self.device,
                                             dtype=self.dtype)
-        shape = (self._batch_size, *self.core.action_shape)
+        shape = (self._batch_size, *self._state_shape)
         if "initial_state" in given:
             s0 = given["initial_state"].reshape(shape)
         if "target" in given:
