@@ -61,8 +61,8 @@ from sipenv.envs.core import Rollout
 from sipenv.envs.correction import CorrectionCore
 from sipenv.validation import check_choice, check_int, check_nonnegative, check_positive
 
-__all__ = ["ALGORITHM", "GRAM_MIN_TRUNCATION", "HIGConfig", "OutputsFn", "PerSampleWeights", "half_inverse_direction",
-           "jacobian", "jacobian_size", "outputs", "train", "update"]
+__all__ = ["ALGORITHM", "GRAM_MIN_TRUNCATION", "HIGConfig", "OutputsFn", "PerSampleWeights",
+           "half_inverse_direction", "jacobian", "jacobian_size", "outputs", "train", "update"]
 
 GRAM_MIN_TRUNCATION = 1e-7
 """Smallest relative cutoff at which ``half_inverse_direction`` may use the Gram matrix

@@ -6,12 +6,13 @@
 ``linear-chain`` — the sanity check of the "Physics-based Deep Learning" book's HIG chapter (its
 small coupled-oscillator chain; HIG reported about four orders of magnitude below Adam): two
 oscillators of ``sipenv.physics.oscillators.OscillatorPhysics`` coupled by a linear spring
-(β = 1, α = 0: the book's "coupled linear oscillators"; the last one driven), 24 RK4 steps of dt = 0.5; the published open-loop network 4 → 20-20-20 (tanh) → 24
-maps the initial state to the whole control sequence; the goal is the initial state itself
-(loss ``Σ_b ‖s_T − s_0‖² / B``). HIG (``agents.hig``'s ``jacobian`` and
-``half_inverse_direction``: batch 32, η = 1, τ = 1e-10, κ = ½) against Adam (batch 256, the
-published lr 1e-3, and 1e-2) at equal CPU time (``--budget`` seconds each; published: 100 s).
-Scored on a fixed test set of 1024 states. Writes ``hig_linear_chain.json/.md/.png``.
+(β = 1, α = 0: the book's "coupled linear oscillators"; the last one driven), 24 RK4 steps of
+dt = 0.5; the published open-loop network 4 → 20-20-20 (tanh) → 24 maps the initial state to
+the whole control sequence; the goal is the initial state itself (loss
+``Σ_b ‖s_T − s_0‖² / B``). HIG (``agents.hig``'s ``jacobian`` and ``half_inverse_direction``:
+batch 32, η = 1, τ = 1e-10, κ = ½) against Adam (batch 256, the published lr 1e-3, and 1e-2)
+at equal CPU time (``--budget`` seconds each; published: 100 s). Scored on a fixed test set of
+1024 states. Writes ``hig_linear_chain.json/.md/.png``.
 
 ``memory`` — peak memory of DP's backward pass on ``sip/CoupledOscillators-v0`` against the
 horizon, plain, with truncated backpropagation through time (``--window``) and with activation

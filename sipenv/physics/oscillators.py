@@ -47,8 +47,13 @@ from typing import Literal
 import torch
 
 from sipenv.physics.defect_correction import defect_correction
-from sipenv.validation import check_choice, check_finite, check_int, check_nonnegative, \
-    check_positive
+from sipenv.validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
 
 __all__ = ["OscillatorPhysics"]
 
