@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sipenv.envs.control import ControlEnv, ControlVectorEnv
-from sipenv.envs.core import FieldCore, Rollout, TaskCore
+from sipenv.envs.core import ControlCore, FieldCore, TaskCore
 from sipenv.envs.settings import Factory, Route
 from sipenv.physics.oscillators import OscillatorPhysics
 from sipenv.validation import check_int, check_nonnegative, check_positive
@@ -70,10 +70,11 @@ class OscillatorCore(FieldCore):
         """``(2K,)``: positions then velocities."""
         return (self.physics.n,)
 
-    @property
-    def obs_dim(self) -> int:
-        """``[s_t, s*, t/T]``: ``4K + 1``."""
-        return 2 * self.physics.n + 1
+    # the observation [s_t, s*, t/T] (4K + 1 values) and the episode loss (terminal error +
+    # penalty · Σ force cost) are the control task's, over this core's state and error
+    obs_dim = ControlCore.obs_dim
+    observe = ControlCore.observe
+    episode_loss = ControlCore.episode_loss
 
     def sample_tasks(self, batch: int, generator: torch.Generator, *,
                      device: torch.device | str | None = None,
@@ -83,22 +84,10 @@ class OscillatorCore(FieldCore):
                                         device=device, dtype=dtype)
         return s0, s0.clone()
 
-    def observe(self, state: torch.Tensor, target: torch.Tensor,
-                time_fraction: float | torch.Tensor) -> torch.Tensor:
-        """``[s_t, s*, t/T]`` as float32, ``(B, 4K + 1)``."""
-        tf = torch.as_tensor(time_fraction, dtype=torch.float32, device=state.device)
-        tf = tf.expand(state.shape[0]) if tf.ndim == 0 else tf
-        return torch.cat([state.float(), target.float(), tf[:, None]], dim=-1)
-
     def target_error(self, state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Squared error ``‖s − s*‖²`` per sample, ``(B,)`` (the published loss; absolute, as
         the targets are ``O(1)`` by construction)."""
         return (state - target).square().sum(-1)
-
-    def episode_loss(self, rollout: Rollout) -> torch.Tensor:
-        """Negative return per sample: terminal error + penalty · Σ force cost, ``(B,)``."""
-        cost = self.force_cost(rollout.actions).sum(0)
-        return self.target_error(rollout.states[-1], rollout.target) + self.force_penalty * cost
 
 
 if TYPE_CHECKING:  # mypy proves that OscillatorCore is a TaskCore

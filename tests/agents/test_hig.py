@@ -90,6 +90,7 @@ def _losses(config: HIGConfig) -> list[float]:
     return losses
 
 
+@pytest.mark.slow
 def test_hig_learns_the_oscillator_task_through_the_loop() -> None:
     # (a per-step closed-loop policy saturates its clipped actions under the published
     # τ = 1e-6 at η = 1; τ = 1e-2 keeps the step in the well-determined directions)
@@ -119,8 +120,10 @@ def test_hig_learns_the_sine_inverse_problem() -> None:
 
 @pytest.mark.parametrize("env_id, kw", [
     ("sip/ControlledDiffusion-v0", {"n": 16, "horizon": 3, "max_mode": 4}),
-    ("sip/ControlledBurgers-v0", {"n": 32, "horizon": 3, "substeps": 4}),
-    ("sip/CorrectedBurgers-v0", {"n": 16, "fine_n": 32, "horizon": 3}),
+    pytest.param("sip/ControlledBurgers-v0", {"n": 32, "horizon": 3, "substeps": 4},
+                 marks=pytest.mark.slow),
+    pytest.param("sip/CorrectedBurgers-v0", {"n": 16, "fine_n": 32, "horizon": 3},
+                 marks=pytest.mark.slow),
 ])
 def test_hig_trains_on_every_task_env(env_id: str, kw: dict[str, object]) -> None:
     config = _tiny(env_id, env_kwargs=json.dumps(kw), batch_size=2, iterations=2)
