@@ -71,6 +71,19 @@ METHODS: dict[str, Method] = {
     # For physics without spectral factors (e.g. sip/ControlledBurgers-v0): the generic inverse.
     "sip-gn": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), "SIP, Gauss-Newton (Adam)",
                      options=(("split", "gauss-newton"),)),
+    # Half-inverse gradients (agents/hig.py): η swept, plain steps; κ = 1 is Gauss–Newton.
+    "hig": Method("hig", "sgd", (0.1, 0.3, 1.0, 3.0), "HIG (κ = ½, τ = 1e-2)",
+                  options=(("truncation", 1e-2),)),
+    "gn": Method("hig", "sgd", (0.1, 0.3, 1.0, 3.0), "Gauss-Newton (κ = 1, τ = 1e-2)",
+                 options=(("kappa", 1.0), ("truncation", 1e-2))),
+    # SIP through the per-step inverse simulators (e.g. the oscillators' implicit RK4 inverse).
+    "sip-uniform": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+                          "SIP, uniform split (Adam)", options=(("split", "uniform"),)),
+    # DP with the long-horizon options of agents/diffphys.py.
+    "dp-clip": Method("dp", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), "DP, Adam, clipped at 1",
+                      options=(("max_grad_norm", 1.0),)),
+    "dp-tbptt": Method("dp", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+                       "DP, Adam, truncated BPTT (window 16)", options=(("bptt_window", 16),)),
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from agents import diffphys, ppo, sip, supervised
+from agents import diffphys, hig, ppo, sip, supervised
 from agents.checkpoint import CheckpointError, load_checkpoint
 from agents.problems import InverseProblem, TaskProblem, env_error, make_problem
 from agents.trainer import Algorithm, TrainConfig, TrainResult, policy_from_checkpoint
@@ -28,6 +28,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "dp": diffphys.ALGORITHM,
     "supervised": supervised.ALGORITHM,
     "ppo": ppo.ALGORITHM,
+    "hig": hig.ALGORITHM,
 }
 
 

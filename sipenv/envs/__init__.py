@@ -24,6 +24,7 @@ _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "sip/CorrectedBurgers-v0": ("corrected_burgers", "CorrectedBurgers"),
     "sip/HeatInverse-v0": ("heat_inverse", "HeatInverse"),
     "sip/ShapeTransition-v0": ("shape_transition", "ShapeTransition"),
+    "sip/CoupledOscillators-v0": ("coupled_oscillators", "CoupledOscillators"),
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENTRY_POINTS)

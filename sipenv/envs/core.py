@@ -13,6 +13,7 @@ default the identity and every cell).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import (
@@ -251,7 +252,8 @@ class FieldCore:
         """Observation size: the state's readings (``K`` sensors, or ``N``), each observed
         target field (``N`` whole, ``K`` at the sensors) and the time fraction (1)."""
         readings = self.sensing.sensor_count(self.grid_shape)
-        target = readings if self.sensing.target_observation == "sensors" else self.n
+        target = (readings if self.sensing.target_observation == "sensors"
+                  else math.prod(self.grid_shape))
         return readings + self._observed_target_fields * target + 1
 
     @property

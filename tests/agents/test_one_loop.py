@@ -135,12 +135,12 @@ def test_combinations_that_cannot_work_are_refused_by_validate(config: TrainConf
 
 
 def test_algorithms_are_registered_by_import() -> None:
-    assert set(ALGORITHMS) == {"sip", "dp", "supervised", "ppo"}
+    assert set(ALGORITHMS) == {"sip", "dp", "supervised", "ppo", "hig"}
     for name, algorithm in ALGORITHMS.items():
         assert isinstance(algorithm, Algorithm) and algorithm.name == name
         assert algorithm.config().algo == name
     with pytest.raises(ValueError, match="choose one of"):
-        get_algorithm("hig")
+        get_algorithm("newton")
 
 
 # --- seeds, problems and checkpoints -----------------------------------------------------------
