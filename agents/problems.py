@@ -43,6 +43,7 @@ import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.evaluation import NumpyPolicy, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
 from sipenv.envs.core import Rollout, TaskCore, core_of
 from sipenv.envs.correction import CorrectionCore
+from sipenv.envs.shape_transition import ShapeTransitionCore
 from sipenv.physics import SpectralLinearPhysics
 from sipenv.physics.heat import HeatPhysics
 from sipenv.physics.sine import SinePhysics
@@ -60,6 +61,7 @@ __all__ = [
     "check_env_kwargs",
     "env_error",
     "make_problem",
+    "terminal_readout",
 ]
 
 VALIDATION_SEED = 1_000_000
@@ -173,9 +175,24 @@ class TaskProblem(Problem):
                 "supervised baseline needs the exact minimum-force control of linear spectral "
                 "physics (e.g. sip/ControlledDiffusion-v0). Use sip or dp on it.")
 
+    @property
+    def spatial(self) -> tuple[int, int] | None:
+        """The grid ``(H, W)`` of a task with 2-D field observations ``(C, H, W)`` (e.g.
+        ``sip/ShapeTransition-v0``), else ``None`` (flat observations)."""
+        shape = tuple(self.core.observation_shape)
+        return (int(shape[1]), int(shape[2])) if len(shape) == 3 else None
+
     def network_spec(self, name: str, hidden: tuple[int, ...]) -> dict[str, Any]:
-        return {"name": name, "obs_dim": self.core.obs_dim, "act_dim": self.core.n,
-                "hidden": list(hidden), "spatial": None, "dtype": "float32"}
+        """Flat tasks: ``obs_dim`` observations → ``act_dim = N`` actions. 2-D tasks: the sizes
+        of the observation ``(C, H, W)`` and action ``(C', h, w)`` fields, and ``spatial`` =
+        ``(H, W)`` for a spatial network (``agents.networks.SPATIAL_NETWORKS``)."""
+        grid = self.spatial
+        if grid is None:
+            return {"name": name, "obs_dim": self.core.obs_dim, "act_dim": self.core.n,
+                    "hidden": list(hidden), "spatial": None, "dtype": "float32"}
+        return {"name": name, "obs_dim": math.prod(self.core.observation_shape),
+                "act_dim": math.prod(self.core.action_shape), "hidden": list(hidden),
+                "spatial": list(grid), "dtype": "float32"}
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(s_0, target)`` of ``batch`` fresh tasks."""
@@ -201,6 +218,16 @@ class TaskProblem(Problem):
 
     def numpy_policy(self, network: nn.Module) -> NumpyPolicy:
         return torch_policy_to_numpy(network, self.device)
+
+
+def terminal_readout(core: TaskCore) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The (linear) part of a state that a task's target is compared with: the whole state
+    ``(B, N)`` for the 1-D tasks, the marker ``(B, H, W)`` = ``s[:, 2]`` of a
+    ``ShapeTransitionCore`` state ``(B, 3, H, W)`` (its velocity is free at the end). SIP's
+    Gauss–Newton split solves for the forces that move this part onto its Newton target."""
+    if isinstance(core, ShapeTransitionCore):
+        return lambda state: state[:, 2]
+    return lambda state: state
 
 
 # --- single-step inverse problems ----------------------------------------------------------------
