@@ -327,7 +327,7 @@ class TrainConfig:
                 "take flat observations and give flat actions, or 2-D fields on one grid. Use "
                 "the env through Gymnasium with a policy of your own.")
         if self.network == "unet" and isinstance(problem, InverseProblem) \
-                and len(problem.shape) != 2:
+                and len(problem.shape) < 2:
             raise ValueError(f"--network unet needs a field; {problem.env_id}'s inputs are "
                              f"vectors {problem.shape}. Use --network mlp.")
         try:  # (a few small layers: cheap) e.g. too many U-Net levels for the grid

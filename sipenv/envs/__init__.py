@@ -24,6 +24,7 @@ _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "sip/CorrectedBurgers-v0": ("corrected_burgers", "CorrectedBurgers"),
     "sip/HeatInverse-v0": ("heat_inverse", "HeatInverse"),
     "sip/ShapeTransition-v0": ("shape_transition", "ShapeTransition"),
+    "sip/FluidInverse-v0": ("fluid_inverse", "FluidInverse"),
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENTRY_POINTS)

@@ -224,3 +224,43 @@ def test_ppo_learns_on_a_tiny_2d_task(tmp_path: Path, zero_force_error: float) -
                          n_epochs=5, lr=1e-3, eval_every=60, eval_episodes=16)
     result = ppo.train(config, write=False, progress=False)
     assert result.final_eval["target_error_mean"] < 0.95 * zero_force_error  # (60 updates: weak)
+
+
+# --- sip/FluidInverse-v0 through the one training loop ------------------------------------------
+
+FLUID = dict(env_id="sip/FluidInverse-v0", network="unet", hidden=(4, 4), batch_size=8,
+             eval_episodes=16, log_every=0, progress=False)
+
+
+@pytest.mark.parametrize(("module", "config_cls", "inverse"), [
+    (sip, sip.SIPConfig, "drift-swirl"),
+    pytest.param(sip, sip.SIPConfig, "gauss-newton", marks=pytest.mark.slow),
+    pytest.param(diffphys, diffphys.DPConfig, "drift-swirl", marks=pytest.mark.slow),
+    pytest.param(supervised, supervised.SupervisedConfig, "drift-swirl",
+                 marks=pytest.mark.slow),
+])
+def test_every_algorithm_trains_on_the_fluid_inverse_problem(module: Any, config_cls: Any,
+                                                             inverse: str) -> None:
+    """SIP (both inverses), DP and supervised run on sip/FluidInverse-v0 through the one
+    training loop (a few iterations: learning it takes hundreds, see the slow test)."""
+    env = json.dumps({"shape": [16, 16], "steps": 1, "inverse": inverse})
+    result = module.train(config_cls(iterations=2, env_kwargs=env,
+                                     **{**FLUID, "eval_episodes": 4}),
+                          write=False, progress=False)
+    assert np.isfinite(result.final_eval["test_velocity_l1"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("module", "config_cls", "inverse"), [
+    (sip, sip.SIPConfig, "drift-swirl"),
+    (diffphys, diffphys.DPConfig, "drift-swirl"),
+    (supervised, supervised.SupervisedConfig, "drift-swirl"),
+])
+def test_fluid_inverse_learns_on_a_tiny_grid(module: Any, config_cls: Any, inverse: str) -> None:
+    env = json.dumps({"shape": [16, 16], "steps": 2, "inverse": inverse})
+    problem = make_problem("sip/FluidInverse-v0", env)
+    test = problem.held_out_sets(VALIDATION_SEED, 16)["test_"]
+    zero = float(problem.main_error(torch.zeros_like(test.x_true), test)[1].mean())
+    result = module.train(config_cls(iterations=300, lr=1e-2, env_kwargs=env, **FLUID),
+                          write=False, progress=False)
+    assert result.final_eval["test_velocity_l1"] < 0.9 * zero, (zero, result.final_eval)
