@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from agents import diffphys, sip
+from agents.curves import plot_curves
 from agents.problems import TEST_SEED
 
 ENV_ID = "sip/FluidInverse-v0"
@@ -123,24 +124,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, m in enumerate(report["methods"].values()):
-        for j, r in enumerate(m["runs"]):
-            c = r["curve"]
-            ax.plot([p["time"] for p in c], [p["velocity_l1"] for p in c], color=f"C{i}",
-                    alpha=1.0 if j == 0 else 0.5, label=m["label"] if j == 0 else None)
-    ax.set_xlabel("training CPU seconds (1 thread)")
-    ax.set_ylabel("validation velocity L1")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_curves(report["methods"].values(), path, key="velocity_l1",
+                ylabel="validation velocity L1", log=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from agents import diffphys, ppo, sip, supervised
+from agents.curves import plot_curves
 from agents.evaluation import evaluate_gym, evaluate_torch
 from agents.problems import TEST_SEED, VALIDATION_SEED, TaskProblem, make_problem
 from agents.reference_cache import open_loop_optimum
@@ -187,28 +188,11 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, m in enumerate(report["methods"].values()):
-        for j, r in enumerate(m["runs"]):
-            c = r["curve"]
-            ax.plot([p["time"] for p in c], [p["error"] for p in c], color=f"C{i}",
-                    alpha=1.0 if j == 0 else 0.5, label=m["label"] if j == 0 else None)
-    ax.axhline(report["zero_force"]["target_error_mean"], color="k", ls="--", lw=1,
-               label="zero force (ceiling)")
-    ax.axhline(report["open_loop_optimum"]["target_error_mean"], color="k", ls=":", lw=1,
-               label="open-loop optimum (floor)")
-    ax.set_xlabel("training CPU seconds (1 thread)")
-    ax.set_ylabel("validation terminal error ‖m_T − m*‖²/‖m*‖²")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_curves(report["methods"].values(), path, key="error",
+                ylabel="validation terminal error ‖m_T − m*‖²/‖m*‖²",
+                lines=[(report["zero_force"]["target_error_mean"], "--", "zero force (ceiling)"),
+                       (report["open_loop_optimum"]["target_error_mean"], ":",
+                        "open-loop optimum (floor)")])
 
 
 def main(argv: list[str] | None = None) -> int:
