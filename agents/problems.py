@@ -476,7 +476,10 @@ class FluidProblem(InverseProblem):
     def predict(self, network: nn.Module, y_target: torch.Tensor) -> torch.Tensor:
         """``x = f_θ(y*)`` ``(B, 2, H, W)``; binds ``y*``'s ``m_0`` for ``physics.forward``."""
         self.physics.initial = y_target[:, 0].detach().to(self.physics_dtype)
-        return network(y_target.to(self.network_dtype))
+        y = y_target.to(self.network_dtype)
+        if getattr(network, "grid", None) is not None:  # (a spatial network: fields)
+            return network(y)
+        return network(y.flatten(1)).reshape(y.shape)
 
     def network_spec(self, name: str, hidden: tuple[int, ...]) -> dict[str, Any]:
         cells = math.prod(self.shape)

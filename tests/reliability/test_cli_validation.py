@@ -208,7 +208,7 @@ OPTIONS: dict[str, list[str]] = {
     "gn-without-gauss-newton": ["--gn-iterations", "8"],
 }
 SIP_ONLY = {"split-uniform", "split-gauss-newton", "gn-without-gauss-newton"}
-INVERSE = {"sip/SineInversion-v0", "sip/HeatInverse-v0"}
+INVERSE = {"sip/SineInversion-v0", "sip/HeatInverse-v0", "sip/FluidInverse-v0"}
 BURGERS = {"sip/ControlledBurgers-v0", "sip/CorrectedBurgers-v0"}
 SPATIAL = {"sip/ShapeTransition-v0"}
 """Field envs with spatial observations/actions: they need a spatial network (unet, cnn), SIP's
