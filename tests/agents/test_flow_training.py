@@ -92,7 +92,7 @@ def test_sip_needs_the_generic_split_on_fields() -> None:
 ])
 def test_dp_and_sip_learn_on_a_tiny_2d_task(module: Any, config_cls: Any, extra: dict[str, Any],
                                             zero_force_error: float) -> None:
-    result = module.train(config_cls(iterations=40, lr=1e-2, **TINY, **extra), write=False,
+    result = module.train(config_cls(iterations=20, lr=1e-2, **TINY, **extra), write=False,
                           progress=False)
     after = result.final_eval["target_error_mean"]
     assert after < 0.85 * zero_force_error, (zero_force_error, after)
