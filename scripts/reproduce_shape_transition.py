@@ -64,7 +64,8 @@ def _config(name: str, args: argparse.Namespace, env: dict[str, Any], *, lr: flo
                               seed=seed, time_budget=budget, clock="cpu", threads=1,
                               eval_seed=eval_seed, eval_episodes=args.episodes,
                               eval_every=eval_every, log_every=0, checkpoint_every=0,
-                              progress=False, **method["options"])
+                              progress=False)
+    kw.update(method["options"])  # (PPO's own minibatch size replaces the batch size)
     if name == "supervised":
         kw.update(references=str(Path(args.references)), reference_tasks=args.reference_tasks,
                   reference_iterations=args.reference_iterations)
@@ -118,14 +119,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "methods": {}}
     for name in args.methods:
         method = METHODS[name]
-        sweep = {}
-        for lr in method["lrs"]:
+        sweep: dict[str, float] = {}
+        lrs = args.lrs.get(name, method["lrs"])
+        for lr in lrs if len(lrs) > 1 else ():
             cfg = _config(name, args, env, lr=lr, seed=args.seeds[0], budget=args.sweep_budget,
                           eval_seed=VALIDATION_SEED, eval_every=10**9)
             result = method["module"].train(cfg, write=False, progress=False)
             sweep[str(lr)] = result.final_eval["target_error_mean"]
             print(f"{name} sweep lr {lr:g}: {sweep[str(lr)]:.3f}", flush=True)
-        best = min(method["lrs"], key=lambda v: sweep[str(v)])
+        best = min(lrs, key=lambda v: sweep.get(str(v), 0.0))
         runs = []
         for seed in args.seeds:
             cfg = _config(name, args, env, lr=best, seed=seed, budget=args.time_budget,
@@ -159,6 +161,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["env_step"]["ratio_to_zero_force"] = (entry["env_step"]["target_error_mean"]
                                                     / entry["env_step"]["zero_force_error_mean"])
         report["methods"][name] = entry
+        if args.out:  # (after every method: a stopped run keeps what it finished)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "results.json").write_text(json.dumps(report, indent=1))
     return report
 
 
@@ -211,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-iterations", type=int, default=100)
     parser.add_argument("--references", default="runs/references/shape_transition")
     parser.add_argument("--out", default="docs/results/shape_transition")
+    parser.add_argument("--lrs", type=json.loads, default={},
+                        help='learning rates per method as JSON, e.g. \'{"sip": [1e-3]}\' '
+                             "(one rate: no sweep)")
     args = parser.parse_args(argv)
     args.sweep_budget = args.sweep_budget or (20.0 if args.quick else 120.0)
     args.time_budget = args.time_budget or (60.0 if args.quick else 600.0)
