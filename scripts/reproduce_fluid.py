@@ -108,11 +108,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    swept = any(m["sweep"] for m in report["methods"].values())
+    sweep = (f"after a {report['sweep_budget_s']:g} s sweep per learning rate" if swept
+             else "one learning rate given, no sweep")
     lines = [f"`{report['env_id']}` on a {report['grid'][0]}×{report['grid'][1]} grid, "
              f"{report['network']}, batch {report['batch_size']}, {report['time_budget_s']:g} "
-             f"CPU-s per run (1 thread) after a {report['sweep_budget_s']:g} s sweep per "
-             f"learning rate, seeds {report['seeds']}; {report['episodes']} test problems. "
-             f"The zero velocity scores {report['zero_velocity_test_l1']:.3f}.", "",
+             f"CPU-s per run (1 thread; {sweep}), seeds {report['seeds']}; "
+             f"{report['episodes']} test problems. The zero velocity scores "
+             f"{report['zero_velocity_test_l1']:.3f}.", "",
              "| method | lr | test velocity L1 per seed | mean | iterations | ms / iteration |",
              "|---|---|---|---|---|---|"]
     for m in report["methods"].values():
