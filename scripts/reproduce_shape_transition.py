@@ -169,12 +169,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     zero, floor = report["zero_force"], report["open_loop_optimum"]
+    swept = any(m["sweep"] for m in report["methods"].values())
+    sweep = (f"after a {report['sweep_budget_s']:g} s sweep per learning rate" if swept
+             else "learning rates given, no sweep")
     lines = [
         f"Task: `{report['env_id']}` with `{json.dumps(report['env_kwargs'])}`; network "
         f"`{report['network']}` {report['hidden']}, batch {report['batch_size']}; "
-        f"{report['time_budget_s']:g} CPU-s per run (after a {report['sweep_budget_s']:g} s "
-        f"sweep per learning rate), seeds {report['seeds']}; {report['episodes']} test "
-        "episodes.", "",
+        f"{report['time_budget_s']:g} CPU-s per run ({sweep}), seeds {report['seeds']}; "
+        f"{report['episodes']} test episodes.", "",
         "| method | lr | test error (mean of seeds) | × zero-force | via env.step (× zero) "
         "| force cost Σ_t mean(a²) | ms / iteration |",
         "|---|---|---|---|---|---|---|",
