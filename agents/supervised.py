@@ -36,6 +36,7 @@ from agents.reference_cache import ReferencePool, ReferenceSettings, ensure_refe
 from agents.sip import sip_control_targets
 from agents.trainer import Algorithm, Step, TrainConfig, TrainResult
 from sipenv.envs.core import Rollout, TaskCore
+from sipenv.validation import check_int
 
 __all__ = ["ALGORITHM", "SupervisedConfig", "loss", "reference_solution", "train"]
 
@@ -59,9 +60,30 @@ class SupervisedConfig(TrainConfig):
                                  dtype=self.env_dtype, tasks=self.reference_tasks,
                                  seed=REFERENCE_SEED, iterations=self.reference_iterations)
 
+    def check_fields(self) -> None:
+        """``TrainConfig.check_fields`` plus the reference pool's settings.
+
+        Raises:
+            ValueError: Naming the setting and how to fix it.
+        """
+        super().check_fields()
+        if not isinstance(self.references, str):
+            raise ValueError(f"references must be a directory path (text), got "
+                             f"{self.references!r}.")
+        check_int("reference_tasks", self.reference_tasks, minimum=1)
+        check_int("reference_iterations", self.reference_iterations, minimum=1)
+
     def check_problem(self, problem: Problem) -> None:
-        """Only problems with a reference solution (or a reference pool: ``references``)."""
+        """Only problems with a reference solution (or a reference pool: ``references``).
+
+        Raises:
+            ValueError: Without a reference, or with ``references`` where the problem has an
+                exact one (the pool would be ignored).
+        """
         super().check_problem(problem)
+        if self.references and problem.has_reference:
+            raise ValueError(f"--references has no effect on {problem.env_id}: it has exact "
+                             "reference solutions. Leave --references out.")
         if self.references and isinstance(problem, TaskProblem) and problem.kind == "control" \
                 and not problem.has_reference:
             _pool(self.references, self.reference_settings())  # (built once, cached)
