@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NETWORKS", "MLPPolicy", "UNet", "make_network"]
+__all__ = ["NETWORKS", "SPATIAL_NETWORKS", "CNNEncoder", "CNNPolicy", "MLPPolicy", "UNet",
+           "make_network"]
 
 
 class MLPPolicy(nn.Module):
@@ -170,7 +171,108 @@ class UNet(nn.Module):
         return out
 
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPPolicy, "unet": UNet}
+def _grid_channels(obs_dim: int, act_dim: int, spatial: Sequence[int]
+                   ) -> tuple[tuple[int, int], int, int]:
+    """``(grid, input channels, output channels)`` of a 2-D network on ``spatial = (H, W)``:
+    ``obs_dim = C_in·H·W`` and ``act_dim = C_out·H·W``."""
+    grid = tuple(int(v) for v in spatial)
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"spatial must be (H, W), got {tuple(spatial)}.")
+    cells = grid[0] * grid[1]
+    if obs_dim < cells or obs_dim % cells or act_dim < cells or act_dim % cells:
+        raise ValueError(f"obs_dim={obs_dim} and act_dim={act_dim} must be multiples of the "
+                         f"{cells} cells of spatial={grid} (channels of fields on the grid).")
+    return (grid[0], grid[1]), obs_dim // cells, act_dim // cells
+
+
+class CNNEncoder(nn.Module):
+    """Small convolutional encoder of 2-D fields with circular (periodic) padding:
+    ``(B, C, H, W) → (B, features)``.
+
+    Each level is a 3×3 convolution with stride 2 (halving the grid) and ReLU; the last level's
+    map is flattened into a linear layer of ``features`` units with ReLU. Shared by
+    ``CNNPolicy`` and PPO's features extractor (``agents.ppo``), so that every method can
+    start from the same weights.
+
+    Args:
+        channels: Input channels ``C``.
+        grid: ``(H, W)``; every size must be divisible by ``2 ** len(hidden)``.
+        hidden: Filters per level.
+        features: Size of the output vector.
+
+    Raises:
+        ValueError: If the sizes do not fit (the message says what would).
+    """
+
+    def __init__(self, channels: int, grid: Sequence[int], hidden: Sequence[int] = (16, 32, 32),
+                 features: int = 128) -> None:
+        super().__init__()
+        if channels < 1 or features < 1 or not hidden or any(h < 1 for h in hidden):
+            raise ValueError(f"channels, features and hidden (filters per level) must be ≥ 1 "
+                             f"(hidden non-empty), got {channels}, {features}, {tuple(hidden)}.")
+        factor = 2 ** len(hidden)
+        self.grid = tuple(int(v) for v in grid)
+        if len(self.grid) != 2 or any(v % factor for v in self.grid):
+            raise ValueError(f"{len(hidden)} stride-2 levels need every size of the grid "
+                             f"{self.grid} divisible by {factor}; use fewer levels (a shorter "
+                             "hidden).")
+        layers: list[nn.Module] = []
+        width = channels
+        for h in hidden:
+            layers += [nn.Conv2d(width, h, 3, stride=2, padding=1, padding_mode="circular"),
+                       nn.ReLU()]
+            width = h
+        self.conv = nn.Sequential(*layers)
+        flat = width * (self.grid[0] // factor) * (self.grid[1] // factor)
+        self.linear = nn.Sequential(nn.Linear(flat, features), nn.ReLU())
+        self.channels, self.features = channels, features
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) → (B, features)``."""
+        return self.linear(self.conv(fields).flatten(1))
+
+
+class CNNPolicy(nn.Module):
+    """A 2-D policy: ``CNNEncoder`` then a linear head to every cell of the action field,
+    ``(B, C_in, H, W) → (B, C_out, H, W)`` (flat ``(B, obs_dim) → (B, act_dim)`` also works).
+
+    Unlike ``UNet`` (local, translation-equivariant), the head sees the whole box at once:
+    it can move a marker towards a target that lies far away. The head is initialised ×0.1 so
+    that an untrained policy applies small forces.
+
+    Args:
+        obs_dim: ``C_in · H · W``.
+        act_dim: ``C_out · H · W``.
+        hidden: Filters per encoder level.
+        spatial: The grid ``(H, W)`` (required).
+        features: Width of the encoder's output.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (16, 32, 32), *,
+                 spatial: Sequence[int] | None = None, features: int = 128) -> None:
+        super().__init__()
+        if spatial is None:
+            raise ValueError("The cnn network works on 2-D fields: pass spatial=(H, W) (the "
+                             "training loop does for 2-D envs); use mlp or unet for 1-D.")
+        self.grid, self.c_in, self.c_out = _grid_channels(obs_dim, act_dim, spatial)
+        self.encoder = CNNEncoder(self.c_in, self.grid, hidden, features)
+        self.head = nn.Linear(features, act_dim)
+        with torch.no_grad():
+            self.head.weight.mul_(0.1)
+            self.head.bias.zero_()
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Fields in, fields out (flat in, flat out)."""
+        lead = obs.shape[0]
+        out = self.head(self.encoder(obs.reshape(lead, self.c_in, *self.grid)))
+        return out if obs.ndim == 2 else out.reshape(lead, self.c_out, *self.grid)
+
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPPolicy, "unet": UNet,
+                                                 "cnn": CNNPolicy}
+
+SPATIAL_NETWORKS = ("unet", "cnn")
+"""Networks that read 2-D fields ``(B, C, H, W)`` (with ``spatial=(H, W)``) and give fields."""
 
 
 def make_network(name: str, obs_dim: int, act_dim: int, *, hidden: Sequence[int] | None = None,
@@ -179,8 +281,9 @@ def make_network(name: str, obs_dim: int, act_dim: int, *, hidden: Sequence[int]
     """Build a registered network by name, seeded so that every method starts identically.
 
     ``hidden`` is the network's own notion of width (MLP: hidden layer widths, default
-    ``(256, 256)``; U-Net: filters per level, default ``(16, 16, 16, 16)``); ``kwargs`` go to the
-    network's constructor (e.g. ``spatial=(64, 64)`` for a 2-D U-Net).
+    ``(256, 256)``; U-Net: filters per level, default ``(16, 16, 16, 16)``; CNN: filters per
+    encoder level, default ``(16, 32, 32)``); ``kwargs`` go to the network's constructor (e.g.
+    ``spatial=(64, 64)`` for a 2-D U-Net or CNN).
 
     Raises:
         ValueError: For an unknown name (the message lists the known ones).

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.networks import make_network
+from agents.networks import CNNEncoder, CNNPolicy, make_network
 from agents.problems import Problem, TaskProblem
 from agents.trainer import (
     OPTIMIZERS,
@@ -66,18 +66,46 @@ if TYPE_CHECKING:
 __all__ = [
     "ALGORITHM",
     "NETWORK_NAME",
+    "SPATIAL_NETWORK_NAME",
     "PPOActor",
     "PPOConfig",
     "actor_from_model",
     "load_policy",
     "make_model",
     "make_train_envs",
+    "spatial_extractor",
     "train",
     "train_env_seeds",
 ]
 
 NETWORK_NAME = "ppo-mlp"
 """Network name in PPO checkpoints (the deterministic actor, see ``PPOActor``)."""
+
+SPATIAL_NETWORK_NAME = "ppo-cnn"
+"""Network name in PPO checkpoints of 2-D envs (the deterministic actor is a
+``agents.networks.CNNPolicy`` sharing SB3's layers, see ``spatial_extractor``)."""
+
+
+def spatial_extractor() -> type:
+    """SB3's features extractor for float 2-D field observations ``(C, H, W)``: the
+    ``agents.networks.CNNEncoder`` (circular padding). SB3's own image policy (``CnnPolicy``,
+    NatureCNN) expects uint8 images scaled by 255 and zero padding; fields are floats of any
+    sign on a periodic box. Keywords: ``hidden`` (filters per level), ``features``."""
+    from gymnasium import spaces
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    class SpatialExtractor(BaseFeaturesExtractor):
+        def __init__(self, observation_space: spaces.Box, hidden: Sequence[int] = (16, 32, 32),
+                     features: int = 128) -> None:
+            super().__init__(observation_space, features)
+            shape = observation_space.shape
+            assert shape is not None and len(shape) == 3
+            self.encoder = CNNEncoder(int(shape[0]), shape[1:], hidden, features)
+
+        def forward(self, observations: torch.Tensor) -> torch.Tensor:
+            return self.encoder(observations)
+
+    return SpatialExtractor
 
 _MISSING_SB3 = "PPO needs the rl extra: pip install 'sipenv[rl]'"
 
@@ -145,6 +173,9 @@ class PPOConfig(TrainConfig):
             raise ValueError(f"ppo trains multi-step control and correction tasks; "
                              f"{problem.env_id} is a single-step inverse problem. Use sip or "
                              "dp on it.")
+        if self.network == "cnn" and problem.spatial is None:
+            raise ValueError(f"--network cnn reads 2-D fields; {problem.env_id} observes flat "
+                             "vectors. Use --network mlp.")
 
     def check_fields(self) -> None:
         """Check every field (the shared ones and PPO's) before any work starts.
@@ -153,9 +184,10 @@ class PPOConfig(TrainConfig):
             ValueError: Naming the setting and how to fix it.
         """
         super().check_fields()
-        if self.network != "mlp":
-            raise ValueError(f"PPO trains SB3's MLP actor-critic with the 'hidden' widths; "
-                             f"network must be 'mlp', got {self.network!r}. Use --network mlp.")
+        if self.network not in ("mlp", "cnn"):
+            raise ValueError(f"PPO trains SB3's actor-critic with the 'hidden' widths: an MLP "
+                             f"(flat observations) or a CNN encoder (2-D fields); network must "
+                             f"be 'mlp' or 'cnn', got {self.network!r}.")
         if self.eval_points:
             raise ValueError("ppo evaluates every --eval-every updates; --eval-points is not "
                              "supported for it. Use --eval-every.")
@@ -238,17 +270,28 @@ class PPOActor(nn.Module):
         return self.net(obs)
 
 
-def actor_from_model(model: PPO) -> PPOActor:
+def actor_from_model(model: PPO) -> PPOActor | CNNPolicy:
     """The deterministic actor of an SB3 PPO model, sharing its parameters.
 
     ``PPOActor(obs) == model.policy._predict(obs, deterministic=True)``; ``model.predict(obs,
-    deterministic=True)`` is the same clipped to the action box.
+    deterministic=True)`` is the same clipped to the action box. With the 2-D features
+    extractor (``spatial_extractor``) it is a ``agents.networks.CNNPolicy`` whose encoder and
+    head are SB3's extractor and action layer (fields in, fields out).
 
     Raises:
         TypeError: If the policy is not an MLP actor-critic on flat observations.
     """
     policy = model.policy
     extractor = getattr(policy, "pi_features_extractor", None)
+    if extractor is not None and type(extractor).__name__ == "SpatialExtractor":
+        # (2-D fields: a CNNPolicy view of SB3's layers)
+        obs_shape = tuple(model.observation_space.shape or ())
+        act_dim = int(np.prod(model.action_space.shape or ()))
+        actor = CNNPolicy(int(np.prod(obs_shape)), act_dim, (1,), spatial=obs_shape[1:],
+                          features=extractor.encoder.features)
+        actor.encoder = extractor.encoder
+        actor.head = policy.action_net  # type: ignore[assignment]
+        return actor
     if type(extractor).__name__ != "FlattenExtractor" or not hasattr(policy, "action_net"):
         raise TypeError("actor_from_model needs an SB3 MlpPolicy (flat observations, "
                         f"FlattenExtractor); got {type(policy).__name__}.")
@@ -256,7 +299,7 @@ def actor_from_model(model: PPO) -> PPOActor:
     return PPOActor(nn.Sequential(*layers))
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu") -> PPOActor:
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the deterministic actor (eval mode) from a PPO run's ``checkpoint.pt``.
 
     Needs no stable-baselines3. ``agents.registry.load_policy`` calls it for ``algo == "ppo"``.
@@ -266,11 +309,17 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> PPOActo
             fit its network spec.
     """
     ckpt = load_checkpoint(path, map_location=device)
-    if ckpt["algo"] != "ppo" or ckpt["network"].get("name") != NETWORK_NAME:
+    names = (NETWORK_NAME, SPATIAL_NETWORK_NAME)
+    if ckpt["algo"] != "ppo" or ckpt["network"].get("name") not in names:
         raise CheckpointError(f"{path} is a {ckpt['algo']!r} checkpoint, not a PPO one; load it "
                               "with agents.registry.load_policy.")
     spec = ckpt["network"]
-    actor = PPOActor.build(spec["obs_dim"], spec["act_dim"], spec["hidden"]).to(device)
+    actor: nn.Module
+    if spec["name"] == SPATIAL_NETWORK_NAME:
+        actor = CNNPolicy(spec["obs_dim"], spec["act_dim"], spec["hidden"],
+                          spatial=spec["spatial"]).to(device)
+    else:
+        actor = PPOActor.build(spec["obs_dim"], spec["act_dim"], spec["hidden"]).to(device)
     try:
         actor.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -308,6 +357,10 @@ def make_model(config: PPOConfig, venv: VecEnv) -> PPO:
     """
     sb3 = _import_sb3()
     hidden = [int(h) for h in config.hidden]
+    arch: dict[str, Any] = dict(net_arch=dict(pi=hidden, vf=hidden))
+    if config.network == "cnn":  # (2-D fields: the CNN encoder, then a linear action layer)
+        arch = dict(net_arch=dict(pi=[], vf=[64]), features_extractor_class=spatial_extractor(),
+                    features_extractor_kwargs=dict(hidden=hidden))
     model = sb3.PPO(
         "MlpPolicy", venv, learning_rate=config.lr, n_steps=config.n_steps,
         batch_size=config.batch_size, n_epochs=config.n_epochs, gamma=config.gamma,
@@ -315,16 +368,18 @@ def make_model(config: PPOConfig, venv: VecEnv) -> PPO:
         normalize_advantage=config.normalize_advantage, ent_coef=config.ent_coef,
         vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm,
         target_kl=config.target_kl or None, seed=config.seed, device=config.device, verbose=0,
-        policy_kwargs=dict(net_arch=dict(pi=hidden, vf=hidden), activation_fn=nn.ReLU,
+        policy_kwargs=dict(**arch, activation_fn=nn.ReLU,
                            log_std_init=config.log_std_init,
                            optimizer_class=OPTIMIZERS[config.optimizer]))
     # PPO(seed=...) reseeds the envs with seed + i; restore the disjoint training seeds.
     venv.seed(train_env_seeds(config).start)
     if config.shared_init:
-        obs_dim = int(np.prod(venv.observation_space.shape or ()))
+        obs_shape = venv.observation_space.shape or ()
+        obs_dim = int(np.prod(obs_shape))
         act_dim = int(np.prod(venv.action_space.shape or ()))
+        spatial: dict[str, Any] = dict(spatial=obs_shape[1:]) if config.network == "cnn" else {}
         shared = make_network(config.network, obs_dim, act_dim, hidden=config.hidden,
-                              seed=config.seed)
+                              seed=config.seed, **spatial)
         actor_from_model(model).load_state_dict(shared.state_dict())
     return model
 
@@ -463,6 +518,9 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
     actor = actor_from_model(model)
     spec = {"name": NETWORK_NAME, "obs_dim": core.obs_dim,
             "act_dim": int(np.prod(core.action_shape)), "hidden": list(config.hidden)}
+    if config.network == "cnn":
+        spec = {**problem.network_spec(config.network, tuple(config.hidden)),
+                "name": SPATIAL_NETWORK_NAME}
     config_dict = {**asdict(config), "hidden": list(config.hidden)}
     state = {"updates": 0, "train_time": 0.0}
 

@@ -43,7 +43,9 @@ import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.evaluation import NumpyPolicy, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
 from sipenv.envs.core import Rollout, TaskCore, core_of
 from sipenv.envs.correction import CorrectionCore
+from sipenv.envs.shape_transition import ShapeTransitionCore
 from sipenv.physics import SpectralLinearPhysics
+from sipenv.physics.fluid_inverse import FluidInversePhysics
 from sipenv.physics.heat import HeatPhysics
 from sipenv.physics.sine import SinePhysics
 
@@ -51,6 +53,7 @@ __all__ = [
     "TEST_SEED",
     "TRAINING_OWNED_KWARGS",
     "VALIDATION_SEED",
+    "FluidProblem",
     "HeatProblem",
     "InverseBatch",
     "InverseProblem",
@@ -60,6 +63,7 @@ __all__ = [
     "check_env_kwargs",
     "env_error",
     "make_problem",
+    "terminal_readout",
 ]
 
 VALIDATION_SEED = 1_000_000
@@ -173,10 +177,25 @@ class TaskProblem(Problem):
                 "supervised baseline needs the exact minimum-force control of linear spectral "
                 "physics (e.g. sip/ControlledDiffusion-v0). Use sip or dp on it.")
 
+    @property
+    def spatial(self) -> tuple[int, int] | None:
+        """The grid ``(H, W)`` of a task with 2-D field observations ``(C, H, W)`` (e.g.
+        ``sip/ShapeTransition-v0``), else ``None`` (flat observations)."""
+        shape = tuple(self.core.observation_shape)
+        return (int(shape[1]), int(shape[2])) if len(shape) == 3 else None
+
     def network_spec(self, name: str, hidden: tuple[int, ...]) -> dict[str, Any]:
-        return {"name": name, "obs_dim": self.core.obs_dim,
-                "act_dim": math.prod(self.core.action_shape),  # actuators: M, else N
-                "hidden": list(hidden), "spatial": None, "dtype": "float32"}
+        """Flat tasks: ``obs_dim`` observations → ``act_dim = N`` actions. 2-D tasks: the sizes
+        of the observation ``(C, H, W)`` and action ``(C', h, w)`` fields, and ``spatial`` =
+        ``(H, W)`` for a spatial network (``agents.networks.SPATIAL_NETWORKS``)."""
+        grid = self.spatial
+        if grid is None:
+            return {"name": name, "obs_dim": self.core.obs_dim,
+                    "act_dim": math.prod(self.core.action_shape),  # actuators: M, else N
+                    "hidden": list(hidden), "spatial": None, "dtype": "float32"}
+        return {"name": name, "obs_dim": math.prod(self.core.observation_shape),
+                "act_dim": math.prod(self.core.action_shape), "hidden": list(hidden),
+                "spatial": list(grid), "dtype": "float32"}
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(s_0, target)`` of ``batch`` fresh tasks."""
@@ -202,6 +221,16 @@ class TaskProblem(Problem):
 
     def numpy_policy(self, network: nn.Module) -> NumpyPolicy:
         return torch_policy_to_numpy(network, self.device)
+
+
+def terminal_readout(core: TaskCore) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The (linear) part of a state that a task's target is compared with: the whole state
+    ``(B, N)`` for the 1-D tasks, the marker ``(B, H, W)`` = ``s[:, 2]`` of a
+    ``ShapeTransitionCore`` state ``(B, 3, H, W)`` (its velocity is free at the end). SIP's
+    Gauss–Newton split solves for the forces that move this part onto its Newton target."""
+    if isinstance(core, ShapeTransitionCore):
+        return lambda state: state[:, 2]
+    return lambda state: state
 
 
 # --- single-step inverse problems ----------------------------------------------------------------
@@ -390,6 +419,93 @@ class HeatProblem(InverseProblem):
         return "x_error", self.physics.x_error(x, batch.x_true)
 
 
+class _FluidModel:
+    """``sip/FluidInverse-v0`` as a single-step ``y = P(x)`` for the training loop: ``x`` is the
+    initial velocity ``(B, 2, H, W)``, ``y`` the markers ``[m_0, m_T]`` ``(B, 2, H, W)``.
+    ``P`` needs the problem's ``m_0`` too: ``loss`` and ``inverse`` read it from their ``y``
+    argument; ``forward`` from the batch last bound by ``FluidProblem.predict``."""
+
+    def __init__(self, task: FluidInversePhysics, inverse: str) -> None:
+        self.task, self.kind = task, inverse
+        self.initial: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m0 = self.initial
+        if m0 is None or m0.shape[0] != x.shape[0]:
+            raise RuntimeError("FluidProblem.predict binds the batch's initial markers before "
+                               "forward; call it first.")
+        m0 = m0.to(x.dtype)
+        return torch.stack((m0, self.task.simulate(x, m0)), 1)
+
+    def loss(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
+        y = y_target.to(x.dtype)
+        return self.task.marker_loss(self.task.simulate(x, y[:, 0]), y[:, 1])
+
+    def inverse(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        solve = (self.task.drift_swirl_inverse if self.kind == "drift-swirl"
+                 else self.task.gauss_newton_inverse)
+        return solve(x.to(y.dtype), y[:, 0], y[:, 1])
+
+
+class FluidProblem(InverseProblem):
+    """``sip/FluidInverse-v0``: infer the initial velocity ``x*`` ``(B, 2, H, W)`` from the
+    markers ``y* = [m_0, m_T*]`` ``(B, 2, H, W)`` (Holl, Koltun & Thuerey, NeurIPS 2022,
+    fluid experiment).
+
+    Metrics: ``velocity_l1`` (the published metric, ``FluidInversePhysics.velocity_l1``) and
+    ``y_loss`` (the published frequency-weighted marker loss). SIP uses the env's ``inverse``
+    setting (``"drift-swirl"``: problem-specific, or ``"gauss-newton"``: generic); the true
+    velocity is the supervised reference.
+    """
+
+    train_metric = "velocity_l1"
+    eval_metric = "val_velocity_l1"
+    info_metric = ("velocity_l1", "velocity_l1")
+
+    def __init__(self, env_id: str, task: FluidInversePhysics, inverse: str,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(env_id, device)
+        self.physics = _FluidModel(task, inverse)
+        self.physics_dtype = dtype
+        self.network_dtype = torch.float32
+        self.shape = (2, *task.shape)
+
+    @property
+    def has_reference(self) -> bool:
+        return True
+
+    def predict(self, network: nn.Module, y_target: torch.Tensor) -> torch.Tensor:
+        """``x = f_θ(y*)`` ``(B, 2, H, W)``; binds ``y*``'s ``m_0`` for ``physics.forward``."""
+        self.physics.initial = y_target[:, 0].detach().to(self.physics_dtype)
+        y = y_target.to(self.network_dtype)
+        if getattr(network, "grid", None) is not None:  # (a spatial network: fields)
+            return network(y)
+        return network(y.flatten(1)).reshape(y.shape)
+
+    def network_spec(self, name: str, hidden: tuple[int, ...]) -> dict[str, Any]:
+        cells = math.prod(self.shape)
+        return {"name": name, "obs_dim": cells, "act_dim": cells, "hidden": list(hidden),
+                "spatial": list(self.shape[1:]) if name in ("unet", "cnn") else None,
+                "dtype": "float32"}
+
+    def posed(self, env: Any) -> InverseBatch:
+        inner = env.unwrapped
+        y = torch.stack((inner.marker, inner.target), 1)
+        return InverseBatch(y.to(self.device, self.physics_dtype),
+                            inner.v_true.to(self.device, self.physics_dtype))
+
+    def sample(self, batch: int, generator: torch.Generator) -> InverseBatch:
+        """``(y* = [m_0, m_T*], x* = v*)`` of ``batch`` fresh problems."""
+        s = self.physics.task.sample(batch, generator, device=self.device,
+                                     dtype=self.physics_dtype)
+        return InverseBatch(torch.stack((s.marker, s.target), 1), s.velocity)
+
+    def main_error(self, x: torch.Tensor, batch: InverseBatch) -> tuple[str, torch.Tensor]:
+        """The L1 error of the inferred velocity (the published metric)."""
+        assert batch.x_true is not None
+        return "velocity_l1", self.physics.task.velocity_l1(x, batch.x_true.to(x.dtype))
+
+
 # --- building a problem from an env id -----------------------------------------------------------
 
 def _inverse_problem(env_id: str, env: Any, device: torch.device,
@@ -399,6 +515,8 @@ def _inverse_problem(env_id: str, env: Any, device: torch.device,
         return SineProblem(env_id, physics, device, dtype, float(env.action_scale))
     if isinstance(physics, HeatPhysics):
         return HeatProblem(env_id, physics, device)
+    if isinstance(physics, FluidInversePhysics):
+        return FluidProblem(env_id, physics, str(env.inverse), device, dtype)
     return None
 
 

@@ -57,12 +57,19 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from agents.problems import InverseBatch, InverseProblem, Problem, TaskProblem
+from agents.problems import (
+    InverseBatch,
+    InverseProblem,
+    Problem,
+    TaskProblem,
+    terminal_readout,
+)
 from agents.trainer import Algorithm, Step, TrainConfig, TrainingDiverged, TrainResult
 from sipenv.envs.core import Rollout, TaskCore
 from sipenv.envs.correction import CorrectionCore
 from sipenv.physics import PhysicsModel, SpectralLinearPhysics
 from sipenv.physics.generic_inverse import (
+    RolloutJacobian,
     gauss_newton_correction,
     linearize_rollout,
     solve_minimum_norm,
@@ -410,6 +417,9 @@ class SIPConfig(TrainConfig):
             return
         assert isinstance(problem, TaskProblem)
         physics = problem.core.physics
+        if problem.spatial is not None and self.split != "gauss-newton":
+            raise ValueError(f"{problem.env_id}'s target is part of its state (2-D fields); only "
+                             "the generic split takes that: use --split gauss-newton.")
         if self.split == "minimum-force" and not isinstance(physics, SpectralLinearPhysics):
             raise ValueError(f"The minimum-force split needs linear spectral physics; "
                              f"{problem.env_id}'s {type(physics).__name__} has "
@@ -493,11 +503,11 @@ def control_loss(policy: nn.Module, core: TaskCore, s0: torch.Tensor, target: to
     # All T steps go through the network as one batch: one forward/backward per iteration.
     horizon, batch = rollout.actions.shape[:2]
     times = torch.arange(horizon, device=s0.device, dtype=torch.float32) / horizon
-    obs = core.observe(rollout.states[:-1].reshape(horizon * batch, -1),
+    obs = core.observe(rollout.states[:-1].flatten(0, 1),
                        target.repeat(horizon, *[1] * (target.ndim - 1)),
                        times.repeat_interleave(batch))
     actions = policy(obs)
-    diff = actions - action_targets.reshape(horizon * batch, -1)
+    diff = actions.flatten(1) - action_targets.reshape(horizon * batch, -1)
     per_sample = diff.pow(2).sum(-1) / 2 if config.proxy_loss == "l2" else diff.abs().sum(-1)
     loss = per_sample.sum() / batch
     if not torch.isfinite(loss):
@@ -567,12 +577,32 @@ def _gauss_newton_targets(policy: nn.Module, core: TaskCore, s0: torch.Tensor,
     states, inputs, jacobian = linearize_rollout(
         actuated_step if actuated else core.physics.step, s0, act, horizon=core.horizon)
     # --- 2. Newton step on the terminal loss; 3. minimum-norm correction through J ---
-    delta = newton_step(states[-1], target, config.eta) - states[-1]
+    readout = terminal_readout(core)  # (the part of s_T the target is compared with)
+    final = readout(states[-1])
+    delta = newton_step(final, target, config.eta) - final
+    if final.shape != states[-1].shape:
+        jacobian = _ReadoutJacobian(jacobian, readout, states[-1])
     solution = solve_minimum_norm(jacobian, delta, iterations=config.gn_iterations,
                                   damping=config.gn_damping)
     targets = (inputs + solution.correction).detach()
     return (Rollout(states, torch.stack(actions), target),
             targets if actuated else targets / core.force_scale)
+
+
+class _ReadoutJacobian(RolloutJacobian):
+    """``R J`` for a linear readout ``R`` of the final state (e.g. the marker channel), applied
+    through ``J``'s products: ``(R J) v = R (J v)`` and ``(R J)ᵀ w = Jᵀ (Rᵀ w)``."""
+
+    def __init__(self, jacobian: RolloutJacobian, readout: Callable[[torch.Tensor], torch.Tensor],
+                 final: torch.Tensor) -> None:  # (no super().__init__: wraps a recorded one)
+        self.inner, self.readout, self.forces = jacobian, readout, jacobian.forces
+        self._transpose = torch.func.vjp(readout, final.detach())[1]
+
+    def vjp(self, w: torch.Tensor) -> torch.Tensor:
+        return self.inner.vjp(self._transpose(w)[0])
+
+    def jvp(self, v: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.inner.jvp(v))
 
 
 ALGORITHM = Algorithm("sip", SIPConfig, loss=loss)

@@ -45,7 +45,7 @@ from torch import nn
 
 import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.networks import NETWORKS, make_network
+from agents.networks import NETWORKS, SPATIAL_NETWORKS, make_network
 from agents.problems import (
     TRAINING_OWNED_KWARGS,
     VALIDATION_SEED,
@@ -309,16 +309,25 @@ class TrainConfig:
         Raises:
             ValueError: If the combination cannot work.
         """
-        if isinstance(problem, TaskProblem) and (len(problem.core.action_shape) != 1
-                                                 or len(problem.core.observation_shape) != 1):
+        if isinstance(problem, TaskProblem) and problem.spatial is not None:
+            obs_shape, act_shape = problem.core.observation_shape, problem.core.action_shape
+            if self.network not in SPATIAL_NETWORKS:
+                raise ValueError(f"{problem.env_id} observes 2-D fields {obs_shape}; use a "
+                                 f"spatial network: --network {' or '.join(SPATIAL_NETWORKS)}.")
+            if tuple(act_shape[1:]) != tuple(obs_shape[1:]):
+                raise ValueError(f"{problem.env_id}'s action grid {tuple(act_shape[1:])} differs "
+                                 f"from its observation grid {tuple(obs_shape[1:])}; the spatial "
+                                 "networks give actions on the observation grid. Leave "
+                                 "control_resolution out of --env-kwargs.")
+        elif isinstance(problem, TaskProblem) and (len(problem.core.action_shape) != 1
+                                                   or len(problem.core.observation_shape) != 1):
             raise ValueError(
                 f"{problem.env_id} has observations of shape {problem.core.observation_shape} "
                 f"and actions of shape {problem.core.action_shape}; the training loop's networks "
-                "take flat observations and give flat actions so far (policies for spatial "
-                "2-D flow envs are not built yet). Use the env through Gymnasium with a policy "
-                "of your own, or train on a 1-D id.")
+                "take flat observations and give flat actions, or 2-D fields on one grid. Use "
+                "the env through Gymnasium with a policy of your own.")
         if self.network == "unet" and isinstance(problem, InverseProblem) \
-                and len(problem.shape) != 2:
+                and len(problem.shape) < 2:
             raise ValueError(f"--network unet needs a field; {problem.env_id}'s inputs are "
                              f"vectors {problem.shape}. Use --network mlp.")
         try:  # (a few small layers: cheap) e.g. too many U-Net levels for the grid

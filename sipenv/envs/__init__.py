@@ -25,6 +25,7 @@ _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "sip/HeatInverse-v0": ("heat_inverse", "HeatInverse"),
     "sip/ShapeTransition-v0": ("shape_transition", "ShapeTransition"),
     "sip/CoupledOscillators-v0": ("coupled_oscillators", "CoupledOscillators"),
+    "sip/FluidInverse-v0": ("fluid_inverse", "FluidInverse"),
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENTRY_POINTS)

@@ -332,6 +332,12 @@ class IncompressibleFlowPhysics:
             (≥ 0).
         max_gain: Clamp of the inverse viscous decay ``e^{ν|k|² dt}`` (≥ 1) in
             :meth:`force_for` and :meth:`inverse_step`.
+        keep_energy: After each step, rescale the velocity so that its kinetic energy
+            ``Σ|u|²`` equals the one before the step (per sample): the energy-conserving
+            inviscid flow of the SIP paper's fluid experiment (Holl, Koltun & Thuerey, 2022),
+            which removes the energy the advection's interpolation dissipates. Meant for
+            unforced flows (a force's work is undone too); :meth:`force_for` and
+            :meth:`inverse_step` refuse it. Default ``False`` (bit-identical steps).
 
     State ``(B, 2 + M, H, W)`` = ``[u_y, u_x, m_0, …]``; force ``(B, 2, H, W)`` = ``[f_y, f_x]``.
 
@@ -353,6 +359,7 @@ class IncompressibleFlowPhysics:
     buoyancy: float = 0.0
     inverse_iterations: int = 8
     max_gain: float = 1e4
+    keep_energy: bool = False
     _cache: FactorCache = field(default_factory=FactorCache, init=False, repr=False,
                                 compare=False)
     _domain: PeriodicGrid = field(init=False, repr=False, compare=False)
@@ -376,6 +383,8 @@ class IncompressibleFlowPhysics:
         if gain < 1:
             raise ValueError(f"max_gain must be ≥ 1, got {self.max_gain}.")
         object.__setattr__(self, "_scheme", _SCHEMES[self.advection]())
+        if not isinstance(self.keep_energy, bool):
+            raise ValueError(f"keep_energy must be True or False, got {self.keep_energy!r}.")
 
     # --- geometry -------------------------------------------------------------------------------
 
@@ -440,6 +449,11 @@ class IncompressibleFlowPhysics:
 
     def _check_force(self, name: str, x: torch.Tensor) -> None:
         self.domain.check(name, x, components=2)
+
+    def _check_no_energy_rescaling(self, what: str) -> None:
+        if self.keep_energy:
+            raise ValueError(f"{what} inverts the step without the energy rescaling; build the "
+                             "physics with keep_energy=False to use it.")
 
     # --- building blocks ------------------------------------------------------------------------
 
@@ -519,6 +533,11 @@ class IncompressibleFlowPhysics:
         f = self.factors(state.device, state.dtype)
         u, m = state[:, :2], state[:, 2:]
         u_new = self._project(self._advected_velocity(u, m, force, f), f)
+        if self.keep_energy:  # (rescaled to the kinetic energy before the step)
+            tiny = torch.finfo(u.dtype).tiny  # (at rest: a factor 1, finite derivatives)
+            before = u.square().sum((1, 2, 3), keepdim=True).clamp_min(tiny)
+            after = u_new.square().sum((1, 2, 3), keepdim=True).clamp_min(tiny)
+            u_new = u_new * torch.sqrt(before / after)
         if self.markers == 0:
             return u_new
         m_new = self._scheme.advect(m, u_new, f)
@@ -531,6 +550,7 @@ class IncompressibleFlowPhysics:
         see the module docstring)."""
         self._check_state("state", state)
         self._check_state("next_state", next_state)
+        self._check_no_energy_rescaling("force_for")
         f = self.factors(state.device, state.dtype)
         u, m = state[:, :2], state[:, 2:]
         zero = torch.zeros_like(u)
@@ -557,6 +577,7 @@ class IncompressibleFlowPhysics:
         self._check_state("next_state", next_state)
         self._check_force("force", force)
         self._check_state("state", state)
+        self._check_no_energy_rescaling("inverse_step")
         f = self.factors(state.device, state.dtype)
         u_next = next_state[:, :2]
         it = self.inverse_iterations

@@ -182,7 +182,8 @@ def solve_minimum_norm(jacobian: RolloutJacobian, residual: torch.Tensor, *,
 
     Args:
         jacobian: ``J`` of the rollout.
-        residual: ``r = s̃_T − s_T``, shape ``(B, N)``.
+        residual: ``r = s̃_T − s_T``, shape ``(B, N)`` (or any ``(B, …)`` matching
+            ``jacobian.jvp``'s output, e.g. fields; the forces keep their own shape).
         iterations: Maximum CG iterations (each: one vjp + one jvp through the rollout).
         tol: Stop once every sample's CG residual ``‖r − (J Jᵀ + λ) y‖ ≤ tol · ‖r‖`` (0: run all
             ``iterations``, without host syncs).
@@ -198,32 +199,36 @@ def solve_minimum_norm(jacobian: RolloutJacobian, residual: torch.Tensor, *,
     with torch.no_grad():
         r = residual.detach().clone()
         y = torch.zeros_like(r)
-        # The shape of the inputs (forces, or actuator values: not necessarily the state's).
-        correction = torch.zeros((len(jacobian.forces), *jacobian.forces[0].shape),
-                                 dtype=r.dtype, device=r.device)
+        # (fields: a residual (B, …) and forces (B, …) of their own shapes; sums over all but B)
+        dims = tuple(range(1, r.ndim))
+        per_sample = (-1, *[1] * (r.ndim - 1))
+        force_shape = jacobian.forces[0].shape if jacobian.forces else r.shape
+        correction = torch.zeros((len(jacobian.forces), *force_shape), dtype=r.dtype,
+                                 device=r.device)
+        per_force = (1, -1, *[1] * (correction.ndim - 2))
         p = r.clone()
-        rho = (r * r).sum(-1)
+        rho = (r * r).sum(dims)
         goal = tol**2 * rho
         done = 0
     for done in range(1, iterations + 1):  # noqa: B007  (the count is reported)
         q = jacobian.vjp(p)  # Jᵀ p
         with torch.no_grad():
             ap = jacobian.jvp(q) + damping * p  # (J Jᵀ + λ) p
-            pap = (p * ap).sum(-1)
+            pap = (p * ap).sum(dims)
             alpha = torch.where(pap > 0, rho / pap.clamp_min(torch.finfo(r.dtype).tiny),
                                 torch.zeros_like(pap))
-            y = y + alpha[:, None] * p
-            correction = correction + alpha[None, :, None] * q
-            r = r - alpha[:, None] * ap
-            rho_new = (r * r).sum(-1)
+            y = y + alpha.view(per_sample) * p
+            correction = correction + alpha.view(per_force) * q
+            r = r - alpha.view(per_sample) * ap
+            rho_new = (r * r).sum(dims)
             if tol > 0 and bool((rho_new <= goal).all()):
                 break
             beta = torch.where(rho > 0, rho_new / rho.clamp_min(torch.finfo(r.dtype).tiny),
                                torch.zeros_like(rho))
-            p = r + beta[:, None] * p
+            p = r + beta.view(per_sample) * p
             rho = rho_new
     with torch.no_grad():
-        linear_residual = (r + damping * y).norm(dim=-1)  # r − J Jᵀ y
+        linear_residual = (r + damping * y).flatten(1).norm(dim=-1)  # r − J Jᵀ y
     return MinimumNormSolution(correction.detach(), linear_residual.detach(), done)
 
 

@@ -27,6 +27,7 @@ SMALL_KWARGS: dict[str, dict[str, Any]] = {
     "sip/HeatInverse-v0": {"shape": (8, 6)},
     "sip/ShapeTransition-v0": {"shape": (16, 16), "horizon": 4},
     "sip/CoupledOscillators-v0": {"horizon": 4},
+    "sip/FluidInverse-v0": {"shape": (8, 8), "steps": 1},
 }
 """Per-id keywords that keep each env fast; an id not listed runs with its defaults."""
 

@@ -20,12 +20,16 @@ BOUNDED = {HEAT: {"action_scale": 10.0}}
 """The keywords that make each env's action space a finite box (only HeatInverse needs one)."""
 
 SB3_WARNINGS = {HEAT: ("unconventional shape",),
-                "sip/ShapeTransition-v0": ("is an image but", "minimal resolution for an image")}
+                "sip/ShapeTransition-v0": ("is an image but", "minimal resolution for an image"),
+                "sip/FluidInverse-v0": ("is an image but", "minimal resolution for an image",
+                                        "normalized Box action space")}
 """SB3 ``check_env`` warnings an env may give: HeatInverse's (H, W) observation is neither an
 image nor a vector (``MlpPolicy`` flattens it and trains); ShapeTransition's spatial float32
 ``(C, H, W)`` observation looks like an image to SB3, which wants ``uint8`` images in [0, 255]
 of at least 36×36 for its CNN policy (``MlpPolicy`` flattens it; ``flat_observation=True``
-gives a vector)."""
+gives a vector). FluidInverse's ``(2, H, W)`` markers likewise, and its action is the physical
+initial velocity (a box of ±1e4, not normalised): a one-step inverse problem trained by SIP/DP,
+not an RL target."""
 
 
 def _make(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:

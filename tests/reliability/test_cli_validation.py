@@ -49,7 +49,7 @@ def _rejected(main: object, argv: list[str], match: str, out: Path,
     (["--time-budget", "nan"], "time_budget must be ≥ 0 seconds"),
     (["--hidden", "0"], "hidden widths must be ints ≥ 1"),
     (["--hidden", "32", "-4"], "hidden widths must be ints ≥ 1"),
-    (["--network", "transformer"], "network must be one of ['mlp', 'unet']"),
+    (["--network", "transformer"], "network must be one of ['cnn', 'mlp', 'unet']"),
     (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda'"),
     (["--device", "cuda:99"], "CUDA"),
     (["--env-id", "sip/Nope-v0"], "Unknown env id 'sip/Nope-v0'"),
@@ -208,10 +208,11 @@ OPTIONS: dict[str, list[str]] = {
     "gn-without-gauss-newton": ["--gn-iterations", "8"],
 }
 SIP_ONLY = {"split-uniform", "split-gauss-newton", "gn-without-gauss-newton"}
-INVERSE = {"sip/SineInversion-v0", "sip/HeatInverse-v0"}
+INVERSE = {"sip/SineInversion-v0", "sip/HeatInverse-v0", "sip/FluidInverse-v0"}
 BURGERS = {"sip/ControlledBurgers-v0", "sip/CorrectedBurgers-v0"}
 SPATIAL = {"sip/ShapeTransition-v0"}
-"""Field envs with spatial observations/actions, which the training loop refuses so far."""
+"""Field envs with spatial observations/actions: they need a spatial network (unet, cnn), SIP's
+generic split, and supervised training a cache of open-loop references."""
 
 
 def _expected_refusal(algo: str, env_id: str, option: str) -> str | None:
@@ -219,7 +220,11 @@ def _expected_refusal(algo: str, env_id: str, option: str) -> str | None:
     if algo == "ppo" and option == "unet":
         return "network must be 'mlp'"
     if env_id in SPATIAL:
-        return "take flat observations and give flat actions"
+        if option != "unet":
+            return "use a spatial network"
+        if algo == "supervised":
+            return "--references DIR"
+        return "use --split gauss-newton" if algo == "sip" else None
     if algo == "ppo" and env_id in INVERSE:
         return "single-step inverse problem"
     if option == "unet" and env_id == "sip/SineInversion-v0":
