@@ -84,6 +84,11 @@ class DPConfig(TrainConfig):
         check_int("bptt_window", self.bptt_window, minimum=0)
         check_int("checkpoint_every", self.checkpoint_every, minimum=0)
 
+    def plain_update(self) -> bool:
+        """Without clipping and truncation DP's update is the plain gradient step of its loss
+        (checkpointing only changes how the backward pass stores the rollout)."""
+        return self.max_grad_norm == 0 and self.bptt_window == 0
+
     def check_problem(self, problem: Problem) -> None:
         """Refuse ``bptt_window`` / ``checkpoint_every`` on a single-step inverse problem (no
         rollout to truncate or checkpoint).

@@ -170,11 +170,12 @@ def timeout_s() -> float:
     return value
 
 
-def check_supported(algorithm: Algorithm | LossFn) -> LossFn:
-    """The loss of an algorithm that can train data-parallel.
+def check_supported(algorithm: Algorithm | LossFn, config: Any = None) -> LossFn:
+    """The loss of an algorithm that can train data-parallel (with ``config``'s settings).
 
     Raises:
-        ValueError: For an algorithm with its own trainer (PPO) or its own update.
+        ValueError: For an algorithm with its own trainer (PPO), or its own update where
+            ``config.plain_update()`` does not say the settings use the plain gradient step.
     """
     if not isinstance(algorithm, Algorithm):
         return algorithm
@@ -183,7 +184,14 @@ def check_supported(algorithm: Algorithm | LossFn) -> LossFn:
             f"{algorithm.name} trains in a single process (stable-baselines3 steps its own "
             f"--n-envs environments); it cannot run data-parallel under torchrun. Run it "
             f"without torchrun: python scripts/train.py {algorithm.name} ...")
-    if algorithm.update is not None or algorithm.loss is None:
+    plain = config is not None and config.plain_update()
+    if (algorithm.update is not None and not plain) or algorithm.loss is None:
+        if algorithm.name == "dp":
+            raise ValueError(
+                "dp with --max-grad-norm or --bptt-window has its own update, which is not "
+                "known to equal its update on the whole batch when averaged over ranks; leave "
+                "those options out under torchrun, or run in one process (python "
+                "scripts/train.py dp ...).")
         raise ValueError(
             f"{algorithm.name} has its own update, and averaging its per-rank updates is not "
             f"known to equal its update on the whole batch; run it in one process (python "
@@ -229,7 +237,7 @@ def launch(config: TrainConfig, algorithm: Algorithm) -> Context:
     if not launched_by_torchrun():
         return Context()
     world = int(os.environ["WORLD_SIZE"])
-    check_supported(algorithm)
+    check_supported(algorithm, config)
     check_batch_size(config.batch_size, world)
     timeout = timedelta(seconds=timeout_s())
     device = torch.device(config.device)
@@ -283,7 +291,7 @@ def prepare(config: TrainConfig, algorithm: Algorithm | LossFn, update: UpdateFn
     ctx = current()
     if not ctx.active:
         return ctx, update
-    loss = check_supported(algorithm)
+    loss = check_supported(algorithm, config)
     check_batch_size(config.batch_size, ctx.world_size)
     saved = None if checkpoint is None else int(checkpoint.get("world_size", 1))
     if saved is not None and saved != ctx.world_size and ctx.is_main:

@@ -301,6 +301,12 @@ class TrainConfig:
                              f"{env_error(self.env_id, exc)} Set only the env's own settings "
                              "with --env-kwargs.") from exc
 
+    def plain_update(self) -> bool:
+        """Whether these settings train by the plain gradient update (``gradient_update`` of
+        the algorithm's loss) even though the algorithm has its own update for other settings
+        (e.g. DP without clipping or truncation). Data-parallel training needs it."""
+        return False
+
     def check_problem(self, problem: Problem) -> None:
         """Refuse a problem the algorithm cannot train on (each algorithm's config overrides
         this, calling this one too), with the fix in the message. Here: the network must fit

@@ -203,6 +203,14 @@ def test_torchrun_refuses_ppo_and_custom_updates(monkeypatch: pytest.MonkeyPatch
     custom = Algorithm("custom", TrainConfig, update=lambda *a: None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="its own update"):
         distributed.check_supported(custom)
+    # DP trains data-parallel with its plain gradient step, not with clipping or truncation
+    from agents import diffphys
+
+    dp = diffphys.ALGORITHM
+    assert distributed.check_supported(dp, diffphys.DPConfig(checkpoint_every=4)) is dp.loss
+    for option in ({"max_grad_norm": 1.0}, {"bptt_window": 4}):
+        with pytest.raises(ValueError, match="leave those options out under torchrun"):
+            distributed.check_supported(dp, diffphys.DPConfig(**option))
 
 
 def test_sharding_slices_named_tuples_and_none() -> None:
