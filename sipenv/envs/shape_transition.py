@@ -343,7 +343,7 @@ def _build(kw: dict[str, dict[str, Any]]) -> ShapeTransitionCore:
 
 
 make_core: Factory[ShapeTransitionCore] = Factory(
-    ENV_ID, {"physics": Route(IncompressibleFlowPhysics, exclude=("markers",)),
+    ENV_ID, {"physics": Route(IncompressibleFlowPhysics, exclude=("markers", "keep_energy")),
              "core": Route(ShapeTransitionCore, exclude=("physics",))},
     _build)
 """Builds the core of ``sip/ShapeTransition-v0`` from its keywords (see the env's Arguments):
