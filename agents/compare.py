@@ -536,14 +536,15 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     paths = {"json": out / "compare.json", "md": out / "compare.md", "png": out / "compare.png"}
     paths["json"].write_text(json.dumps(report, indent=2, default=float) + "\n")
     cfg = report["config"]
+    extended = ", grid auto-extended at its edges" if "max_extensions" in cfg else ""
     header = (f"Comparison on `{cfg['env_id']}`: median over seeds {cfg['seeds']} of the mean "
               f"relative terminal error ‖s_T − s*‖²/‖s*‖² on {cfg['eval_episodes']} test "
               f"episodes, averaged over the evaluations in the last 10 % of each budget "
               f"(every {cfg['eval_every']} iterations; PPO every 5 updates); learning rates "
               f"from a {cfg['sweep_budget'] or cfg['time_budget']:g} s-per-value sweep on "
-              f"separate validation episodes (seed {cfg['seeds'][0]}"
-              f"{', grid auto-extended at its edges' if 'max_extensions' in cfg else ''}); batch {cfg['batch_size']}, MLP {cfg['hidden']}, device "
-              f"{cfg['device']}, {cfg.get('threads', 1)} torch thread(s), budgets in "
+              f"separate validation episodes (seed {cfg['seeds'][0]}{extended}); batch "
+              f"{cfg['batch_size']}, MLP {cfg['hidden']}, device {cfg['device']}, "
+              f"{cfg.get('threads', 1)} torch thread(s), budgets in "
               f"{cfg.get('clock', 'wall')} seconds of training. Made by `scripts/compare.py` "
               f"({report['started']} – {report['finished']}).\n\n")
     paths["md"].write_text(header + markdown_table(report))

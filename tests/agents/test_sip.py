@@ -185,10 +185,8 @@ def test_weighted_proxy_on_two_tasks_by_hand(weighting: str) -> None:
 
 
 def test_weighting_is_checked_and_changes_nothing_on_inverse_problems() -> None:
-    from agents.sip import SIPConfig
-
     from agents.problems import make_problem
-    from agents.sip import inverse_loss
+    from agents.sip import SIPConfig, inverse_loss
 
     with pytest.raises(ValueError, match="weighting"):
         SIPConfig(weighting="loss").check_fields()  # type: ignore[arg-type]
