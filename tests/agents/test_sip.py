@@ -196,3 +196,20 @@ def test_weighting_is_checked_and_changes_nothing_on_inverse_problems() -> None:
     values = [inverse_loss(net, problem, batch, SIPConfig(weighting=w)).loss.item()  # type: ignore[arg-type]
               for w in ("objective", "uniform")]
     assert values[0] == values[1]
+
+
+def test_correction_tasks_weigh_each_step_by_its_own_curvature() -> None:
+    """A correction task's loss is Σ_t ‖s_t − r_t‖²/‖r_t‖²: step t's proxy term gets
+    2/‖r_{t+1}‖²; a control task's steps all get the terminal error's 2/‖s*‖²."""
+    from agents.problems import make_problem
+    from agents.sip import _task_weights
+
+    problem = make_problem("sip/CorrectedBurgers-v0", {"horizon": 3})
+    _, refs = problem.sample(2, torch.Generator().manual_seed(0))  # (B, T + 1, N)
+    weights = _task_weights(problem.core, refs, 3)  # type: ignore[union-attr]
+    expected = 2 / refs[:, 1:].pow(2).sum(-1).transpose(0, 1)
+    torch.testing.assert_close(weights, expected.to(weights.dtype), rtol=1e-5, atol=0)
+    control = make_problem("sip/ControlledDiffusion-v0", {"horizon": 2})
+    _, target = control.sample(3, torch.Generator().manual_seed(0))
+    weights = _task_weights(control.core, target, 2)  # type: ignore[union-attr]
+    torch.testing.assert_close(weights, (2 / target.pow(2).sum(-1)).expand(2, -1))
