@@ -86,6 +86,9 @@ METHODS: dict[str, Method] = {
     # For physics without spectral factors (e.g. sip/ControlledBurgers-v0): the generic inverse.
     "sip-gn": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), "SIP, Gauss-Newton (Adam)",
                      options=(("split", "gauss-newton"),)),
+    "sip-gn-objective": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+                               "SIP, Gauss-Newton, objective-weighted (Adam)",
+                               options=(("split", "gauss-newton"), ("weighting", "objective"))),
 }
 
 
@@ -95,7 +98,8 @@ class CompareConfig:
 
     env_id: str = "sip/ControlledDiffusion-v0"
     """Env to compare on."""
-    methods: tuple[str, ...] = ("sip", "dp-adam", "dp-sgd", "supervised", "ppo")
+    methods: tuple[str, ...] = ("sip-objective", "sip-uniform", "dp-adam", "dp-sgd", "supervised",
+                                "ppo")
     """Methods (keys of agents.compare.METHODS)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of the final runs (the sweep uses the first)."""
@@ -519,7 +523,7 @@ def markdown_table(report: dict[str, Any]) -> str:
                      f"{s.get('error_final_median', math.nan):.3g}, "
                      f"{s.get('force_l1_final_median', math.nan):.3g} | "
                      f"{_fmt_load(m.get('loadavg_1min'))} |")
-    for name in ("sip", "sip-objective", "sip-uniform", "sip-gn"):
+    for name in ("sip", "sip-objective", "sip-uniform", "sip-gn", "sip-gn-objective"):
         if name in report["methods"] and "dp-adam" in report["methods"]:
             ratio = (report["methods"][name]["summary"]["ms_per_iteration_median"]
                      / report["methods"]["dp-adam"]["summary"]["ms_per_iteration_median"])
