@@ -528,8 +528,10 @@ def markdown_table(report: dict[str, Any]) -> str:
             ratio = (report["methods"][name]["summary"]["ms_per_iteration_median"]
                      / report["methods"]["dp-adam"]["summary"]["ms_per_iteration_median"])
             lines.append("")
+            where = ("measured in separate processes under different loads, not comparable"
+                     if report.get("note") else "same run")
             lines.append(f"{report['methods'][name]['label']} / DP-Adam time per iteration "
-                         f"(same run): {ratio:.2f}×")
+                         f"({where}): {ratio:.2f}×")
     return "\n".join(lines) + "\n"
 
 
@@ -551,7 +553,8 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
               f"{cfg.get('threads', 1)} torch thread(s), budgets in "
               f"{cfg.get('clock', 'wall')} seconds of training. Made by `scripts/compare.py` "
               f"({report['started']} – {report['finished']}).\n\n")
-    paths["md"].write_text(header + markdown_table(report))
+    note = f"Note: {report['note']}\n\n" if report.get("note") else ""
+    paths["md"].write_text(header + note + markdown_table(report))
 
     import matplotlib
 

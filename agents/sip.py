@@ -314,7 +314,9 @@ class SIPConfig(TrainConfig):
     weighting: Literal["objective", "uniform"] = "uniform"
     """How the samples' proxy terms are weighted: 'objective' = by the curvature the objective
     gives each sample (``objective_weights``; for the relative terminal error ``2/‖s*‖²``),
-    'uniform' = all equally (the published SIP). Identical on single-step inverse problems."""
+    'uniform' (default) = all equally (the published SIP). Identical on single-step inverse
+    problems. Not the default: on ``sip/ControlledDiffusion-v0`` at 60 s it tied with
+    'uniform' at equal iterations (docs/results/controlled-diffusion.md)."""
 
     def check_fields(self) -> None:
         """``TrainConfig.check_fields`` plus SIP's own fields (type, range, choice).
