@@ -7,7 +7,8 @@ training on one env, honestly.
     python scripts/compare.py --from-json runs/compare/compare.json   # re-score, no training
 
 Each method gets its best learning rate from a sweep at the reported budget (scored on validation
-episodes; the grid is extended past an edge that holds the best), then trains with several seeds; results are read at equal wall-clock and at equal iterations on test episodes.
+episodes; the grid is extended past an edge that holds the best), then trains with several
+seeds; results are read at equal wall-clock and at equal iterations on test episodes.
 Writes <out>/compare.json, compare.md (the table) and compare.png (error vs time and iteration).
 See agents/compare.py for the protocol.
 """
