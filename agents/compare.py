@@ -76,8 +76,8 @@ METHODS: dict[str, Method] = {
     "sip-objective": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
                             "SIP objective-weighted (Adam)",
                             options=(("weighting", "objective"),)),
-    "sip-uniform": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
-                          "SIP unweighted (Adam)", options=(("weighting", "uniform"),)),
+    "sip-unweighted": Method("sip", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+                             "SIP unweighted (Adam)", options=(("weighting", "uniform"),)),
     "dp-adam": Method("dp", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), "DP, Adam"),
     "dp-sgd": Method("dp", "sgd", (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "DP, SGD"),
     "supervised": Method("supervised", "adam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
@@ -98,8 +98,8 @@ class CompareConfig:
 
     env_id: str = "sip/ControlledDiffusion-v0"
     """Env to compare on."""
-    methods: tuple[str, ...] = ("sip-objective", "sip-uniform", "dp-adam", "dp-sgd", "supervised",
-                                "ppo")
+    methods: tuple[str, ...] = ("sip-objective", "sip-unweighted", "dp-adam", "dp-sgd",
+                                "supervised", "ppo")
     """Methods (keys of agents.compare.METHODS)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of the final runs (the sweep uses the first)."""
@@ -523,7 +523,7 @@ def markdown_table(report: dict[str, Any]) -> str:
                      f"{s.get('error_final_median', math.nan):.3g}, "
                      f"{s.get('force_l1_final_median', math.nan):.3g} | "
                      f"{_fmt_load(m.get('loadavg_1min'))} |")
-    for name in ("sip", "sip-objective", "sip-uniform", "sip-gn", "sip-gn-objective"):
+    for name in ("sip", "sip-objective", "sip-unweighted", "sip-gn", "sip-gn-objective"):
         if name in report["methods"] and "dp-adam" in report["methods"]:
             ratio = (report["methods"][name]["summary"]["ms_per_iteration_median"]
                      / report["methods"]["dp-adam"]["summary"]["ms_per_iteration_median"])

@@ -66,7 +66,7 @@ class Args:
     """Diffusivities (Burgers: viscosities, default there (0.001, 0.003, 0.01))."""
     horizons: tuple[int, ...] = (8, 16)
     """Horizons T (steps per episode)."""
-    methods: tuple[str, ...] = ("sip-objective", "sip-uniform", "dp-adam")
+    methods: tuple[str, ...] = ("sip-objective", "sip-unweighted", "dp-adam")
     """Keys of agents.compare.METHODS (add 'supervised' for the supervised baseline; on Burgers
     the SIP methods use the Gauss–Newton split)."""
     lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)

@@ -18,7 +18,7 @@ def test_quick_protocol_fits_the_stated_budget() -> None:
     q = char.quick(char.Args())
     runs = len(q.nus) * len(q.horizons) * len(q.methods) * len(q.lrs) * len(q.seeds)
     assert len(q.nus) >= 4 and len(q.horizons) >= 2 and q.max_extensions == 0
-    assert {"sip-objective", "sip-uniform", "dp-adam"} <= set(q.methods)
+    assert {"sip-objective", "sip-unweighted", "dp-adam"} <= set(q.methods)
     assert runs * q.time_budget <= 20 * 60
 
 
@@ -30,7 +30,7 @@ def test_conditioning_is_the_target_bands_inverse_gain() -> None:
 
 
 def _report() -> dict:
-    methods = ["sip-objective", "sip-uniform", "dp-adam"]
+    methods = ["sip-objective", "sip-unweighted", "dp-adam"]
     table = [{"nu": nu, "horizon": t, "kappa": k, "log10_kappa": math.log10(k),
               "grid_gain_per_step": 57.0,
               **{m: {"best_lr": 1e-3, "best_on_grid_edge": m == "dp-adam",
