@@ -107,8 +107,8 @@ class CompareConfig:
     """Training seconds per learning rate in the sweep; 0 = the reported budget
     (``time_budget``), so the chosen rate is the best one at the budget it is reported at."""
     lrs: tuple[float, ...] = ()
-    """One learning-rate grid for every method (except PPO), instead of each method's own;
-    empty = the methods' grids."""
+    """One learning-rate grid for every Adam-trained method except PPO (SIP, DP-Adam,
+    supervised), instead of each method's own; empty = the methods' grids."""
     max_extensions: int = 3
     """Most rates added past an edge of the grid when the best rate sits on it."""
     time_budget: float = 60.0
@@ -189,9 +189,11 @@ class RunRecord:
 
 
 def grid_of(method: Method, cfg: CompareConfig) -> tuple[float, ...]:
-    """The learning-rate grid ``method`` is swept over: ``cfg.lrs`` if given (PPO keeps its
-    own, its rates live on another scale), else the method's."""
-    return tuple(sorted(cfg.lrs)) if cfg.lrs and method.algo != "ppo" else method.lrs
+    """The learning-rate grid ``method`` is swept over: ``cfg.lrs`` if given and the method
+    trains with Adam (SIP, DP, supervised: rates on one scale), else the method's own (PPO,
+    SGD and step-size grids such as HIG's live on other scales)."""
+    shared = cfg.lrs and method.optimizer == "adam" and method.algo != "ppo"
+    return tuple(sorted(cfg.lrs)) if shared else method.lrs
 
 
 def sweep_budget_of(cfg: CompareConfig) -> float:

@@ -118,3 +118,13 @@ def test_shared_grid_and_sweep_budget_are_checked() -> None:
         CompareConfig(lrs=(1e-3,)).validate()
     with pytest.raises(ValueError, match="sweep_budget"):
         CompareConfig(sweep_budget=-1.0).validate()
+
+
+def test_shared_grid_applies_to_adam_methods_only() -> None:
+    from agents.compare import CompareConfig, grid_of
+
+    cfg = CompareConfig(lrs=(3e-3, 1e-4))
+    assert grid_of(METHODS["sip-objective"], cfg) == (1e-4, 3e-3)
+    assert grid_of(METHODS["dp-adam"], cfg) == (1e-4, 3e-3)
+    assert grid_of(METHODS["dp-sgd"], cfg) == METHODS["dp-sgd"].lrs  # another scale
+    assert grid_of(METHODS["ppo"], cfg) == METHODS["ppo"].lrs
