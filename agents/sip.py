@@ -315,8 +315,9 @@ class SIPConfig(TrainConfig):
     """How the samples' proxy terms are weighted: 'objective' = by the curvature the objective
     gives each sample (``objective_weights``; for the relative terminal error ``2/‖s*‖²``),
     'uniform' (default) = all equally (the published SIP). Identical on single-step inverse
-    problems. Not the default: on ``sip/ControlledDiffusion-v0`` at 60 s it tied with
-    'uniform' at equal iterations (docs/results/controlled-diffusion.md)."""
+    problems. Not yet the default: on ``sip/ControlledDiffusion-v0`` at 60 s it won a
+    same-load repeat on every seed but tied in the full-protocol run, and it is unmeasured on
+    the other envs (docs/results/controlled-diffusion.md)."""
 
     def check_fields(self) -> None:
         """``TrainConfig.check_fields`` plus SIP's own fields (type, range, choice).
