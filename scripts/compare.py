@@ -1,12 +1,14 @@
-"""Compare SIP with DP (Adam, SGD), supervised and PPO training on one env, honestly.
+"""Compare SIP (objective-weighted and unweighted) with DP (Adam, SGD), supervised and PPO
+training on one env, honestly.
 
-    python scripts/compare.py                          # full protocol (~30 min on 2 cores)
-    python scripts/compare.py --quick                  # ~8 min
+    python scripts/compare.py                          # full protocol (≈ 2.5 CPU-hours)
+    python scripts/compare.py --quick                  # ≈ 20 min
     python scripts/compare.py --methods sip dp-adam --time-budget 30
     python scripts/compare.py --from-json runs/compare/compare.json   # re-score, no training
 
-Each method gets its best learning rate from a sweep (scored on validation episodes), then trains
-with several seeds; results are read at equal wall-clock and at equal iterations on test episodes.
+Each method gets its best learning rate from a sweep at the reported budget (scored on validation
+episodes; the grid is extended past an edge that holds the best), then trains with several
+seeds; results are read at equal wall-clock and at equal iterations on test episodes.
 Writes <out>/compare.json, compare.md (the table) and compare.png (error vs time and iteration).
 See agents/compare.py for the protocol.
 """
@@ -34,7 +36,7 @@ from agents.outputs import check_output_dir, refuse
 @dataclass
 class Args(CompareConfig):
     quick: bool = False
-    """Small budgets and two seeds (≈ 8 minutes on 2 CPU cores)."""
+    """Small budgets and two seeds (≈ 20 minutes on an idle core)."""
     resume: bool = False
     """Reuse the methods already in <out>/compare.json (same settings), train the rest."""
     from_json: Path | None = None

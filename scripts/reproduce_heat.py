@@ -24,6 +24,11 @@ thread, so this is the wall time of an unloaded core) and runs go ``--workers`` 
 separate processes; evaluation is outside the budget. Writes ``results.json``, ``results.md``,
 ``curves.png`` and ``examples.png`` into ``--out``.
 
+If a method's best fine rate is on an edge of the fine grid, the grid is extended past that
+edge (full-budget runs, at most ``max_extensions``), so no reported rate sits on the edge of
+what was tried (the committed seed-0 quick run picked Adam's rate on the fine grid's lower edge,
+before this rule).
+
 ``--quick`` changes exactly these settings: ``budget`` 1800 → 120 s, ``coarse_budget`` 300 →
 30 s, ``batch_size`` 128 → 32, ``eval_size`` 128 → 64.
 """
@@ -74,6 +79,10 @@ class Args:
     """Training budget of each coarse-stage run, in seconds on --clock."""
     lr_factors: tuple[float, ...] = (0.3, 1.0, 3.0)
     """Fine stage: learning rates as factors of the coarse winner."""
+    max_extensions: int = 2
+    """Fine stage: most rates added past an edge of its grid that holds a method's best (each
+    a full-budget run at the grid's spacing; ``agents.compare.extend_grid``), so that no
+    reported rate sits on the edge of what was tried."""
     budget: float = 1800.0
     """Training budget of every fine-stage (reported) run, in seconds on --clock."""
     clock: Literal["cpu", "wall"] = "cpu"
@@ -113,6 +122,8 @@ def validate(args: Args) -> None:
                          f"{list(args.methods)}.")
     if not args.lr_factors or not all(math.isfinite(f) and f > 0 for f in args.lr_factors):
         raise ValueError(f"lr_factors must be finite numbers > 0, got {args.lr_factors}.")
+    if not (isinstance(args.max_extensions, int) and args.max_extensions >= 0):
+        raise ValueError(f"max_extensions must be an integer ≥ 0, got {args.max_extensions!r}.")
     if not all(math.isfinite(f) and f > 0 for f in args.coarse_factors):
         raise ValueError(f"coarse_factors must be finite numbers > 0, got {args.coarse_factors}.")
     for name in ("budget", "coarse_budget"):
@@ -178,6 +189,16 @@ def _best(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
                else math.inf)
 
 
+def _extension(runs: list[dict[str, Any]], method: str) -> float | None:
+    """The lr factor to add to ``method``'s fine grid, or None if its best is interior (the
+    same validation score as ``_best``)."""
+    from agents.compare import extend_grid
+
+    scores = {r["lr_factor"]: (r["late_val_x_error"] if r["late_val_x_error"] is not None
+                               else math.inf) for r in runs if r["method"] == method}
+    return extend_grid(list(scores), scores)
+
+
 def run_all(args: Args) -> dict[str, Any]:
     """Both sweep stages, the best fine run per method (validation), and the bar check."""
     t0 = time.perf_counter()
@@ -189,6 +210,11 @@ def run_all(args: Args) -> dict[str, Any]:
         centre = {m: _best(coarse, m)["lr_factor"] for m in args.methods}
     fine = run_jobs(args, [(m, centre[m] * f) for m in args.methods for f in args.lr_factors],
                     args.budget, "fine", t0)
+    for _ in range(args.max_extensions):  # --- past an edge holding the best, all in parallel ---
+        jobs = [(m, f) for m in args.methods if (f := _extension(fine, m)) is not None]
+        if not jobs:
+            break
+        fine += run_jobs(args, jobs, args.budget, "fine", t0)
     best = {m: _best(fine, m) for m in args.methods}
     return {"coarse_runs": coarse, "runs": fine,
             "best": {m: {"lr_factor": b["lr_factor"], "lr": b["lr"]} for m, b in best.items()},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from agents.compare import METHODS, RunRecord, score_run
 
 
@@ -32,3 +34,97 @@ def test_ppo_has_no_equal_iteration_reading_and_short_runs_are_nan() -> None:
 
 def test_every_method_sweeps_at_least_four_learning_rates() -> None:
     assert all(len(m.lrs) >= 4 for m in METHODS.values())
+
+
+# --- the learning-rate sweep: at the reported budget, grid extended past an edge ---------------
+
+def _valley(best: float):
+    """A fake validation error with its minimum at ``best`` (log-parabola), recording calls."""
+    calls: list[float] = []
+
+    def score(lr: float) -> float:
+        calls.append(lr)
+        return 1.0 + math.log10(lr / best) ** 2
+
+    return score, calls
+
+
+def test_interior_best_is_not_extended() -> None:
+    from agents.compare import sweep_rates
+
+    score, calls = _valley(1e-3)
+    result = sweep_rates((1e-4, 1e-3, 1e-2), score, max_extensions=3)
+    assert calls == [1e-4, 1e-3, 1e-2] and result["added_lrs"] == []
+    assert result["best_lr"] == 1e-3 and not result["best_on_grid_edge"]
+
+
+def test_best_on_the_low_edge_extends_down_until_interior() -> None:
+    from agents.compare import sweep_rates
+
+    score, calls = _valley(1e-6)  # far below the grid: two extensions reach 1e-6 ...
+    result = sweep_rates((1e-4, 1e-3, 1e-2), score, max_extensions=5)
+    assert result["added_lrs"] == pytest.approx([1e-5, 1e-6, 1e-7])  # ... the third shows it
+    assert result["best_lr"] == pytest.approx(1e-6) and not result["best_on_grid_edge"]
+    assert result["lrs"] == sorted(result["lrs"]) and len(calls) == 6
+
+
+def test_best_on_the_high_edge_extends_up_at_the_grid_spacing_and_stops_at_the_cap() -> None:
+    from agents.compare import sweep_rates
+
+    score, _ = _valley(1.0)
+    result = sweep_rates((1e-4, 3e-4, 1e-3, 3e-3), score, max_extensions=2)
+    assert result["added_lrs"] == pytest.approx([9e-3, 2.7e-2])  # ×3 steps, capped at 2
+    assert result["best_on_grid_edge"]  # still on the edge: reported, not hidden
+
+
+def test_diverged_rates_count_as_infinite_and_all_diverged_adds_nothing() -> None:
+    from agents.compare import extend_grid, sweep_rates
+
+    result = sweep_rates((1e-3, 1e-2, 1e-1), lambda lr: math.nan if lr > 5e-3 else lr,
+                         max_extensions=1)
+    assert result["validation_error"][-2:] == [math.inf, math.inf]
+    assert result["added_lrs"] == pytest.approx([1e-4])
+    assert extend_grid([1e-3, 1e-2], {1e-3: math.inf, 1e-2: math.inf}) is None
+
+
+def test_sweep_trains_at_the_reported_budget_and_extends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sweep`` with a fake trainer: every swept run gets ``time_budget`` seconds when
+    ``sweep_budget`` is 0, and a best rate on the grid's edge adds a rate."""
+    from types import SimpleNamespace
+
+    import agents.compare as compare
+
+    budgets: list[float] = []
+
+    def fake_train(method, cfg, *, lr, seed, eval_seed, time_budget, iterations, eval_every):
+        budgets.append(time_budget)
+        err = 1.0 + math.log10(lr / 3e-5) ** 2
+        return SimpleNamespace(final_eval={"target_error_mean": err}, iterations=100,
+                               train_time=2.0), []
+
+    monkeypatch.setattr(compare, "_train", fake_train)
+    cfg = compare.CompareConfig(time_budget=42.0, lrs=(1e-4, 3e-4, 1e-3, 3e-3))
+    result = compare.sweep(compare.METHODS["sip-objective"], cfg, log=lambda *_: None)
+    assert set(budgets) == {42.0} and result["budget"] == 42.0
+    assert result["added_lrs"] == pytest.approx([1e-4 / 3, 1e-4 / 9])
+    assert result["best_lr"] == pytest.approx(1e-4 / 3) and not result["best_on_grid_edge"]
+    assert result["seconds_per_iteration"] == [0.02] * 6
+
+
+def test_shared_grid_and_sweep_budget_are_checked() -> None:
+    from agents.compare import CompareConfig
+
+    with pytest.raises(ValueError, match="lrs"):
+        CompareConfig(lrs=(1e-3,)).validate()
+    with pytest.raises(ValueError, match="sweep_budget"):
+        CompareConfig(sweep_budget=-1.0).validate()
+
+
+def test_shared_grid_applies_to_adam_methods_only() -> None:
+    from agents.compare import CompareConfig, grid_of
+
+    cfg = CompareConfig(lrs=(3e-3, 1e-4))
+    assert grid_of(METHODS["sip-objective"], cfg) == (1e-4, 3e-3)
+    assert grid_of(METHODS["dp-adam"], cfg) == (1e-4, 3e-3)
+    assert grid_of(METHODS["dp-sgd"], cfg) == METHODS["dp-sgd"].lrs  # another scale
+    assert grid_of(METHODS["ppo"], cfg) == METHODS["ppo"].lrs

@@ -137,3 +137,79 @@ def test_single_step_sip_inverse_targets() -> None:
     assert not x_tilde.requires_grad
     torch.testing.assert_close(newton_step(torch.tensor(2.0), torch.tensor(4.0), 0.25),
                                torch.tensor(2.5))
+
+
+# --- objective-matched weighting -----------------------------------------------------------------
+
+def test_objective_weights_are_the_objective_curvature() -> None:
+    """``E = c ½‖y − y*‖²`` gives ``c`` whatever the reference: 2/‖y*‖² for the relative
+    error, 1 for ½‖·‖²; a reference without finite curvature is refused."""
+    from agents.sip import objective_weights
+    from sipenv.envs.core import relative_squared_error
+
+    ref = torch.tensor([[1.0, 2.0, 2.0], [0.0, 3.0, 4.0], [1e3, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(objective_weights(relative_squared_error, ref),
+                               torch.tensor([2 / 9, 2 / 25, 2e-6], dtype=torch.float64))
+    half_sq = lambda y, t: 0.5 * (y - t).pow(2).sum(-1)  # noqa: E731
+    torch.testing.assert_close(objective_weights(half_sq, ref), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="weighting='uniform'"):
+        objective_weights(lambda y, t: (y - t).sum(-1) / 0.0, ref)
+
+
+@pytest.mark.parametrize("weighting", ["objective", "uniform"])
+def test_weighted_proxy_on_two_tasks_by_hand(weighting: str) -> None:
+    """Two one-step tasks from s_0 = 0 to constant targets s*_1 = 1, s*_2 = 1/4 on 4 cells.
+
+    The constant mode has decay 1 and gain dt, so the SIP force targets are s*/dt, i.e. action
+    targets ã_1 = 1/(dt·force_scale) = 1 and ã_2 = 1/4 in every cell. With a zero policy
+    (a = 0) and c_i = 2/‖s*_i‖² = 2/4, 2/(4/16) = 1/2, 8:
+    weighted proxy  (½·½·4·1² + 8·½·4·(1/4)²)/2 = 1,      d/d(bias) = −(½·1 + 8·¼)/2 = −1.25;
+    uniform proxy   (½·4·1² + ½·4·(1/4)²)/2 = 1.0625,     d/d(bias) = −(1 + ¼)/2 = −0.625.
+    """
+    from agents.sip import SIPConfig, control_loss
+    from sipenv.envs.controlled_diffusion import make_core
+
+    core = make_core(n=4, horizon=1, max_mode=1)  # dt = 0.01, force_scale = 100
+    policy = torch.nn.Linear(2 * 4 + 1, 4)
+    torch.nn.init.zeros_(policy.weight)
+    torch.nn.init.zeros_(policy.bias)
+    s0 = torch.zeros(2, 4)
+    target = torch.tensor([[1.0] * 4, [0.25] * 4])
+    config = SIPConfig(weighting=weighting)  # type: ignore[arg-type]
+    value, _ = control_loss(policy, core, s0, target, config)
+    value.backward()
+    expected_value, expected_grad = (1.0, -1.25) if weighting == "objective" else (1.0625, -0.625)
+    assert value.item() == pytest.approx(expected_value, rel=1e-5)
+    torch.testing.assert_close(policy.bias.grad, torch.full((4,), expected_grad), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_weighting_is_checked_and_changes_nothing_on_inverse_problems() -> None:
+    from agents.problems import make_problem
+    from agents.sip import SIPConfig, inverse_loss
+
+    with pytest.raises(ValueError, match="weighting"):
+        SIPConfig(weighting="loss").check_fields()  # type: ignore[arg-type]
+    problem = make_problem("sip/SineInversion-v0")
+    batch = problem.sample(8, torch.Generator().manual_seed(0))
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    values = [inverse_loss(net, problem, batch, SIPConfig(weighting=w)).loss.item()  # type: ignore[arg-type]
+              for w in ("objective", "uniform")]
+    assert values[0] == values[1]
+
+
+def test_correction_tasks_weigh_each_step_by_its_own_curvature() -> None:
+    """A correction task's loss is Σ_t ‖s_t − r_t‖²/‖r_t‖²: step t's proxy term gets
+    2/‖r_{t+1}‖²; a control task's steps all get the terminal error's 2/‖s*‖²."""
+    from agents.problems import make_problem
+    from agents.sip import _task_weights
+
+    problem = make_problem("sip/CorrectedBurgers-v0", {"horizon": 3})
+    _, refs = problem.sample(2, torch.Generator().manual_seed(0))  # (B, T + 1, N)
+    weights = _task_weights(problem.core, refs, 3)  # type: ignore[union-attr]
+    expected = 2 / refs[:, 1:].pow(2).sum(-1).transpose(0, 1)
+    torch.testing.assert_close(weights, expected.to(weights.dtype), rtol=1e-5, atol=0)
+    control = make_problem("sip/ControlledDiffusion-v0", {"horizon": 2})
+    _, target = control.sample(3, torch.Generator().manual_seed(0))
+    weights = _task_weights(control.core, target, 2)  # type: ignore[union-attr]
+    torch.testing.assert_close(weights, (2 / target.pow(2).sum(-1)).expand(2, -1))

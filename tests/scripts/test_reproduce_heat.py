@@ -37,6 +37,21 @@ def test_one_worker_runs_in_process_and_writes_every_output(tmp_path: Path) -> N
     assert "validation 1000000, test 2000000" in (out / "results.md").read_text()
 
 
+def test_fine_grid_is_extended_past_an_edge_holding_the_best() -> None:
+    """Seed 0's committed quick run picked Adam at the fine grid's lower edge (3e-3 of
+    {3e-3, 1e-2, 3e-2}) and SIP at its upper edge (3e-3 of {3e-4, 1e-3, 3e-3}): the rule now
+    asks for 9e-4 and 9e-3 too; an interior best asks for nothing."""
+    runs = [{"method": "adam", "lr_factor": f, "late_val_x_error": v}
+            for f, v in ((3.0, 345.2), (10.0, 393.0), (30.0, 443.5))]
+    runs += [{"method": "sip", "lr_factor": f, "late_val_x_error": v}
+             for f, v in ((0.3, 254.4), (1.0, 214.8), (3.0, 211.4))]
+    runs += [{"method": "sgd", "lr_factor": f, "late_val_x_error": v}
+             for f, v in ((1.0, 500.0), (3.0, 450.0), (10.0, None))]
+    assert heat._extension(runs, "adam") == pytest.approx(0.9)
+    assert heat._extension(runs, "sip") == pytest.approx(9.0)
+    assert heat._extension(runs, "sgd") is None  # best interior (the diverged rate is above it)
+
+
 @pytest.mark.slow  # (≈ 20 s: every run in a spawned worker process)
 def test_tiny_run_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "heat"
@@ -68,7 +83,7 @@ def test_tiny_run_writes_every_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("flags", "match"), [
     (["--methods", "newton"], "methods"), (["--budget", "0"], "budget"),
     (["--lr-factors", "-1"], "lr_factors"), (["--workers", "0"], "workers"),
-    (["--device", "cuda:7"], "CUDA"),
+    (["--device", "cuda:7"], "CUDA"), (["--max-extensions", "-1"], "max_extensions"),
 ])
 def test_bad_settings_are_reported(flags: list[str], match: str, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
