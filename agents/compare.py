@@ -111,6 +111,9 @@ class CompareConfig:
 
     env_id: str = "sip/ControlledDiffusion-v0"
     """Env to compare on."""
+    env_kwargs: str = "{}"
+    """Extra ``gym.make`` keywords of the env as a JSON object, the same for every method (e.g.
+    ``'{"sensors": 10, "actuators": 8}'``); checked with the runs before any starts."""
     methods: tuple[str, ...] = ("sip-objective", "sip-unweighted", "dp-adam", "dp-sgd",
                                 "supervised", "ppo")
     """Methods (keys of agents.compare.METHODS)."""
@@ -180,6 +183,13 @@ class CompareConfig:
             if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)!r}.")
         check_bool("progress", self.progress)
+        try:
+            kwargs = json.loads(self.env_kwargs) if isinstance(self.env_kwargs, str) else None
+        except json.JSONDecodeError:
+            kwargs = None
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"env_kwargs must be a JSON object as text, e.g. "
+                             f"'{{\"sensors\": 10}}', got {self.env_kwargs!r}.")
         if not isinstance(self.out, str | Path) or not str(self.out):
             raise ValueError(f"out must be a folder path, got {self.out!r}.")
 
@@ -218,7 +228,8 @@ def run_config(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval
                time_budget: float, iterations: int | None, eval_every: int) -> Any:
     """The training config of one run of ``method`` (what ``_train`` trains)."""
     algorithm = get_algorithm(method.algo)
-    return algorithm.config(env_id=cfg.env_id, optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
+    return algorithm.config(env_id=cfg.env_id, env_kwargs=cfg.env_kwargs,
+                            optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
                             batch_size=cfg.batch_size, hidden=cfg.hidden, seed=seed,
                             device=cfg.device, eval_seed=eval_seed,
                             eval_episodes=cfg.eval_episodes, eval_every=eval_every,
@@ -372,7 +383,8 @@ def _final_error_and_force_l1(result: Any, cfg: CompareConfig) -> tuple[float, f
 
     core = result.core
     seeds = range(TEST_SEED, TEST_SEED + cfg.eval_episodes)
-    s0, target = make_eval_tasks(cfg.env_id, seeds, {"device": cfg.device})
+    s0, target = make_eval_tasks(cfg.env_id, seeds, {**json.loads(cfg.env_kwargs),
+                                                     "device": cfg.device})
     with torch.no_grad():
         rollout = core.rollout(result.policy, s0, target)
         l1 = core.action_to_force(rollout.actions).abs().sum(dim=(0, 2))
@@ -558,7 +570,9 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(report, indent=2, default=float) + "\n")
     cfg = report["config"]
     extended = ", grid auto-extended at its edges" if "max_extensions" in cfg else ""
-    header = (f"Comparison on `{cfg['env_id']}`: median over seeds {cfg['seeds']} of the mean "
+    kwargs = cfg.get("env_kwargs", "{}")
+    posed = f" with `{kwargs}`" if kwargs not in ("{}", "") else ""
+    header = (f"Comparison on `{cfg['env_id']}`{posed}: median over seeds {cfg['seeds']} of the mean "
               f"relative terminal error ‖s_T − s*‖²/‖s*‖² on {cfg['eval_episodes']} test "
               f"episodes, averaged over the evaluations in the last 10 % of each budget "
               f"(every {cfg['eval_every']} iterations; PPO every 5 updates); learning rates "
