@@ -128,3 +128,19 @@ def test_shared_grid_applies_to_adam_methods_only() -> None:
     assert grid_of(METHODS["dp-adam"], cfg) == (1e-4, 3e-3)
     assert grid_of(METHODS["dp-sgd"], cfg) == METHODS["dp-sgd"].lrs  # another scale
     assert grid_of(METHODS["ppo"], cfg) == METHODS["ppo"].lrs
+
+
+def test_env_kwargs_pose_every_run_alike_and_are_checked() -> None:
+    """``--env-kwargs`` reaches every run's training config; a value that is not a JSON object
+    is refused before anything runs."""
+    from agents.compare import CompareConfig, run_config
+
+    cfg = CompareConfig(env_kwargs='{"sensors": 10, "actuators": 8}', seeds=(0,))
+    cfg.validate()
+    for name in ("sip-objective", "dp-adam"):
+        config = run_config(METHODS[name], cfg, lr=1e-3, seed=0, eval_seed=0, time_budget=1.0,
+                            iterations=None, eval_every=10)
+        assert config.env_kwargs == cfg.env_kwargs
+    for bad in ("[1, 2]", "sensors=10", '"text"'):
+        with pytest.raises(ValueError, match="env_kwargs must be a JSON object"):
+            CompareConfig(env_kwargs=bad).validate()
