@@ -562,6 +562,13 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _error_name(env_id: str) -> str:
+    """What the env's ``target_error`` measures, for the report's header."""
+    if env_id == "sip/CoupledOscillators-v0":
+        return "terminal error ‖s_T − s*‖² (absolute: the oscillators' target_error)"
+    return "relative terminal error ‖s_T − s*‖²/‖s*‖²"
+
+
 def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``compare.json``, ``compare.md`` and ``compare.png`` (error vs time) to ``out``."""
     out = Path(out)
@@ -572,8 +579,9 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     extended = ", grid auto-extended at its edges" if "max_extensions" in cfg else ""
     kwargs = cfg.get("env_kwargs", "{}")
     posed = f" with `{kwargs}`" if kwargs not in ("{}", "") else ""
-    header = (f"Comparison on `{cfg['env_id']}`{posed}: median over seeds {cfg['seeds']} of the mean "
-              f"relative terminal error ‖s_T − s*‖²/‖s*‖² on {cfg['eval_episodes']} test "
+    header = (f"Comparison on `{cfg['env_id']}`{posed}: median over seeds {cfg['seeds']} of "
+              f"the mean "
+              f"{_error_name(cfg['env_id'])} on {cfg['eval_episodes']} test "
               f"episodes, averaged over the evaluations in the last 10 % of each budget "
               f"(every {cfg['eval_every']} iterations; PPO every 5 updates); learning rates "
               f"from a {cfg['sweep_budget'] or cfg['time_budget']:g} s-per-value sweep on "
