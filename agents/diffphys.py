@@ -22,9 +22,9 @@ of the rollout's graph are what users of differentiable simulators hit first):
   biases the gradient and bounds how far back it can explode; the graph of earlier segments is
   freed as soon as it is not needed, so peak memory no longer grows with the horizon where the
   loss is terminal;
-* ``checkpoint_every = c``: activation checkpointing — the rollout runs in segments of ``c``
-  steps under ``torch.utils.checkpoint`` (non-reentrant): only each segment's input state is
-  kept, and the segment's network and physics are re-run during the backward pass. The
+* ``activation_checkpoint_every = c``: activation checkpointing — the rollout runs in segments
+  of ``c`` steps under ``torch.utils.checkpoint`` (non-reentrant): only each segment's input
+  state is kept, and the segment's network and physics are re-run during the backward pass. The
   gradient is unchanged (up to rounding); memory falls to about ``T/c`` segment inputs plus one
   segment's activations, for one extra forward pass of compute.
 
@@ -67,7 +67,7 @@ class DPConfig(TrainConfig):
     bptt_window: int = 0
     """Truncated backpropagation through time: detach the state every this many steps
     (0 = backpropagate through the whole rollout)."""
-    checkpoint_every: int = 0
+    activation_checkpoint_every: int = 0
     """Activation checkpointing: recompute the rollout in segments of this many steps during
     the backward pass instead of storing it (0 = off)."""
 
@@ -82,7 +82,7 @@ class DPConfig(TrainConfig):
         if not math.isfinite(self.max_grad_norm):
             raise ValueError(f"max_grad_norm must be finite (0 = off), got {self.max_grad_norm}.")
         check_int("bptt_window", self.bptt_window, minimum=0)
-        check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        check_int("activation_checkpoint_every", self.activation_checkpoint_every, minimum=0)
 
     def plain_update(self) -> bool:
         """Without clipping and truncation DP's update is the plain gradient step of its loss
@@ -90,14 +90,14 @@ class DPConfig(TrainConfig):
         return self.max_grad_norm == 0 and self.bptt_window == 0
 
     def check_problem(self, problem: Problem) -> None:
-        """Refuse ``bptt_window`` / ``checkpoint_every`` on a single-step inverse problem (no
-        rollout to truncate or checkpoint).
+        """Refuse ``bptt_window`` / ``activation_checkpoint_every`` on a single-step inverse
+        problem (no rollout to truncate or checkpoint).
 
         Raises:
             ValueError: With the fix in the message.
         """
         super().check_problem(problem)
-        given = [f"--{n.replace('_', '-')}" for n in ("bptt_window", "checkpoint_every")
+        given = [f"--{n.replace('_', '-')}" for n in ("bptt_window", "activation_checkpoint_every")
                  if getattr(self, n)]
         if given and isinstance(problem, InverseProblem):
             raise ValueError(f"{' and '.join(given)} apply to multi-step tasks; "
@@ -164,7 +164,7 @@ def loss(network: nn.Module, problem: Problem, batch: Any, config: DPConfig) -> 
     s0, target = batch
     traj = rollout(problem.core, network, s0, target,
                    window=getattr(config, "bptt_window", 0),
-                   checkpoint_every=getattr(config, "checkpoint_every", 0))
+                   checkpoint_every=getattr(config, "activation_checkpoint_every", 0))
     return Step(problem.core.episode_loss(traj).mean(), traj)
 
 

@@ -215,7 +215,7 @@ def memory_variants(config: Config) -> dict[str, dict[str, int]]:
     return {"plain": {}, f"truncated BPTT (window {config.window})":
             {"bptt_window": config.window},
             f"checkpointed (segments of {config.checkpoint_every})":
-            {"checkpoint_every": config.checkpoint_every}}
+            {"activation_checkpoint_every": config.checkpoint_every}}
 
 
 def memory_probe(horizon: int, options: dict[str, int]) -> dict[str, float]:

@@ -51,7 +51,8 @@ def test_checkpointing_keeps_the_gradient_and_the_values() -> None:
     plain = loss(net, problem, batch, config)
     plain.loss.backward()
     reference = _grad(net)
-    ck = loss(net, problem, batch, DPConfig(**{**config.__dict__, "checkpoint_every": 5}))
+    ck = loss(net, problem, batch,
+              DPConfig(**{**config.__dict__, "activation_checkpoint_every": 5}))
     ck.loss.backward()
     torch.testing.assert_close(ck.loss, plain.loss)
     torch.testing.assert_close(_grad(net), reference, rtol=1e-5, atol=1e-7)
@@ -87,7 +88,7 @@ def test_truncation_and_checkpointing_lower_the_saved_memory() -> None:
     config, problem, net, batch = _setup()
     peaks = {}
     for name, options in {"plain": {}, "window": {"bptt_window": 4},
-                          "checkpoint": {"checkpoint_every": 4}}.items():
+                          "checkpoint": {"activation_checkpoint_every": 4}}.items():
         cfg = DPConfig(**{**config.__dict__, **options})
         peaks[name] = _saved_peak(lambda cfg=cfg: loss_and_backward(net, problem, batch, cfg))
     assert peaks["window"] * 2 < peaks["plain"]
@@ -96,7 +97,7 @@ def test_truncation_and_checkpointing_lower_the_saved_memory() -> None:
 
 def test_options_are_checked() -> None:
     for field, value in (("max_grad_norm", -1.0), ("max_grad_norm", float("inf")),
-                         ("bptt_window", -1), ("checkpoint_every", 1.5)):
+                         ("bptt_window", -1), ("activation_checkpoint_every", 1.5)):
         with pytest.raises(ValueError, match=field):
             DPConfig(**{field: value}).check_fields()  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="single-step"):

@@ -207,7 +207,8 @@ def test_torchrun_refuses_ppo_and_custom_updates(monkeypatch: pytest.MonkeyPatch
     from agents import diffphys
 
     dp = diffphys.ALGORITHM
-    assert distributed.check_supported(dp, diffphys.DPConfig(checkpoint_every=4)) is dp.loss
+    remat = diffphys.DPConfig(activation_checkpoint_every=4)
+    assert distributed.check_supported(dp, remat) is dp.loss
     for option in ({"max_grad_norm": 1.0}, {"bptt_window": 4}):
         with pytest.raises(ValueError, match="leave those options out under torchrun"):
             distributed.check_supported(dp, diffphys.DPConfig(**option))
