@@ -718,7 +718,8 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
 
     Raises:
         ValueError: For invalid settings, or an algorithm that does not fit the problem.
-        FileExistsError: If the run directory already holds a checkpoint and ``resume`` is False.
+        FileExistsError: If the run directory already holds a checkpoint (or the logs of a run
+            stopped before its first checkpoint) and ``resume`` is False.
         CheckpointError: If ``resume`` finds no valid, matching checkpoint, or its saved
             settings do not validate (nothing is written then).
         TrainingDiverged: On a non-finite loss, gradient, update or weights.
@@ -742,6 +743,11 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     elif write and ckpt_path.exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
                               "choose another --run-name.")
+    elif write and (out / "metrics.jsonl").exists():
+        raise FileExistsError(f"{out} holds the logs of a run stopped before its first "
+                              "checkpoint (nothing to resume); choose another --run-name, or "
+                              "delete that folder to start over (--checkpoint-every sets how "
+                              "often runs save).")
 
     # --- data-parallel training under torchrun (agents.distributed): every hook below does
     # nothing without a process group; with one, rank 0 alone writes and shows progress ---

@@ -521,3 +521,21 @@ def test_a_run_directory_stands_for_its_checkpoint(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(CheckpointError, match=r"holds no checkpoint\.pt"):
         load_checkpoint(empty)
+
+
+def test_a_dp_run_saves_checkpoints_and_logs_without_one_are_never_overwritten(
+        tmp_path: Path) -> None:
+    """DP saves on the trainer's ``checkpoint_every`` like every algorithm (its activation
+    checkpointing is a separate option), and a folder holding the logs of a run stopped before
+    its first checkpoint is refused, not overwritten."""
+    cfg = diffphys.DPConfig(hidden=(16,), batch_size=4, eval_episodes=4, iterations=2,
+                            checkpoint_every=1, log_every=1, runs_dir=str(tmp_path),
+                            run_name="dp", progress=False)
+    diffphys.train(cfg)
+    assert (tmp_path / "dp" / "checkpoint.pt").is_file()
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    with pytest.raises(FileExistsError, match="before its first checkpoint"):
+        diffphys.train(replace(cfg, run_name="stopped"))
+    assert (stopped / "metrics.jsonl").read_text() == '{"iteration": 1}\n'
