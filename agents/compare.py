@@ -128,9 +128,10 @@ class CompareConfig:
     max_extensions: int = 3
     """Most rates added past an edge of the grid when the best rate sits on it."""
     time_budget: float = 60.0
-    """Equal wall-clock budget of the final runs (seconds of training)."""
+    """Equal time budget of the final runs (seconds of training on ``clock``)."""
     iterations: int = 1000
-    """Equal-iterations budget of the final runs."""
+    """Equal-iterations budget of the final runs: each final run trains until it has used
+    ``time_budget`` AND done ``iterations`` (lower it for a short run)."""
     eval_every: int = 50
     """Iterations between evaluations of the final runs."""
     eval_episodes: int = 128
@@ -139,6 +140,8 @@ class CompareConfig:
     """Tasks per iteration, all methods."""
     hidden: tuple[int, ...] = (256, 256)
     """Network widths, all methods."""
+    network: str = "mlp"
+    """Network of every method ('mlp', or 'cnn'/'unet' for the 2-D envs)."""
     device: str = "cpu"
     """Torch device."""
     out: str = "runs/compare"
@@ -230,7 +233,8 @@ def run_config(method: Method, cfg: CompareConfig, *, lr: float, seed: int, eval
     algorithm = get_algorithm(method.algo)
     return algorithm.config(env_id=cfg.env_id, env_kwargs=cfg.env_kwargs,
                             optimizer=method.optimizer, lr=lr,  # type: ignore[arg-type]
-                            batch_size=cfg.batch_size, hidden=cfg.hidden, seed=seed,
+                            batch_size=cfg.batch_size, hidden=cfg.hidden,
+                            network=cfg.network, seed=seed,
                             device=cfg.device, eval_seed=eval_seed,
                             eval_episodes=cfg.eval_episodes, eval_every=eval_every,
                             iterations=iterations, time_budget=time_budget, log_every=0,
@@ -586,7 +590,8 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
               f"(every {cfg['eval_every']} iterations; PPO every 5 updates); learning rates "
               f"from a {cfg['sweep_budget'] or cfg['time_budget']:g} s-per-value sweep on "
               f"separate validation episodes (seed {cfg['seeds'][0]}{extended}); batch "
-              f"{cfg['batch_size']}, MLP {cfg['hidden']}, device {cfg['device']}, "
+              f"{cfg['batch_size']}, {cfg.get('network', 'mlp').upper()} {cfg['hidden']}, "
+              f"device {cfg['device']}, "
               f"{cfg.get('threads', 1)} torch thread(s), budgets in "
               f"{cfg.get('clock', 'wall')} seconds of training. Made by `scripts/compare.py` "
               f"({report['started']} – {report['finished']}).\n\n")

@@ -319,19 +319,21 @@ class TrainConfig:
             obs_shape, act_shape = problem.core.observation_shape, problem.core.action_shape
             if self.network not in SPATIAL_NETWORKS:
                 raise ValueError(f"{problem.env_id} observes 2-D fields {obs_shape}; use a "
-                                 f"spatial network: --network {' or '.join(SPATIAL_NETWORKS)}.")
+                                 f"spatial network: --network {' or '.join(SPATIAL_NETWORKS)} "
+                                 "(scripts/compare.py: --network too).")
             if tuple(act_shape[1:]) != tuple(obs_shape[1:]):
                 raise ValueError(f"{problem.env_id}'s action grid {tuple(act_shape[1:])} differs "
                                  f"from its observation grid {tuple(obs_shape[1:])}; the spatial "
                                  "networks give actions on the observation grid. Leave "
-                                 "control_resolution out of --env-kwargs.")
+                                 "control_resolution and actuators out of --env-kwargs.")
         elif isinstance(problem, TaskProblem) and (len(problem.core.action_shape) != 1
                                                    or len(problem.core.observation_shape) != 1):
             raise ValueError(
                 f"{problem.env_id} has observations of shape {problem.core.observation_shape} "
                 f"and actions of shape {problem.core.action_shape}; the training loop's networks "
-                "take flat observations and give flat actions, or 2-D fields on one grid. Use "
-                "the env through Gymnasium with a policy of your own.")
+                "take flat observations and give flat actions, or 2-D fields on one grid (on "
+                "the 2-D envs: full observation and per-cell actuation, no sensors or "
+                "actuators). Use the env through Gymnasium with a policy of your own.")
         if self.network == "unet" and isinstance(problem, InverseProblem) \
                 and len(problem.shape) < 2:
             raise ValueError(f"--network unet needs a field; {problem.env_id}'s inputs are "
