@@ -153,14 +153,19 @@ def _core(settings: ReferenceSettings) -> TaskCore:
         env.close()
 
 
-def build_references(settings: ReferenceSettings) -> ReferencePool:
-    """Draw the pool's tasks and solve each open-loop (on the CPU, in batches of 64)."""
+def build_references(settings: ReferenceSettings, *, progress: bool = True) -> ReferencePool:
+    """Draw the pool's tasks and solve each open-loop (on the CPU, in batches of 64), with a
+    progress bar on stderr (``progress``): a pool of hundreds of 2-D tasks takes minutes."""
+    from tqdm.auto import tqdm
+
     core = _core(settings)
     dtype = torch.float64 if settings.dtype == "float64" else torch.float32
     s0, target = core.sample_tasks(settings.tasks, torch.Generator().manual_seed(settings.seed),
                                    dtype=dtype)
     actions, errors = [], []
-    for start in range(0, settings.tasks, 64):
+    for start in tqdm(range(0, settings.tasks, 64), desc=f"open-loop references "
+                      f"({settings.tasks} tasks, built once, then cached)", unit="batch",
+                      disable=not progress):
         part = slice(start, start + 64)
         a, e = open_loop_optimum(core, s0[part], target[part], iterations=settings.iterations,
                                  lr=settings.lr, frequency_weight=settings.frequency_weight)
