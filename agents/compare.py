@@ -51,8 +51,9 @@ from agents.registry import get_algorithm
 from agents.trainer import SEED_MAX
 from sipenv.validation import check_bool, check_choice, check_int, is_int, is_real
 
-__all__ = ["METHODS", "CompareConfig", "Method", "check_runs", "extend_grid", "rescore",
-           "run_comparison", "run_config", "sweep_rates", "write_report"]
+__all__ = ["METHODS", "RELATIVE_ERROR", "CompareConfig", "Method", "check_runs",
+           "error_description", "extend_grid", "rescore", "run_comparison", "run_config",
+           "sweep_rates", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -464,6 +465,7 @@ def run_comparison(cfg: CompareConfig, log: Any = print, *, out: str | Path | No
             log("previous report was made with other settings: not reused")
     report: dict[str, Any] = {
         "config": _config_dict(cfg),
+        "error": error_description(cfg),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -566,11 +568,23 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _error_name(env_id: str) -> str:
-    """What the env's ``target_error`` measures, for the report's header."""
-    if env_id == "sip/CoupledOscillators-v0":
-        return "terminal error ‖s_T − s*‖² (absolute: the oscillators' target_error)"
-    return "relative terminal error ‖s_T − s*‖²/‖s*‖²"
+RELATIVE_ERROR = "relative terminal error ‖s_T − s*‖²/‖s*‖²"
+"""What a field task's ``target_error`` measures (a core that measures something else says so in
+its ``error_description``)."""
+
+
+def error_description(cfg: CompareConfig) -> str:
+    """What the compared env's ``target_error`` measures, for the report's header: its core's
+    ``error_description``, else :data:`RELATIVE_ERROR`."""
+    import gymnasium as gym
+
+    from sipenv.envs.core import core_of
+
+    env = gym.make(cfg.env_id, **json.loads(cfg.env_kwargs))
+    try:
+        return str(getattr(core_of(env), "error_description", RELATIVE_ERROR))
+    finally:
+        env.close()
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
@@ -585,7 +599,7 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     posed = f" with `{kwargs}`" if kwargs not in ("{}", "") else ""
     header = (f"Comparison on `{cfg['env_id']}`{posed}: median over seeds {cfg['seeds']} of "
               f"the mean "
-              f"{_error_name(cfg['env_id'])} on {cfg['eval_episodes']} test "
+              f"{report.get('error', RELATIVE_ERROR)} on {cfg['eval_episodes']} test "
               f"episodes, averaged over the evaluations in the last 10 % of each budget "
               f"(every {cfg['eval_every']} iterations; PPO every 5 updates); learning rates "
               f"from a {cfg['sweep_budget'] or cfg['time_budget']:g} s-per-value sweep on "

@@ -10,7 +10,7 @@ Gymnasium shells are the control shells of ``sipenv.envs.control``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -82,6 +82,8 @@ class OscillatorCore(FieldCore):
 
     # the observation [s_t, s*, t/T] (4K + 1 values) and the episode loss (terminal error +
     # penalty · Σ force cost) are the control task's, over this core's state and error
+    error_description: ClassVar[str] = "terminal error ‖s_T − s*‖² (absolute)"
+    """What ``target_error`` measures (reports name it; the field tasks' error is relative)."""
     _observed_target_fields = ControlCore._observed_target_fields
     _observed_targets = ControlCore._observed_targets
     obs_dim = ControlCore.obs_dim

@@ -144,3 +144,11 @@ def test_env_kwargs_pose_every_run_alike_and_are_checked() -> None:
     for bad in ("[1, 2]", "sensors=10", '"text"'):
         with pytest.raises(ValueError, match="env_kwargs must be a JSON object"):
             CompareConfig(env_kwargs=bad).validate()
+
+
+def test_the_report_names_the_error_each_env_measures() -> None:
+    from agents.compare import RELATIVE_ERROR, CompareConfig, error_description
+
+    assert error_description(CompareConfig()) == RELATIVE_ERROR
+    oscillators = error_description(CompareConfig(env_id="sip/CoupledOscillators-v0"))
+    assert "absolute" in oscillators and oscillators != RELATIVE_ERROR
