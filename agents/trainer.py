@@ -418,14 +418,18 @@ class UpdateFn(Protocol):
 def check_finite(tensors: Iterable[torch.Tensor | None], what: str, advice: str = "") -> None:
     """Raise ``NonFiniteUpdate`` (``what``) if any of ``tensors`` holds NaN/inf.
 
-    One fused reduction per call (the max-abs norm, ``torch._foreach_norm(ord=inf)``: it is
-    finite exactly when every entry is, and cannot overflow), so the check stays cheap for small
-    networks; ``None`` entries (parameters without a gradient) are skipped.
+    Cheap for small networks: one sum per tensor decides when all are finite (the common case);
+    an exact entry-wise check decides otherwise, so huge finite entries are never mistaken for
+    overflow. ``None`` entries (parameters without a gradient) are skipped.
     """
     with torch.no_grad():
         present = [t.detach() for t in tensors if t is not None]
+        # A sum is finite only if every entry is (NaN and ±inf propagate), and one sum per
+        # tensor costs ~15x less than a max-abs norm; only when a sum is not finite (NaN/inf,
+        # or a sum of huge finite entries that overflowed) is every entry checked exactly.
         finite = not present or bool(torch.isfinite(torch.stack(
-            [n.float() for n in torch._foreach_norm(present, math.inf)])).all())
+            [t.sum(dtype=torch.float64) for t in present])).all()) or all(
+            bool(torch.isfinite(t).all()) for t in present)
     if not finite:
         raise NonFiniteUpdate(what, advice)
 
@@ -865,13 +869,14 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
                           "The update overflowed the weights; lower --lr. "
                           + (f"{ckpt_path} keeps the last periodic checkpoint (see "
                              "--checkpoint-every)." if write else ""), weights_ok=False)
-            dt = distributed.slowest(clock() - t0, group)
-            train_time += dt
-            iteration += 1
+            dt = clock() - t0
             # --- bookkeeping, outside the training clock ---
             metrics = {"loss": float(step.loss.detach()), **step.metrics,
                        **problem.batch_metrics(step.prediction, batch)}
-            metrics = distributed.mean_metrics(metrics, group)
+            # (under torchrun: the slowest rank's step time and the ranks' mean metrics)
+            dt, metrics = distributed.reduce_step(dt, metrics, group)
+            train_time += dt
+            iteration += 1
             if on_iteration is not None:
                 on_iteration(iteration, train_time, metrics)
             # (the last iteration overshoots the budget; keep the bar at 100 %)

@@ -19,6 +19,7 @@ from agents.problems import TEST_SEED, VALIDATION_SEED, HeatProblem, SineProblem
 from agents.registry import ALGORITHMS, get_algorithm
 from agents.trainer import (
     Algorithm,
+    NonFiniteUpdate,
     Step,
     TrainConfig,
     TrainingDiverged,
@@ -181,3 +182,21 @@ def test_eval_points_evaluate_before_training_and_evenly() -> None:
     diffphys.train(cfg, write=False, progress=False, on_eval=records.append)
     assert [r["iteration"] for r in records] == [0, 4, 8, 12]
     assert all("eval_test_x_dist" in r for r in records)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_finite_finds_one_bad_entry_and_skips_missing_gradients(bad: float) -> None:
+    tensors = [torch.randn(8, 5), None, torch.randn(300)]
+    check_finite(tensors, "gradient")  # finite: passes
+    tensors[2][123] = bad  # type: ignore[index]
+    with pytest.raises(NonFiniteUpdate) as info:
+        check_finite(tensors, "gradient")
+    assert info.value.what == "gradient"
+
+
+def test_check_finite_accepts_huge_finite_entries_whose_sum_overflows() -> None:
+    """The fast sum overflows to inf here; the exact check must still call the values finite."""
+    huge = torch.full((4,), torch.finfo(torch.float64).max, dtype=torch.float64)
+    check_finite([huge, -huge[:1]], "weights")
+    with pytest.raises(NonFiniteUpdate):
+        check_finite([huge, torch.tensor([float("nan")], dtype=torch.float64)], "weights")
