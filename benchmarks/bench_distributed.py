@@ -1,6 +1,7 @@
 """Throughput of data-parallel training (``agents.distributed``): samples per second of SIP and DP
-on ``sip/ControlledDiffusion-v0`` at a global batch of 256, in 1 and 2 processes of one torch
-thread each.
+on ``sip/ControlledDiffusion-v0`` at a global batch of 256 and on ``sip/ShapeTransition-v0``
+(32×32 cells, 16 steps, the ``cnn`` policy, SIP with the Gauss–Newton split) at a global batch of
+32, in 1 and 2 processes of one torch thread each.
 
 Every case runs ``agents.trainer.run_training`` itself, as ``scripts/train.py`` would: 2
 processes are ranks of a gloo process group on 127.0.0.1 (forked from this script, as
@@ -22,8 +23,8 @@ this machine.
 
 Usage::
 
-    python benchmarks/bench_distributed.py            # full run (~2 min on 2 idle cores)
-    python benchmarks/bench_distributed.py --quick    # smoke version (~40 s)
+    python benchmarks/bench_distributed.py            # full run (~7 min on 2 idle cores)
+    python benchmarks/bench_distributed.py --quick    # smoke version (~2 min)
     python benchmarks/bench_distributed.py --out DIR  # results to DIR/bench_distributed.{json,md}
 
 Needs ``fork`` (Linux, macOS). Run it on an otherwise idle machine: with other work on the
@@ -61,6 +62,11 @@ from benchmarks.common import display_path, environment_info, loadavg  # noqa: E
 
 ENV_ID = "sip/ControlledDiffusion-v0"
 LATER_ENV_ID = "sip/ShapeTransition-v0"
+FLOW_SETTINGS: dict[str, Any] = {
+    "network": "cnn", "hidden": (16, 32, 32),
+    "env_kwargs": json.dumps({"shape": [32, 32], "horizon": 16})}
+"""Training settings of the 2-D flow cases (those of ``scripts/reproduce_shape_transition.py``'s
+full run); SIP there uses the Gauss–Newton split."""
 ALGOS = ("sip", "dp")
 BAR = 1.6
 """The issue's bar: 2 processes ≥ 1.6× the samples/s of one, DP at batch 256 (idle machine)."""
@@ -73,7 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
                    help="folder of bench_distributed.{json,md}")
-    p.add_argument("--batch-size", type=int, default=256, help="global batch")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help=f"global batch on {ENV_ID}")
+    p.add_argument("--flow-batch-size", type=int, default=32,
+                   help=f"global batch on {LATER_ENV_ID}")
+    p.add_argument("--flow-iterations", type=int, default=None,
+                   help=f"timed iterations per run on {LATER_ENV_ID} (≈ 0.4 s each for DP, "
+                        "1.5 s for SIP on one core)")
+    p.add_argument("--no-flow", action="store_true", help=f"skip {LATER_ENV_ID}")
     p.add_argument("--repeats", type=int, default=None, help="repeats per case")
     p.add_argument("--iterations", type=int, default=None, help="timed iterations per run")
     p.add_argument("--device", default="cpu",
@@ -82,9 +95,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.iterations = args.iterations or (4 if args.quick else 20)
+    args.flow_iterations = args.flow_iterations or (2 if args.quick else 6)
     args.warmup = 2 if args.quick else 3
-    if args.batch_size % 2:
-        p.error("--batch-size must be even (it is split over 2 processes)")
+    if args.batch_size % 2 or args.flow_batch_size % 2:
+        p.error("--batch-size and --flow-batch-size must be even (they are split over 2 "
+                "processes)")
     return args
 
 
@@ -92,6 +107,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _settings(env_id: str, algo: str) -> dict[str, Any]:
+    """The training settings of a case besides the batch (the flow's network and split)."""
+    if env_id != LATER_ENV_ID:
+        return {}
+    return {**FLOW_SETTINGS, **({"split": "gauss-newton"} if algo == "sip" else {})}
 
 
 def _train_rate(env_id: str, algo: str, batch: int, warmup: int, timed: int,
@@ -107,7 +129,8 @@ def _train_rate(env_id: str, algo: str, batch: int, warmup: int, timed: int,
     algorithm = get_algorithm(algo)
     config = algorithm.config(env_id=env_id, batch_size=batch, iterations=warmup + timed,
                               eval_episodes=8, log_every=10**6, checkpoint_every=0,
-                              progress=False, threads=1, device=device)
+                              progress=False, threads=1, device=device,
+                              **_settings(env_id, algo))
     run_training(config, algorithm, write=False, progress=False, on_iteration=mark)
     wall = marks[warmup + timed][0] - marks[warmup][0]
     cpu = torch.tensor([marks[warmup + timed][1] - marks[warmup][1]], dtype=torch.float64)
@@ -135,7 +158,8 @@ def _rank(rank: int, world: int, port: int, folder: str, job: dict[str, Any]) ->
     ``group: False``), runs ``job``, writes its result to ``folder``."""
     torch.set_num_threads(1)
     os.environ.update({"GLOO_SOCKET_IFNAME": "lo", "LOCAL_RANK": str(rank)})
-    code, result = 0, None
+    code = 0
+    result: Any = None
     try:
         device = job["device"]
         if device == "cuda":
@@ -202,16 +226,16 @@ def _cuda_count() -> int:
 
 def _gradient_size(algo: str, env_id: str) -> int:
     algorithm = get_algorithm(algo)
-    config = algorithm.config(env_id=env_id)
+    config = algorithm.config(env_id=env_id, **_settings(env_id, algo))
     spec = config.make_problem().network_spec(config.network, tuple(config.hidden))
     return sum(p.numel() for p in build_network(spec).parameters())
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every case; see the module docstring."""
-    env_ids = [ENV_ID] + ([LATER_ENV_ID] if _trainable(LATER_ENV_ID) else [])
+    refused = None if args.no_flow else _refusal(LATER_ENV_ID)
+    env_ids = [ENV_ID] + ([] if args.no_flow or refused else [LATER_ENV_ID])
     results: dict[str, Any] = {"cases": [], "costs": []}
-    b = args.batch_size
     # (a forked child cannot use CUDA once this process has: only the children touch it)
     worlds = (1, 2) if args.device == "cpu" or _cuda_count() >= 2 else (1,)
     if worlds == (1,):
@@ -219,9 +243,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     # On a GPU the CPU time is not the work; costs are taken on the wall clock there.
     cost_clock = 1 if args.device == "cpu" else 0
     for env_id in env_ids:
+        b = args.flow_batch_size if env_id == LATER_ENV_ID else args.batch_size
         for algo in ALGOS:
-            base = {"kind": "train", "env_id": env_id, "algo": algo, "warmup": args.warmup,
-                    "timed": args.iterations, "device": args.device}
+            flow = env_id == LATER_ENV_ID
+            base = {"kind": "train", "env_id": env_id, "algo": algo,
+                    "warmup": 1 if flow else args.warmup,
+                    "timed": args.flow_iterations if flow else args.iterations,
+                    "device": args.device}
             wall: dict[int, list[float]] = {w: [] for w in worlds}
             cpu: dict[int, list[float]] = {w: [] for w in worlds}
             half: list[float] = []
@@ -267,23 +295,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 cost["lockstep_speedup_2_wall"] = statistics.median(lockstep) / med[1]
             results["costs"].append(cost)
     if LATER_ENV_ID not in env_ids:
-        results["note"] = (f"{LATER_ENV_ID} is not measured: this script times the MLP "
-                           "policy of the 1-D envs, and the 2-D env trains with a convolutional "
-                           "one (--network cnn), which it does not set up yet.")
+        results["note"] = f"{LATER_ENV_ID} was not measured ({refused or '--no-flow'})."
     return results
 
 
-def _trainable(env_id: str) -> bool:
-    """Whether the training loop accepts ``env_id`` (registered, and its pre-flight passes)."""
+def _refusal(env_id: str) -> str | None:
+    """Why the training loop would refuse the cases of ``env_id`` (``None`` if it accepts
+    them: registered, and the pre-flight of SIP and DP with its settings passes)."""
     if env_id not in gym.registry:
-        return False
-    from agents.diffphys import DPConfig
-
-    try:
-        DPConfig(env_id=env_id, iterations=1).validate()
-    except ValueError:
-        return False
-    return True
+        return f"{env_id} is not registered"
+    for algo in ALGOS:
+        try:
+            get_algorithm(algo).config(env_id=env_id, iterations=1,
+                                       **_settings(env_id, algo)).validate()
+        except ValueError as exc:
+            return f"{algo}: {exc}"
+    return None
 
 
 def _fmt(value: float | None, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
@@ -293,9 +320,13 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 2, unit: str = "
 def markdown(results: dict[str, Any], info: dict[str, Any], args: argparse.Namespace) -> str:
     """The results as Markdown tables."""
     lines = ["# Data-parallel training throughput (`benchmarks/bench_distributed.py`)", "",
-             f"Global batch {args.batch_size}, device {args.device}, one torch thread per "
+             f"Global batch {args.batch_size} on {ENV_ID} and {args.flow_batch_size} on "
+             f"{LATER_ENV_ID} ({FLOW_SETTINGS['env_kwargs']}, `{FLOW_SETTINGS['network']}` "
+             f"policy {list(FLOW_SETTINGS['hidden'])}, SIP with the Gauss–Newton split), "
+             f"device {args.device}, one torch thread per "
              "process, "
-             f"{args.iterations} timed iterations after {args.warmup} warm-up, "
+             f"{args.iterations} timed iterations after {args.warmup} warm-up "
+             f"({args.flow_iterations} after 1 on the flow), "
              f"{args.repeats} repeat(s){' (--quick)' if args.quick else ''}. "
              f"Load average (1, 5, 15 min) at start {info.get('loadavg_1_5_15_at_start')}, "
              f"at end {info.get('loadavg_1_5_15_at_end')}, on {info.get('cpu_count')} CPUs. "
