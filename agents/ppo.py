@@ -38,6 +38,7 @@ from torch import nn
 
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.networks import CNNEncoder, CNNPolicy, make_network
+from agents.outputs import progress_interval
 from agents.problems import Problem, TaskProblem
 from agents.trainer import (
     OPTIMIZERS,
@@ -542,7 +543,7 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
     from tqdm.auto import tqdm
 
     limit = config.iteration_limit
-    bar = tqdm(total=limit, disable=not progress,
+    bar = tqdm(total=limit, disable=not progress, mininterval=progress_interval(),
                desc=f"{config.algo} {config.env_id}", dynamic_ncols=True)
 
     def on_update(update: int, train_time: float, metrics: dict[str, float]) -> bool:

@@ -32,6 +32,7 @@ import gymnasium as gym
 import torch
 
 import sipenv  # noqa: F401  (registers the sip/ ids)
+from agents.outputs import progress_interval
 from sipenv.envs.core import TaskCore, core_of
 from sipenv.validation import check_int, check_nonnegative, check_positive
 
@@ -165,7 +166,7 @@ def build_references(settings: ReferenceSettings, *, progress: bool = True) -> R
     actions, errors = [], []
     for start in tqdm(range(0, settings.tasks, 64), desc=f"open-loop references "
                       f"({settings.tasks} tasks, built once, then cached)", unit="batch",
-                      disable=not progress):
+                      disable=not progress, mininterval=progress_interval()):
         part = slice(start, start + 64)
         a, e = open_loop_optimum(core, s0[part], target[part], iterations=settings.iterations,
                                  lr=settings.lr, frequency_weight=settings.frequency_weight)

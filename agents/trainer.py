@@ -46,6 +46,7 @@ from torch import nn
 import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.networks import NETWORKS, SPATIAL_NETWORKS, make_network
+from agents.outputs import progress_interval
 from agents.problems import (
     TRAINING_OWNED_KWARGS,
     VALIDATION_SEED,
@@ -831,7 +832,8 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
     bar = tqdm(total=config.time_budget if by_time else limit,
                initial=train_time if by_time else iteration, disable=not progress,
                unit="s" if by_time else "it", desc=f"{config.algo} {config.env_id}",
-               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} "
+               dynamic_ncols=True, mininterval=progress_interval(),
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} "
                "[{elapsed}<{remaining}{postfix}]" if by_time else None)
     policy.train()
     distributed.check_in_sync(policy, group, iteration=iteration, data_rng=data_gen.get_state(),

@@ -200,3 +200,19 @@ def test_check_finite_accepts_huge_finite_entries_whose_sum_overflows() -> None:
     check_finite([huge, -huge[:1]], "weights")
     with pytest.raises(NonFiniteUpdate):
         check_finite([huge, torch.tensor([float("nan")], dtype=torch.float64)], "weights")
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bars_refresh_rarely_when_stderr_is_a_log(tty: bool,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from agents.outputs import progress_interval
+
+    class Stream(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    monkeypatch.setattr(sys, "stderr", Stream())
+    assert progress_interval() == (0.1 if tty else 30.0)
