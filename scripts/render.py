@@ -32,7 +32,9 @@ class Args:
     checkpoint: Path | None = None
     """Trained checkpoint to play (overrides --policy)."""
     policy: Literal["zero", "random"] = "zero"
-    """Policy to play when no checkpoint is given."""
+    """Policy to play when no checkpoint is given: zero actions, or actions drawn uniformly
+    from the action space's bounds cut to [-1, 1] (the whole space of the control envs; a
+    unit-scale field for the inverse problems, whose bounds are wide or open)."""
     env_id: str = "sip/ControlledDiffusion-v0"
     """Env to play when no checkpoint is given (a checkpoint brings its own)."""
     env_kwargs: str = "{}"
@@ -131,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             def policy(obs: np.ndarray) -> np.ndarray:
                 return np.zeros(space.shape or (), dtype=np.float32)
         else:
+            # uniform in the action space's bounds cut to [-1, 1]: the whole space of the
+            # control envs, a unit-scale field for the inverse problems' wide or open bounds
+            low = np.maximum(getattr(space, "low", -1.0), -1.0)
+            high = np.minimum(getattr(space, "high", 1.0), 1.0)
+
             def policy(obs: np.ndarray) -> np.ndarray:
-                return rng.uniform(-1, 1, size=space.shape).astype(np.float32)
+                return rng.uniform(low, high, size=space.shape).astype(np.float32)
         label = f"{args.policy} policy"
     if args.human:
         play_episode(policy, env_id, seed=args.seed, env_kwargs=env_kwargs, render_mode="human")
