@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(exc)
     try:
         with distributed.collective_errors(group):
-            return _train(config, group)
+            return _train(config, group, sys.argv[1:] if argv is None else argv)
     except distributed.DistributedError as exc:
         return refuse(exc, 1)
     except ValueError as exc:  # (a resumed run's batch size that does not split over the ranks)
@@ -60,7 +60,41 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown()
 
 
-def _train(config: TrainConfig, group: distributed.Context) -> int:
+KEPT_ON_RESUME = {"iterations", "time_budget", "resume", "run_name", "runs_dir", "progress"}
+"""Flags that take effect on --resume (the run's other settings are its saved ones)."""
+
+
+def ignored_on_resume(config: TrainConfig, argv: list[str]) -> list[str]:
+    """The flags given on the command line that ``--resume`` overrides with the run's saved
+    settings (read from its ``config.json``), as ``--flag VALUE (the run's: SAVED)``; empty
+    when nothing given differs or the run has no ``config.json``."""
+    path = config.run_dir() / "config.json"
+    if not config.resume or not path.is_file():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    given = {token[2:].split("=")[0].replace("-", "_") for token in argv
+             if token.startswith("--")}
+    given |= {name[3:] for name in given if name.startswith("no_")}  # (--no-flag booleans)
+    ignored = []
+    for name in sorted(given - KEPT_ON_RESUME):
+        if name not in saved or not hasattr(config, name):
+            continue
+        mine = getattr(config, name)
+        mine = list(mine) if isinstance(mine, tuple) else mine
+        if mine != saved[name]:
+            ignored.append(f"--{name.replace('_', '-')} {mine} (the run's: {saved[name]})")
+    return ignored
+
+
+def _train(config: TrainConfig, group: distributed.Context, argv: list[str]) -> int:
+    ignored = ignored_on_resume(config, argv)
+    if ignored and group.is_main:
+        print(f"note: --resume continues {config.run_dir()} with its saved settings; ignored: "
+              f"{', '.join(ignored)}. Only --iterations and --time-budget extend a run; start "
+              "a new run (another --run-name) to change the others.", file=sys.stderr)
     try:
         result = ALGORITHMS[config.algo].train(config, resume=config.resume,
                                                progress=config.progress)

@@ -36,7 +36,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runs / "r"
 
 
-def test_train_writes_a_run_and_resumes(trained_run: Path) -> None:
+def test_train_writes_a_run_and_resumes(trained_run: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "final_eval.json",
                  "learning_curve.png"):
         assert (trained_run / name).is_file()
@@ -47,6 +48,14 @@ def test_train_writes_a_run_and_resumes(trained_run: Path) -> None:
     assert train.main(["sip", "--iterations", "8", "--runs-dir", runs, "--run-name", name,
                        "--resume", *FAST]) == 0
     assert json.loads((trained_run / "final_eval.json").read_text())["iteration"] == 8
+    assert "ignored" not in capsys.readouterr().err  # the same settings: nothing to say
+    # a setting given with --resume is the saved run's; the note says so instead of silence
+    assert train.main(["sip", "--iterations", "9", "--runs-dir", runs, "--run-name", name,
+                       "--resume", "--lr", "0.5", *FAST]) == 0
+    err = capsys.readouterr().err
+    saved_lr = json.loads((trained_run / "config.json").read_text())["lr"]
+    assert f"ignored: --lr 0.5 (the run's: {saved_lr})" in err
+    assert json.loads((trained_run / "final_eval.json").read_text())["iteration"] == 9
 
 
 @pytest.mark.parametrize("algo", ["dp", "supervised"])
