@@ -244,7 +244,8 @@ class ControlTask(FieldTask):
     def _rewards(self, errors: np.ndarray, force_cost: np.ndarray,
                  terminated: np.ndarray) -> np.ndarray:
         """Force cost every step; the terminal error at the last."""
-        return -self.core.force_penalty * force_cost - np.where(terminated, errors, 0.0)
+        # (0.0 − …: a reward of zero is +0.0, not the −0.0 that −penalty·0 would print)
+        return 0.0 - self.core.force_penalty * force_cost - np.where(terminated, errors, 0.0)
 
     def _frame_targets(self) -> torch.Tensor:
         assert self.target is not None

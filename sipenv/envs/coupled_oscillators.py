@@ -10,7 +10,7 @@ Gymnasium shells are the control shells of ``sipenv.envs.control``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, SupportsFloat
 
 import numpy as np
 import torch
@@ -129,8 +129,11 @@ class _OscillatorFrames:
         state = shell.state.detach().cpu().double().numpy()  # type: ignore[attr-defined]
         target = shell.target.detach().cpu().double().numpy()  # type: ignore[attr-defined]
         steps = shell._steps()  # type: ignore[attr-defined]
+        trail = getattr(self, "_trail", None)  # (the single env keeps its episode's path)
         return tuple(
-            draw_oscillators(state[i], target[i], forces[i], trail=None, step=int(steps[i]),
+            draw_oscillators(state[i], target[i], forces[i],
+                             trail=None if trail is None else np.stack(trail),
+                             step=int(steps[i]),
                              horizon=shell.horizon,  # type: ignore[attr-defined]
                              force_limit=shell.core.force_scale,  # type: ignore[attr-defined]
                              target_error=float(err[i]),
@@ -195,6 +198,22 @@ class CoupledOscillatorsEnv(_OscillatorFrames, ControlEnv):
     """
 
     make_core = make_core
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        out = super().reset(seed=seed, options=options)
+        self._trail = [self._state_row()]
+        return out
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        out = super().step(action)
+        self._trail.append(self._state_row())
+        return out
+
+    def _state_row(self) -> np.ndarray:
+        """The current ``(2K,)`` state as float64 numpy (one row of the drawn path)."""
+        assert self.state is not None
+        return self.state[0].detach().cpu().double().numpy()
 
 
 class CoupledOscillatorsVectorEnv(_OscillatorFrames, ControlVectorEnv):

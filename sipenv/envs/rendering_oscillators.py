@@ -1,9 +1,10 @@
 """Frames of the coupled-oscillator env: one phase portrait per oscillator and the control.
 
-Left: for each oscillator ``i`` its phase plane ``(x_i, v_i)`` with the current point (blue),
-the target (orange ring) and the path since the start of the episode (light blue, when the env
-keeps one). Right: the force applied in the last step, one bar per control. Headless-safe like
-``sipenv.envs.rendering`` (pygame, lazily imported).
+Top left: for each oscillator ``i`` its phase plane ``(x_i, v_i)`` with the current point
+(blue), the target (orange ring) and the path since the start of the episode (light blue, when
+the env keeps one: the single env does). Top right: the force applied in the last step, one bar
+per control. Below: each position ``x_i`` over the episode so far, with its target dashed.
+Headless-safe like ``sipenv.envs.rendering`` (pygame, lazily imported).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ __all__ = ["draw_oscillators"]
 
 _BG, _AXIS, _GRID = (255, 255, 255), (40, 40, 40), (225, 225, 225)
 _STATE, _TRAIL, _TARGET, _FORCE = (31, 119, 180), (160, 200, 230), (255, 127, 14), (44, 160, 44)
+_SERIES = ((31, 119, 180), (214, 39, 40), (148, 103, 189), (140, 86, 75))
+"""Colours of the oscillators' position curves (cycled past four)."""
 
 
 def draw_oscillators(state: np.ndarray, target: np.ndarray, force: np.ndarray | None, *,
@@ -44,12 +47,13 @@ def draw_oscillators(state: np.ndarray, target: np.ndarray, force: np.ndarray | 
     values = np.concatenate([v[np.isfinite(v)] for v in seen] + [np.array([1e-12])])
     lim = _nice_limit(float(np.abs(values).max()))
 
-    def text(s: str, pos: tuple[float, float], f: Any = font, anchor: str = "topleft") -> None:
-        img = f.render(s, True, _AXIS)
+    def text(s: str, pos: tuple[float, float], f: Any = font, anchor: str = "topleft",
+             colour: tuple[int, int, int] = _AXIS) -> None:
+        img = f.render(s, True, colour)
         surf.blit(img, img.get_rect(**{anchor: (int(pos[0]), int(pos[1]))}))
 
-    top, bottom, left, bar_w = 40, HEIGHT - 30, 40, 120
-    size = min((WIDTH - left - bar_w - 30 - 10 * (k - 1)) // k, bottom - top)
+    top, left, bar_w = 40, 40, 120
+    size = min((WIDTH - left - bar_w - 30 - 10 * (k - 1)) // k, HEIGHT // 2)
     for i in range(k):
         x0 = left + i * (size + 10)
 
@@ -82,6 +86,26 @@ def draw_oscillators(state: np.ndarray, target: np.ndarray, force: np.ndarray | 
             h = int(np.clip(f / force_limit, -1, 1) * size / 2)
             pygame.draw.rect(surf, _FORCE, (bx0 + 3 + j * (width + 6), min(mid, mid - h), width,
                                             max(1, abs(h))))
+    # --- positions over the episode (below the portraits) ---
+    t0, t1 = top + size + 40, HEIGHT - 24
+    pygame.draw.rect(surf, _AXIS, (left, t0, WIDTH - left - 20, t1 - t0), 1)
+    pygame.draw.line(surf, _GRID, (left, (t0 + t1) // 2), (WIDTH - 20, (t0 + t1) // 2))
+    text(f"positions x_i over the episode (±{_fmt(lim)}; dashed: targets)", (left, t0 - 16))
+
+    def to_tx(step_index: np.ndarray, xv: np.ndarray) -> np.ndarray:
+        px = left + step_index / max(horizon, 1) * (WIDTH - left - 20)
+        py = t0 + (1 - (np.clip(xv / lim, -1.1, 1.1) + 1) / 2) * (t1 - t0)
+        return np.stack([px, py], -1)
+
+    for i in range(k):
+        colour = _SERIES[i % len(_SERIES)]
+        ty = float(to_tx(np.array(0.0), np.array(target[i]))[1])
+        for xa in range(left, WIDTH - 20, 12):  # dashed target line
+            pygame.draw.line(surf, colour, (xa, ty), (min(xa + 6, WIDTH - 20), ty), 1)
+        if trail is not None and len(trail) > 1:
+            pts = to_tx(np.arange(len(trail), dtype=float), np.nan_to_num(trail[:, i]))
+            pygame.draw.lines(surf, colour, False, [tuple(p) for p in pts.tolist()], 2)
+        text(f"x_{i + 1}", (WIDTH - 20 - 30 * (k - i), t1 + 4), colour=colour)
     text(title, (8, 6), big)
     text(f"step {step}/{horizon}   error {target_error:.3g}", (WIDTH - 8, 6), big,
          anchor="topright")

@@ -153,3 +153,24 @@ def test_closing_one_human_window_leaves_the_others_working(env_id: str) -> None
     assert pygame.display.get_init()
     first.close()
     assert not pygame.display.get_init()
+
+
+def test_oscillator_frames_draw_the_episode_path_and_zero_rewards_are_positive() -> None:
+    """The single oscillator env keeps its episode's path: the position curves below the phase
+    portraits grow with the steps (the red curve of x_2 gains pixels). Its per-step reward
+    without a force penalty is +0.0, not −0.0."""
+    env = gym.make("sip/CoupledOscillators-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+
+    def red_pixels() -> int:
+        frame = env.render()
+        assert isinstance(frame, np.ndarray)
+        lower = frame[HEIGHT // 2:].astype(int)
+        return int(np.all(np.abs(lower - np.array([214, 39, 40])) < 30, axis=-1).sum())
+
+    before = red_pixels()
+    for _ in range(30):
+        _, reward, *_ = env.step(np.array([0.5], dtype=np.float32))
+        assert np.copysign(1.0, float(reward)) == 1.0
+    assert red_pixels() > before + 50
+    env.close()
