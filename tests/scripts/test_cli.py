@@ -8,9 +8,12 @@ from pathlib import Path
 from types import ModuleType
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 from script_loading import load_script
+
+import sipenv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +27,7 @@ evaluate = _load("scripts/evaluate.py")
 render = _load("scripts/render.py")
 demo = _load("scripts/demo.py")
 compare = _load("scripts/compare.py")
+gallery = _load("scripts/env_gallery.py")
 
 FAST = ["--eval-episodes", "4", "--hidden", "32", "32", "--batch-size", "8", "--no-progress"]
 
@@ -204,3 +208,19 @@ def test_bench_smoke(tmp_path: Path) -> None:
         torch.set_num_threads(threads)
     assert result["ratio_native1024_over_sync64"] > 0
     assert (tmp_path / "bench_envs.md").is_file() and (tmp_path / "bench_envs.json").is_file()
+
+
+def test_env_gallery_draws_a_frame_per_env_and_checks_its_arguments(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame, taken = gallery.gallery_frame("sip/ControlledDiffusion-v0", 3, seed=0,
+                                         policy="random")
+    assert frame.shape == (440, 640, 3) and frame.dtype == np.uint8 and taken == 3
+    assert gallery.gallery_frame("sip/SineInversion-v0", 5, seed=0)[1] == 1  # one-step env
+    assert gallery.main(["--steps", "0", "--out", str(tmp_path)]) == 2
+    # every registered env, on a cheap stand-in for the frame (the envs' drawing is tested
+    # in tests/envs); the files are named after the ids
+    monkeypatch.setattr(gallery, "gallery_frame",
+                        lambda *a, **k: (np.zeros((4, 4, 3), np.uint8), 1))
+    assert gallery.main(["--out", str(tmp_path / "g")]) == 0
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == sorted(
+        f"{i.split('/')[-1]}.png" for i in sipenv.ENV_IDS)
