@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NETWORKS", "SPATIAL_NETWORKS", "CNNEncoder", "CNNPolicy", "MLPPolicy", "UNet",
-           "make_network"]
+__all__ = ["NETWORKS", "NORMS", "SPATIAL_NETWORKS", "UNETS", "CNNEncoder", "CNNPolicy",
+           "MLPPolicy", "UNet", "UNetGroupNorm", "make_network"]
 
 
 class MLPPolicy(nn.Module):
@@ -48,15 +48,28 @@ class MLPPolicy(nn.Module):
         return self.net(obs)
 
 
-class _DoubleConv(nn.Sequential):
-    """(conv 3 → batch norm → ReLU) × 2 with circular (periodic) padding."""
+NORMS = ("batch", "group")
+"""Normalisation layers of the U-Net: ``batch`` (BatchNorm, the published networks) or ``group``
+(GroupNorm: statistics of each sample alone, so a policy acts the same on one episode as on a
+batch, in training and in evaluation)."""
 
-    def __init__(self, dims: int, c_in: int, c_out: int) -> None:
+
+def _norm(kind: str, dims: int, channels: int) -> nn.Module:
+    if kind == "group":  # (groups of 2 channels, or fewer groups for odd widths)
+        return nn.GroupNorm(math.gcd(channels, max(1, channels // 2)), channels)
+    return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels)
+
+
+class _DoubleConv(nn.Sequential):
+    """(conv 3 → norm → ReLU) × 2 with circular (periodic) padding."""
+
+    def __init__(self, dims: int, c_in: int, c_out: int, norm: str = "batch") -> None:
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
-        norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
         super().__init__(
-            conv(c_in, c_out, 3, padding=1, padding_mode="circular"), norm(c_out), nn.ReLU(),
-            conv(c_out, c_out, 3, padding=1, padding_mode="circular"), norm(c_out), nn.ReLU())
+            conv(c_in, c_out, 3, padding=1, padding_mode="circular"), _norm(norm, dims, c_out),
+            nn.ReLU(),
+            conv(c_out, c_out, 3, padding=1, padding_mode="circular"), _norm(norm, dims, c_out),
+            nn.ReLU())
 
 
 def _periodic_upsample(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -94,14 +107,24 @@ class UNet(nn.Module):
         act_dim: Flat output size (see above).
         hidden: Filters per level (its length is the number of levels).
         spatial: Grid ``(H, W)`` for a 2-D network; ``None`` for 1-D.
+        norm: ``"batch"`` (BatchNorm; ``--network unet``) or ``"group"`` (GroupNorm;
+            ``--network unet-gn``). BatchNorm normalises by the statistics of the batch in
+            training and by running averages in evaluation: right for the single-step inverse
+            problems (the published networks use it), wrong for a control policy, whose inputs
+            change their statistics along the episode (the running averages mix all steps, and a
+            trained policy evaluates far worse than it trained: 0.75 instead of 0.24 relative
+            error on a ShapeTransition task). GroupNorm uses each sample's own statistics.
 
     Raises:
-        ValueError: If the sizes do not fit (the message says what would).
+        ValueError: If the sizes do not fit (the message says what would), or for an unknown
+            ``norm``.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (16, 16, 16, 16), *,
-                 spatial: Sequence[int] | None = None) -> None:
+                 spatial: Sequence[int] | None = None, norm: str = "batch") -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}.")
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(f"hidden (filters per level) must be non-empty and ≥ 1, got "
                              f"{tuple(hidden)}.")
@@ -130,10 +153,10 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         width = self.c_in
         for h in hidden:
-            self.down.append(_DoubleConv(dims, width, h))
+            self.down.append(_DoubleConv(dims, width, h, norm))
             width = h
         self.up = nn.ModuleList(
-            _DoubleConv(dims, width_below + skip, skip)
+            _DoubleConv(dims, width_below + skip, skip, norm)
             for width_below, skip in zip(reversed(hidden[1:]), reversed(hidden[:-1]), strict=True))
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
         self.out = conv(hidden[0], self.c_out, 1)
@@ -268,10 +291,20 @@ class CNNPolicy(nn.Module):
         return out if obs.ndim == 2 else out.reshape(lead, self.c_out, *self.grid)
 
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPPolicy, "unet": UNet,
-                                                 "cnn": CNNPolicy}
+def UNetGroupNorm(obs_dim: int, act_dim: int, hidden: Sequence[int] = (16, 16, 16, 16), *,
+                  spatial: Sequence[int] | None = None) -> UNet:
+    """``UNet`` with GroupNorm instead of BatchNorm (``--network unet-gn``): the U-Net for
+    control policies (see ``UNet``'s ``norm``)."""
+    return UNet(obs_dim, act_dim, hidden, spatial=spatial, norm="group")
 
-SPATIAL_NETWORKS = ("unet", "cnn")
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPPolicy, "unet": UNet,
+                                                 "unet-gn": UNetGroupNorm, "cnn": CNNPolicy}
+
+UNETS = ("unet", "unet-gn")
+"""The U-Net variants (BatchNorm, GroupNorm)."""
+
+SPATIAL_NETWORKS = ("unet", "unet-gn", "cnn")
 """Networks that read 2-D fields ``(B, C, H, W)`` (with ``spatial=(H, W)``) and give fields."""
 
 

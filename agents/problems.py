@@ -41,6 +41,7 @@ from torch import nn
 
 import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.evaluation import NumpyPolicy, evaluate_torch, make_eval_tasks, torch_policy_to_numpy
+from agents.networks import SPATIAL_NETWORKS, UNETS
 from sipenv.envs.core import Rollout, TaskCore, core_of
 from sipenv.envs.correction import CorrectionCore
 from sipenv.envs.shape_transition import ShapeTransitionCore
@@ -269,7 +270,7 @@ class InverseProblem(Problem):
 
     def network_spec(self, name: str, hidden: tuple[int, ...]) -> dict[str, Any]:
         cells = math.prod(self.shape)
-        spatial = list(self.shape) if name == "unet" and len(self.shape) == 2 else None
+        spatial = list(self.shape) if name in UNETS and len(self.shape) == 2 else None
         return {"name": name, "obs_dim": cells, "act_dim": cells, "hidden": list(hidden),
                 "spatial": spatial, "dtype": str(self.network_dtype).removeprefix("torch.")}
 
@@ -485,7 +486,7 @@ class FluidProblem(InverseProblem):
     def network_spec(self, name: str, hidden: tuple[int, ...]) -> dict[str, Any]:
         cells = math.prod(self.shape)
         return {"name": name, "obs_dim": cells, "act_dim": cells, "hidden": list(hidden),
-                "spatial": list(self.shape[1:]) if name in ("unet", "cnn") else None,
+                "spatial": list(self.shape[1:]) if name in SPATIAL_NETWORKS else None,
                 "dtype": "float32"}
 
     def posed(self, env: Any) -> InverseBatch:

@@ -45,7 +45,7 @@ from torch import nn
 
 import sipenv  # noqa: F401  (registers the sip/ ids)
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from agents.networks import NETWORKS, SPATIAL_NETWORKS, make_network
+from agents.networks import NETWORKS, SPATIAL_NETWORKS, UNETS, make_network
 from agents.outputs import progress_interval
 from agents.problems import (
     TRAINING_OWNED_KWARGS,
@@ -335,10 +335,10 @@ class TrainConfig:
                 "take flat observations and give flat actions, or 2-D fields on one grid (on "
                 "the 2-D envs: full observation and per-cell actuation, no sensors or "
                 "actuators). Use the env through Gymnasium with a policy of your own.")
-        if self.network == "unet" and isinstance(problem, InverseProblem) \
+        if self.network in UNETS and isinstance(problem, InverseProblem) \
                 and len(problem.shape) < 2:
-            raise ValueError(f"--network unet needs a field; {problem.env_id}'s inputs are "
-                             f"vectors {problem.shape}. Use --network mlp.")
+            raise ValueError(f"--network {self.network} needs a field; {problem.env_id}'s "
+                             f"inputs are vectors {problem.shape}. Use --network mlp.")
         try:  # (a few small layers: cheap) e.g. too many U-Net levels for the grid
             build_network(problem.network_spec(self.network, tuple(self.hidden)))
         except ValueError as exc:

@@ -51,7 +51,7 @@ def test_network_spec_of_a_spatial_task() -> None:
     assert (spec["obs_dim"], spec["act_dim"], spec["spatial"]) == (5 * 64, 2 * 64, [8, 8])
 
 
-@pytest.mark.parametrize("name", ["cnn", "unet"])
+@pytest.mark.parametrize("name", ["cnn", "unet", "unet-gn"])
 def test_spatial_networks_map_fields_to_fields(name: str) -> None:
     net = make_network(name, 5 * 64, 2 * 64, hidden=(4, 4), spatial=(8, 8), seed=0)
     obs = torch.randn(3, 5, 8, 8)
@@ -73,8 +73,23 @@ def test_unet_is_periodic_and_cnn_sees_the_whole_box() -> None:
     assert not torch.allclose(cnn(poked)[:, :, 7, 7], cnn(obs)[:, :, 7, 7])
 
 
+def test_group_norm_unet_acts_on_each_sample_alone_in_training_and_evaluation() -> None:
+    """``unet-gn`` (the U-Net for control policies): a sample's action depends neither on the
+    rest of the batch nor on train/eval mode, unlike BatchNorm's ``unet`` in training."""
+    obs = torch.randn(4, 5, 8, 8)
+    gn = make_network("unet-gn", 5 * 64, 2 * 64, hidden=(4, 4), spatial=(8, 8), seed=0)
+    alone = gn(obs[:1])
+    assert torch.allclose(gn(obs)[:1], alone, atol=1e-6)
+    assert torch.allclose(gn.eval()(obs)[:1], alone, atol=1e-6)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in gn.modules())
+    bn = make_network("unet", 5 * 64, 2 * 64, hidden=(4, 4), spatial=(8, 8), seed=0).train()
+    assert not torch.allclose(bn(obs)[:1], bn(torch.cat([obs[:1], 3 * obs[1:]]))[:1])
+    with pytest.raises(ValueError, match="norm must be one of"):
+        UNet(5 * 64, 2 * 64, (4, 4), spatial=(8, 8), norm="layer")
+
+
 @pytest.mark.parametrize(("network", "match"), [
-    ("mlp", "spatial network: --network unet or cnn"),
+    ("mlp", "spatial network: --network unet or unet-gn or cnn"),
 ])
 def test_flat_networks_are_refused_on_fields(network: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
