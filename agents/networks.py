@@ -111,9 +111,11 @@ class UNet(nn.Module):
             ``--network unet-gn``). BatchNorm normalises by the statistics of the batch in
             training and by running averages in evaluation: right for the single-step inverse
             problems (the published networks use it), wrong for a control policy, whose inputs
-            change their statistics along the episode (the running averages mix all steps, and a
-            trained policy evaluates far worse than it trained: 0.75 instead of 0.24 relative
-            error on a ShapeTransition task). GroupNorm uses each sample's own statistics.
+            change their statistics along the episode (the running averages mix all steps: a
+            DP policy for a small ShapeTransition task evaluated at 0.76 relative error with
+            BatchNorm, 0.19 with GroupNorm after the same training;
+            ``docs/results/shape_transition/norm``). GroupNorm uses each sample's own
+            statistics.
 
     Raises:
         ValueError: If the sizes do not fit (the message says what would), or for an unknown

@@ -4,11 +4,12 @@ ceiling and the open-loop optimum floor.
     python scripts/reproduce_shape_transition.py --quick   # ≈ 12 CPU-minutes, one thread
     python scripts/reproduce_shape_transition.py           # larger budgets (not run here)
 
-(``scripts/compare.py`` takes neither ``--env-kwargs`` nor a network choice nor supervised's
-reference cache, so this small driver runs the same protocol for the 2-D task: every method
-trains the same seeded network — the ``cnn`` policy, PPO through the same encoder — on the same
-task distribution; each gets its best learning rate from a short sweep scored on validation
-episodes (``VALIDATION_SEED``), then trains two seeds for an equal CPU-time budget; the final
+(``scripts/compare.py`` takes no reference cache for supervised training, so this small driver
+runs the same protocol for the 2-D task: SIP, DP and supervised train the same seeded network —
+by default the U-Net with GroupNorm, ``--network unet-gn``; PPO always through the ``cnn``
+encoder, the one spatial actor its adapter has — on the same task distribution; each gets
+its best learning rate from a short sweep scored on validation episodes
+(``VALIDATION_SEED``), then trains two seeds for an equal CPU-time budget; the final
 policies are scored on test episodes (``TEST_SEED``) through the batched core, and the best one
 also through ``env.step``.)
 
@@ -59,8 +60,10 @@ METHODS: dict[str, dict[str, Any]] = {
 def _config(name: str, args: argparse.Namespace, env: dict[str, Any], *, lr: float, seed: int,
             budget: float, eval_seed: int, eval_every: int) -> Any:
     method = METHODS[name]
-    kw: dict[str, Any] = dict(env_id=ENV_ID, env_kwargs=json.dumps(env), network="cnn",
-                              hidden=tuple(args.hidden), batch_size=args.batch_size, lr=lr,
+    # (PPO's actor is the CNN encoder whatever --network says: SB3 takes no U-Net policy here)
+    network, hidden = ("cnn", args.ppo_hidden) if name == "ppo" else (args.network, args.hidden)
+    kw: dict[str, Any] = dict(env_id=ENV_ID, env_kwargs=json.dumps(env), network=network,
+                              hidden=tuple(hidden), batch_size=args.batch_size, lr=lr,
                               seed=seed, time_budget=budget, clock="cpu", threads=1,
                               eval_seed=eval_seed, eval_episodes=args.episodes,
                               eval_every=eval_every, log_every=0, checkpoint_every=0,
@@ -108,8 +111,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reference_seconds = round(time.process_time() - start, 1)
 
     report: dict[str, Any] = {
-        "env_id": ENV_ID, "env_kwargs": env, "quick": args.quick, "network": "cnn",
-        "hidden": list(args.hidden), "batch_size": args.batch_size, "episodes": args.episodes,
+        "env_id": ENV_ID, "env_kwargs": env, "quick": args.quick, "network": args.network,
+        "hidden": list(args.hidden), "ppo_network": ["cnn", list(args.ppo_hidden)],
+        "batch_size": args.batch_size, "episodes": args.episodes,
         "sweep_budget_s": args.sweep_budget, "time_budget_s": args.time_budget,
         "seeds": list(args.seeds), "clock": "process CPU time, 1 torch thread",
         "zero_force": ceiling, "open_loop_optimum": floor,
@@ -174,7 +178,9 @@ def markdown(report: dict[str, Any]) -> str:
              else "learning rates given, no sweep")
     lines = [
         f"Task: `{report['env_id']}` with `{json.dumps(report['env_kwargs'])}`; network "
-        f"`{report['network']}` {report['hidden']}, batch {report['batch_size']}; "
+        f"`{report['network']}` {report['hidden']} (PPO: `cnn` encoder "
+        f"{report.get('ppo_network', ['cnn', report['hidden']])[1]}), batch "
+        f"{report['batch_size']}; "
         f"{report['time_budget_s']:g} CPU-s per run ({sweep}), seeds {report['seeds']}; "
         f"{report['episodes']} test episodes.", "",
         "| method | lr | test error (mean of seeds) | × zero-force | via env.step (× zero) "
@@ -213,7 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--gym-episodes", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--hidden", nargs="+", type=int, default=[16, 32])
+    parser.add_argument("--network", default="unet-gn", choices=["unet-gn", "cnn", "unet"],
+                        help="network of SIP, DP and supervised (PPO: always the cnn encoder); "
+                             "unet-gn, the U-Net with GroupNorm, by default (the BatchNorm unet "
+                             "evaluates far worse than it trains on control tasks)")
+    parser.add_argument("--hidden", nargs="+", type=int, default=None,
+                        help="filters per level (default: 16 16 16 for the U-Nets, 16 32 for "
+                             "the cnn; non-quick 16 32 32)")
+    parser.add_argument("--ppo-hidden", nargs="+", type=int, default=None,
+                        help="PPO's CNN encoder filters (default 16 32; non-quick 16 32 32)")
     parser.add_argument("--reference-tasks", type=int, default=512)
     parser.add_argument("--reference-iterations", type=int, default=100)
     parser.add_argument("--references", default="runs/references/shape_transition")
@@ -224,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.sweep_budget = args.sweep_budget or (20.0 if args.quick else 120.0)
     args.time_budget = args.time_budget or (60.0 if args.quick else 600.0)
-    if not args.quick:
-        args.hidden = [16, 32, 32]
+    wide = [16, 32] if args.quick else [16, 32, 32]
+    args.ppo_hidden = args.ppo_hidden or wide
+    args.hidden = args.hidden or ([16, 16, 16] if args.network != "cnn" else wide)
     if args.references == "runs/references/shape_transition":
         args.references += "-quick" if args.quick else ""
     report = run(args)
