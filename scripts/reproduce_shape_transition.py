@@ -1,7 +1,9 @@
 """SIP, DP, supervised and PPO side by side on sip/ShapeTransition-v0, with the zero-force
 ceiling and the open-loop optimum floor.
 
-    python scripts/reproduce_shape_transition.py --quick   # ≈ 12 CPU-minutes, one thread
+    python scripts/reproduce_shape_transition.py --quick   # ≈ 14 CPU-minutes, one thread
+    python scripts/reproduce_shape_transition.py --quick --sweep-budget 60 --time-budget 60 \
+        --eval-every 25                                     # the committed run, ≈ 20 CPU-minutes
     python scripts/reproduce_shape_transition.py           # larger budgets (not run here)
 
 (``scripts/compare.py`` takes no reference cache for supervised training, so this small driver
