@@ -1,7 +1,7 @@
 """Throughput of data-parallel training (``agents.distributed``): samples per second of SIP and DP
 on ``sip/ControlledDiffusion-v0`` at a global batch of 256 and on ``sip/ShapeTransition-v0``
-(32×32 cells, 16 steps, the ``cnn`` policy, SIP with the Gauss–Newton split) at a global batch of
-32, in 1 and 2 processes of one torch thread each.
+(16×16 cells, 8 steps, the GroupNorm U-Net ``unet-gn``, SIP with the Gauss–Newton split) at a
+global batch of 32, in 1 and 2 processes of one torch thread each.
 
 Every case runs ``agents.trainer.run_training`` itself, as ``scripts/train.py`` would: 2
 processes are ranks of a gloo process group on 127.0.0.1 (forked from this script, as
@@ -23,7 +23,7 @@ this machine.
 
 Usage::
 
-    python benchmarks/bench_distributed.py            # full run (~7 min on 2 idle cores)
+    python benchmarks/bench_distributed.py            # full run (~4 min on 2 idle cores)
     python benchmarks/bench_distributed.py --quick    # smoke version (~2 min)
     python benchmarks/bench_distributed.py --out DIR  # results to DIR/bench_distributed.{json,md}
 
@@ -63,10 +63,11 @@ from benchmarks.common import display_path, environment_info, loadavg  # noqa: E
 ENV_ID = "sip/ControlledDiffusion-v0"
 LATER_ENV_ID = "sip/ShapeTransition-v0"
 FLOW_SETTINGS: dict[str, Any] = {
-    "network": "cnn", "hidden": (16, 32, 32),
-    "env_kwargs": json.dumps({"shape": [32, 32], "horizon": 16})}
-"""Training settings of the 2-D flow cases (those of ``scripts/reproduce_shape_transition.py``'s
-full run); SIP there uses the Gauss–Newton split."""
+    "network": "unet-gn", "hidden": (16, 16, 16),
+    "env_kwargs": json.dumps({"shape": [16, 16], "horizon": 8, "kinds": ["circle"],
+                              "size_range": [0.15, 0.25]})}
+"""Training settings of the 2-D flow cases (the task and network of
+``scripts/reproduce_shape_transition.py --quick``); SIP there uses the Gauss–Newton split."""
 ALGOS = ("sip", "dp")
 BAR = 1.6
 """The issue's bar: 2 processes ≥ 1.6× the samples/s of one, DP at batch 256 (idle machine)."""
@@ -85,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"global batch on {LATER_ENV_ID}")
     p.add_argument("--flow-iterations", type=int, default=None,
                    help=f"timed iterations per run on {LATER_ENV_ID} (≈ 0.4 s each for DP, "
-                        "1.5 s for SIP on one core)")
+                        "0.6 s for SIP on one core)")
     p.add_argument("--no-flow", action="store_true", help=f"skip {LATER_ENV_ID}")
     p.add_argument("--repeats", type=int, default=None, help="repeats per case")
     p.add_argument("--iterations", type=int, default=None, help="timed iterations per run")
