@@ -345,9 +345,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                          f"{PUBLISHED['sip'] / PUBLISHED[other]:.2f}{late_text})")
     lines += ["", "## Learning-rate sweep (x-error: validation, mean of the last quarter of "
               "the evaluations, which picks; final test)", "",
-              f"Coarse stage: {a['coarse_budget']:g} s per run, lr = {list(a['coarse_factors'])} "
-              f"× the published rate; fine stage: {_limit(a)} per run, lr = "
-              f"{list(a['lr_factors'])} × the coarse winner. Both pick on validation.", "",
+              (f"Coarse stage: {a['coarse_budget']:g} s per run, lr = "
+               f"{list(a['coarse_factors'])} × the published rate; fine stage: {_limit(a)} per "
+               f"run, lr = {list(a['lr_factors'])} × the coarse winner. Both pick on validation."
+               if a["coarse_factors"] else
+               f"No coarse stage; fine stage: {_limit(a)} per run, lr = "
+               f"{list(a['lr_factors'])} × the published rate. Picks on validation."), "",
               "| stage | method | lr | iterations | validation | test |",
               "|---|---|---|---|---|---|"]
     for r in report["coarse_runs"] + report["runs"]:
