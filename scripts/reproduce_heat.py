@@ -21,8 +21,10 @@ far from its best.
 
 The budget counts process CPU time of training work (``--clock cpu``; each run uses one torch
 thread, so this is the wall time of an unloaded core) and runs go ``--workers`` at a time in
-separate processes; evaluation is outside the budget. Writes ``results.json``, ``results.md``,
-``curves.png`` and ``examples.png`` into ``--out``.
+separate processes; evaluation is outside the budget. ``--iterations N`` also stops every
+fine-stage run after N iterations; with ``--budget 0`` that is the only limit, a budget of work
+that does not depend on the machine's load (the methods' iterations cost the same here).
+Writes ``results.json``, ``results.md``, ``curves.png`` and ``examples.png`` into ``--out``.
 
 If a method's best fine rate is on an edge of the fine grid, the grid is extended past that
 edge (full-budget runs, at most ``max_extensions``), so no reported rate sits on the edge of
@@ -84,7 +86,13 @@ class Args:
     a full-budget run at the grid's spacing; ``agents.compare.extend_grid``), so that no
     reported rate sits on the edge of what was tried."""
     budget: float = 1800.0
-    """Training budget of every fine-stage (reported) run, in seconds on --clock."""
+    """Training budget of every fine-stage (reported) run, in seconds on --clock (0: none;
+    then --iterations must be > 0)."""
+    iterations: int = 0
+    """Fine stage: stop every run after this many iterations as well (0: no limit). With
+    ``--budget 0`` the runs are limited by iterations alone and evaluated at evenly spaced
+    iterations: an equal budget of work that does not depend on the machine's load (fair when
+    the methods' iterations cost the same, as here)."""
     clock: Literal["cpu", "wall"] = "cpu"
     """'cpu' (process CPU time, robust on a shared machine) or 'wall'."""
     batch_size: int = 128
@@ -126,10 +134,15 @@ def validate(args: Args) -> None:
         raise ValueError(f"max_extensions must be an integer ≥ 0, got {args.max_extensions!r}.")
     if not all(math.isfinite(f) and f > 0 for f in args.coarse_factors):
         raise ValueError(f"coarse_factors must be finite numbers > 0, got {args.coarse_factors}.")
+    if not (isinstance(args.iterations, int) and args.iterations >= 0):
+        raise ValueError(f"iterations must be an integer ≥ 0, got {args.iterations!r}.")
     for name in ("budget", "coarse_budget"):
         value = getattr(args, name)
+        if name == "budget" and value == 0 and args.iterations > 0:
+            continue
         if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}.")
+            raise ValueError(f"{name} must be a finite number of seconds > 0 (budget may be 0 "
+                             f"with iterations > 0), got {value}.")
     if args.workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {args.workers}.")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -139,32 +152,39 @@ def validate(args: Args) -> None:
     factors = [f * g for f in (*args.coarse_factors, 1.0) for g in args.lr_factors]
     for method in args.methods:
         for i, factor in enumerate((min(factors), max(factors))):
-            config = run_config(args, method, factor, args.budget)
+            config = run_config(args, method, factor, args.budget, args.iterations)
             config.validate() if i == 0 else config.check_fields()
 
 
-def run_config(args: Args, method: str, factor: float, budget: float) -> TrainConfig:
-    """The training configuration of one run at ``lr = factor × published rate``."""
+def run_config(args: Args, method: str, factor: float, budget: float,
+               iterations: int = 0) -> TrainConfig:
+    """The training configuration of one run at ``lr = factor × published rate`` (at most
+    ``iterations``, 0: no limit)."""
     return heat_config(
         method, lr=REFERENCE_LR[method] * factor,
         proxy_loss=args.proxy_loss, batch_size=args.batch_size, seed=args.seed,
-        data_seed=args.data_seed, time_budget=budget, clock=args.clock,
+        data_seed=args.data_seed, iterations=iterations, time_budget=budget, clock=args.clock,
         eval_points=args.eval_points, eval_size=args.eval_size, device=args.device)
 
 
 def run_jobs(args: Args, jobs: list[tuple[str, float]], budget: float, stage: str,
              t0: float) -> list[dict[str, Any]]:
-    """Train ``(method, factor of the published rate)`` jobs, ``args.workers`` at a time."""
-    print(f"{stage}: {len(jobs)} runs × {budget:g} s ({args.clock} clock), {args.workers} at a "
+    """Train ``(method, factor of the published rate)`` jobs, ``args.workers`` at a time
+    (fine-stage runs also stop at ``args.iterations``)."""
+    its = args.iterations if stage == "fine" else 0
+    limit = " or ".join(([f"{budget:g} s ({args.clock} clock)"] if budget > 0 else [])
+                        + ([f"{its} iterations"] if its else []))
+    print(f"{stage}: {len(jobs)} runs × {limit}, {args.workers} at a "
           f"time; batch {args.batch_size}, eval batches {args.eval_size}.", flush=True)
     runs: list[dict[str, Any]] = []
     pool: ProcessPoolExecutor | None = None
     if args.workers == 1:  # one at a time, in this process (one torch thread, as a worker)
-        results: Any = (train_summary(run_config(args, m, f, budget), f) for m, f in jobs)
+        results: Any = (train_summary(run_config(args, m, f, budget, its), f)
+                        for m, f in jobs)
     else:
         ctx = mp.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
         pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx)
-        futures = [pool.submit(train_summary, run_config(args, m, f, budget), f)
+        futures = [pool.submit(train_summary, run_config(args, m, f, budget, its), f)
                    for m, f in jobs]
         results = (fut.result() for fut in futures)
     try:
@@ -284,13 +304,21 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def _limit(a: dict[str, Any]) -> str:
+    """A fine-stage run's limit in words (time, iterations or both)."""
+    its = a.get("iterations", 0)
+    parts = ([f"{a['budget']:g} s of {a['clock']} time"] if a["budget"] > 0 else []) + (
+        [f"{its} iterations"] if its else [])
+    return " or ".join(parts)
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     """The readable summary: table beside the published numbers, the bar, the sweep."""
     a = report["args"]
     lines = [
         "# Heat-equation inverse problem: SIP vs Adam vs SGD", "",
         f"Command: `{report['command']}`  ",
-        f"Budget per run: {a['budget']:g} s of {a['clock']} time (1 torch thread), batch "
+        f"Budget per run: {_limit(a)} (1 torch thread), batch "
         f"{a['batch_size']}, test/validation batches of {a['eval_size']}, seeds: network "
         f"{a['seed']}, data {a['data_seed']}, validation {VALIDATION_SEED}, test {TEST_SEED}.  ",
         f"Machine: {report['environment']['platform']}, {report['environment']['cpu_count']} "
@@ -317,9 +345,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                          f"{PUBLISHED['sip'] / PUBLISHED[other]:.2f}{late_text})")
     lines += ["", "## Learning-rate sweep (x-error: validation, mean of the last quarter of "
               "the evaluations, which picks; final test)", "",
-              f"Coarse stage: {a['coarse_budget']:g} s per run, lr = {list(a['coarse_factors'])} "
-              f"× the published rate; fine stage: {a['budget']:g} s per run, lr = "
-              f"{list(a['lr_factors'])} × the coarse winner. Both pick on validation.", "",
+              (f"Coarse stage: {a['coarse_budget']:g} s per run, lr = "
+               f"{list(a['coarse_factors'])} × the published rate; fine stage: {_limit(a)} per "
+               f"run, lr = {list(a['lr_factors'])} × the coarse winner. Both pick on validation."
+               if a["coarse_factors"] else
+               f"No coarse stage; fine stage: {_limit(a)} per run, lr = "
+               f"{list(a['lr_factors'])} × the published rate. Picks on validation."), "",
               "| stage | method | lr | iterations | validation | test |",
               "|---|---|---|---|---|---|"]
     for r in report["coarse_runs"] + report["runs"]:

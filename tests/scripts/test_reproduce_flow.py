@@ -3,14 +3,42 @@ budgets (slow: each trains several short runs)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from script_loading import load_script
 
 fluid = load_script("scripts/reproduce_fluid.py")
 shapes = load_script("scripts/reproduce_shape_transition.py")
+
+
+def test_fluid_sweep_extends_the_grid_past_an_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adam's (and SIP's) rate is swept: a best on the grid's edge adds rates past it until the
+    best is interior; one given rate trains nothing. Training is faked (no solver)."""
+    trained: list[float] = []
+
+    def train(cfg: Any, write: bool, progress: bool) -> SimpleNamespace:
+        trained.append(cfg.lr)
+        assert cfg.time_budget == 7.0 and cfg.seed == 3 and cfg.clock == "cpu"
+        return SimpleNamespace(final_eval={"val_velocity_l1": abs(math.log10(cfg.lr / 0.1))},
+                               iterations=1)
+
+    monkeypatch.setitem(fluid.METHODS["adam"], "module", SimpleNamespace(train=train))
+    args = argparse.Namespace(grid=(8, 8), hidden=[4], batch_size=2, episodes=2, seeds=[3, 4],
+                              sweep_budget=7.0, max_extensions=2)
+    sweep, best, edge = fluid.sweep_lr("adam", args, [1e-3, 1e-2])
+    assert trained == pytest.approx([1e-3, 1e-2, 1e-1, 1.0])
+    assert best == pytest.approx(0.1) and not edge
+    assert list(sweep) == [str(lr) for lr in sorted(trained)]
+    trained.clear()
+    args.max_extensions = 0
+    assert fluid.sweep_lr("adam", args, [1e-3, 1e-2])[1:] == (1e-2, True)
+    assert fluid.sweep_lr("adam", args, [5e-3]) == ({}, 5e-3, False) and len(trained) == 2
 
 
 @pytest.mark.slow

@@ -52,6 +52,18 @@ def test_fine_grid_is_extended_past_an_edge_holding_the_best() -> None:
     assert heat._extension(runs, "sgd") is None  # best interior (the diverged rate is above it)
 
 
+def test_iteration_budget_limits_fine_runs_only() -> None:
+    """``--iterations N --budget 0``: fine runs stop after N iterations whatever the machine's
+    load; coarse runs keep their time budget; the report says which limit held."""
+    args = heat.Args(budget=0.0, iterations=1200, batch_size=32)
+    heat.validate(heat.replace(args, methods=("sip",), coarse_factors=()))
+    fine = heat.run_config(args, "sip", 3.0, args.budget, args.iterations)
+    assert (fine.iterations, fine.time_budget, fine.lr) == (1200, 0.0, pytest.approx(3e-3))
+    assert heat.run_config(args, "sip", 1.0, 30.0).time_budget == 30.0
+    assert heat._limit({"budget": 0.0, "iterations": 1200, "clock": "cpu"}) == "1200 iterations"
+    assert heat._limit({"budget": 120.0, "clock": "cpu"}) == "120 s of cpu time"
+
+
 @pytest.mark.slow  # (≈ 20 s: every run in a spawned worker process)
 def test_tiny_run_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "heat"
@@ -84,6 +96,8 @@ def test_tiny_run_writes_every_output(tmp_path: Path) -> None:
     (["--methods", "newton"], "methods"), (["--budget", "0"], "budget"),
     (["--lr-factors", "-1"], "lr_factors"), (["--workers", "0"], "workers"),
     (["--device", "cuda:7"], "CUDA"), (["--max-extensions", "-1"], "max_extensions"),
+    (["--iterations", "-1"], "iterations"),
+    (["--budget", "0", "--iterations", "0"], "budget may be 0 with iterations > 0"),
 ])
 def test_bad_settings_are_reported(flags: list[str], match: str, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
