@@ -290,16 +290,17 @@ def prepare(config: TrainConfig, algorithm: Algorithm | LossFn, update: UpdateFn
             divisible by the world size.
     """
     ctx = current()
-    if not ctx.active:
-        return ctx, update
-    loss = check_supported(algorithm, config)
-    check_batch_size(config.batch_size, ctx.world_size)
     saved = None if checkpoint is None else int(checkpoint.get("world_size", 1))
     if saved is not None and saved != ctx.world_size and ctx.is_main:
+        # (also when a data-parallel run is resumed by one plain process)
         print(f"note: resuming a run trained by {saved} process(es) with {ctx.world_size}: the "
               f"global batch of {config.batch_size} and the data stream are unchanged and are "
               "re-sliced, so training continues the same run (equal up to float rounding).",
               file=sys.stderr)
+    if not ctx.active:
+        return ctx, update
+    loss = check_supported(algorithm, config)
+    check_batch_size(config.batch_size, ctx.world_size)
     return ctx, gradient_update(_agreeing(loss, ctx))
 
 

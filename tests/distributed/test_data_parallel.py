@@ -133,7 +133,7 @@ def test_time_budget_stops_every_rank_at_the_same_iteration(
 
 
 def test_killed_rank_stops_the_job_and_resume_is_bit_identical(
-        two_ranks: tuple[list[Any], Path]) -> None:
+        two_ranks: tuple[list[Any], Path], capsys: pytest.CaptureFixture[str]) -> None:
     """Rank 1 dies (SIGKILL) at iteration 6: rank 0 stops at once with a clear error instead of
     hanging; resuming with 2 ranks from the iteration-4 checkpoint ends with the same weights,
     optimizer state and metrics as the uninterrupted 2-rank run, bit for bit."""
@@ -166,9 +166,11 @@ def test_killed_rank_stops_the_job_and_resume_is_bit_identical(
 
     # The same checkpoint, resumed by ONE process: the global batches are re-sliced (here: not
     # sliced at all), so the run continues the same training, equal up to float32 rounding.
+    capsys.readouterr()
     single = _train(*RESUME, write=True, run_dir=folder / "killed-copy", resume=True)
     assert _rel(single["weights"], {k: v.double().numpy() for k, v in full["model"].items()}) \
         <= F32_TOL
+    assert "resuming a run trained by 2 process(es) with 1" in capsys.readouterr().err
 
 
 def _weights_of_optimizer(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
