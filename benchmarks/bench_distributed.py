@@ -23,7 +23,7 @@ this machine.
 
 Usage::
 
-    python benchmarks/bench_distributed.py            # full run (~4 min on 2 idle cores)
+    python benchmarks/bench_distributed.py            # full run (~3 min on 2 idle cores)
     python benchmarks/bench_distributed.py --quick    # smoke version (~2 min)
     python benchmarks/bench_distributed.py --out DIR  # results to DIR/bench_distributed.{json,md}
 
