@@ -152,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _summary(info: dict[str, Any]) -> str:
     """The final step's scalar infos, e.g. ``target_error 0.012, force_cost 0.3`` (control
-    envs) or ``x_error 231, y_loss 0.05`` (HeatInverse-v0); each env reports its own."""
-    scalars = [f"{k} {float(v):.3g}" for k, v in info.items()
+    envs) or ``x_error 231, y_loss 0.05`` (HeatInverse-v0); each env reports its own. A
+    ``force_cost`` is that step's alone (``evaluate.py`` sums it over the episode), so it is
+    printed as ``force_cost (last step)``."""
+    scalars = [f"{k}{' (last step)' if k == 'force_cost' else ''} {float(v):.3g}"
+               for k, v in info.items()
                if not k.startswith("_") and isinstance(v, (int, float, np.number))]
     return "final " + (", ".join(scalars) if scalars else "step done")
+
 
 if __name__ == "__main__":
     sys.exit(main())
