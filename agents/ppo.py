@@ -554,7 +554,7 @@ def train(config: PPOConfig, *, resume: bool = False, progress: bool = True, wri
                                    "training stopped. Lower --lr or --max-grad-norm.")
         bar.update(1)
         if recorder.step(update, train_time, metrics) is not None:
-            bar.set_postfix(err=f"{metrics['target_error']:.3g}")
+            bar.set_postfix(err=f"{metrics['target_error']:.3g}", refresh=False)
         return (limit is None or update < limit) and (config.time_budget <= 0
                                                       or train_time < config.time_budget)
 

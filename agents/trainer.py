@@ -891,7 +891,9 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
                 recorder.evaluation(iteration, train_time)
             if record is not None:
                 err = metrics.get(problem.train_metric, float("nan"))
-                bar.set_postfix(it=iteration, loss=f"{record['loss']:.3g}", err=f"{err:.3g}")
+                # (shown at the bar's next refresh: a forced one would flood a log file)
+                bar.set_postfix(it=iteration, loss=f"{record['loss']:.3g}", err=f"{err:.3g}",
+                                refresh=False)
     finally:
         bar.close()
 

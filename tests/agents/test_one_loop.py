@@ -216,3 +216,12 @@ def test_progress_bars_refresh_rarely_when_stderr_is_a_log(tty: bool,
 
     monkeypatch.setattr(sys, "stderr", Stream())
     assert progress_interval() == (0.1 if tty else 30.0)
+
+
+def test_a_redirected_progress_bar_does_not_write_a_line_per_record(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Captured stderr is not a terminal: 60 records must not give 60 bar refreshes."""
+    config = sip.SIPConfig(**{**SINE, "log_every": 1, "iterations": 60, "eval_episodes": 8})
+    run_training(config, get_algorithm("sip"), write=False, progress=True)
+    refreshes = capsys.readouterr().err.count("\r")
+    assert 0 < refreshes <= 5
