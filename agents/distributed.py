@@ -87,12 +87,10 @@ __all__ = [
     "evaluate",
     "launch",
     "launched_by_torchrun",
-    "mean_metrics",
     "prepare",
     "reduce_step",
     "shard",
     "shutdown",
-    "slowest",
     "timeout_s",
     "wrap",
 ]
@@ -443,20 +441,6 @@ def reduce_step(seconds: float, metrics: dict[str, float],
                                "algorithm and settings.")
     means = table[:, 2:].mean(dim=0).tolist()
     return float(table[:, 0].max()), dict(zip(keys, means, strict=True))
-
-
-def slowest(seconds: float, ctx: Context) -> float:
-    """The longest of the ranks' times for one step (every rank gets the same). The training
-    loop uses ``reduce_step``, which agrees the time and the metrics in one collective."""
-    return reduce_step(seconds, {}, ctx)[0]
-
-
-def mean_metrics(metrics: dict[str, float], ctx: Context) -> dict[str, float]:
-    """Training-batch metrics averaged over the ranks (see ``reduce_step``, which the training
-    loop uses to agree them together with the step time)."""
-    if not ctx.active or not metrics:
-        return metrics
-    return reduce_step(0.0, metrics, ctx)[1]
 
 
 def evaluate(problem: Problem, network: nn.Module, data: Any, ctx: Context) -> dict[str, float]:
