@@ -75,8 +75,11 @@ BAR = 1.6
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings (``--quick`` shortens every run)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+        """The description as written, and every option's default in its help."""
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Formatter)
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
                    help="folder of bench_distributed.{json,md}")
@@ -86,10 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"global batch on {LATER_ENV_ID}")
     p.add_argument("--flow-iterations", type=int, default=None,
                    help=f"timed iterations per run on {LATER_ENV_ID} (≈ 0.4 s each for DP, "
-                        "0.6 s for SIP on one core)")
+                        "0.6 s for SIP on one core); None: 6 (2 with --quick)")
     p.add_argument("--no-flow", action="store_true", help=f"skip {LATER_ENV_ID}")
-    p.add_argument("--repeats", type=int, default=None, help="repeats per case")
-    p.add_argument("--iterations", type=int, default=None, help="timed iterations per run")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="repeats per case; None: 3 (1 with --quick)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"timed iterations per run on {ENV_ID}; None: 20 (4 with --quick)")
     p.add_argument("--device", default="cpu",
                    help="cpu (gloo), or cuda (NCCL, rank r on cuda:r; the 2-process cases need "
                         "2 GPUs and are skipped with fewer)")
