@@ -11,7 +11,7 @@ import numpy as np
 
 import sipenv  # noqa: F401  (registers the sip/ ids)
 
-__all__ = ["play_episode", "save_video"]
+__all__ = ["play_episode", "save_video", "simple_policy"]
 
 
 def play_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, *, seed: int,
@@ -64,3 +64,23 @@ def save_video(frames: list[np.ndarray], path: str | Path, *, fps: int = 8) -> P
                               "(or write a .gif).") from exc
         iio.imwrite(path, np.stack(frames), extension=".mp4", fps=fps)
     return path
+
+
+def simple_policy(kind: str, space: gym.Space[Any],
+                  seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """A policy that ignores its observation: ``"zero"`` actions, or ``"random"`` ones drawn
+    uniformly (seeded) from the action space's bounds cut to ``[-1, 1]`` — the whole space of
+    the control envs, a unit-scale field for the inverse problems' wide or open bounds.
+
+    Raises:
+        ValueError: For another ``kind``.
+    """
+    shape = space.shape or ()
+    if kind == "zero":
+        return lambda obs: np.zeros(shape, dtype=np.float32)
+    if kind != "random":
+        raise ValueError(f"kind must be 'zero' or 'random', got {kind!r}.")
+    rng = np.random.default_rng(seed)
+    low = np.maximum(getattr(space, "low", -1.0), -1.0)
+    high = np.minimum(getattr(space, "high", 1.0), 1.0)
+    return lambda obs: rng.uniform(low, high, size=shape).astype(np.float32)

@@ -26,6 +26,7 @@ import tyro
 
 import sipenv
 from agents.outputs import check_output_dir, refuse
+from agents.playback import simple_policy
 from sipenv.validation import check_int
 
 
@@ -47,16 +48,11 @@ def gallery_frame(env_id: str, steps: int, seed: int,
     (``"zero"`` or ``"random"``), and the number of steps taken (fewer when the episode ends
     first)."""
     env = gym.make(env_id, render_mode="rgb_array")
-    rng = np.random.default_rng(seed)
-    space = env.action_space
-    low = np.maximum(getattr(space, "low", -1.0), -1.0)
-    high = np.minimum(getattr(space, "high", 1.0), 1.0)
-    env.reset(seed=seed)
+    act = simple_policy(policy, env.action_space, seed=seed)
+    obs, _ = env.reset(seed=seed)
     taken = 0
     for _ in range(steps):
-        action = (rng.uniform(low, high, size=space.shape) if policy == "random"
-                  else np.zeros(space.shape or ())).astype(np.float32)
-        _, _, terminated, truncated, _ = env.step(action)
+        obs, _, terminated, truncated, _ = env.step(act(obs))
         taken += 1
         if terminated or truncated:
             break

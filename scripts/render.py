@@ -21,7 +21,7 @@ import tyro
 from agents.checkpoint import CheckpointError
 from agents.extras import require_extra
 from agents.outputs import check_output_file, refuse
-from agents.playback import play_episode, save_video
+from agents.playback import play_episode, save_video, simple_policy
 from agents.problems import VALIDATION_SEED, check_env_kwargs, env_error
 from agents.registry import load_run
 from sipenv.envs.control import parse_device
@@ -128,18 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         env_id = args.env_id
         env_kwargs = {**json.loads(args.env_kwargs), "device": args.device}
         space = gym.make(env_id, **env_kwargs).action_space
-        rng = np.random.default_rng(args.seed)
-        if args.policy == "zero":
-            def policy(obs: np.ndarray) -> np.ndarray:
-                return np.zeros(space.shape or (), dtype=np.float32)
-        else:
-            # uniform in the action space's bounds cut to [-1, 1]: the whole space of the
-            # control envs, a unit-scale field for the inverse problems' wide or open bounds
-            low = np.maximum(getattr(space, "low", -1.0), -1.0)
-            high = np.minimum(getattr(space, "high", 1.0), 1.0)
-
-            def policy(obs: np.ndarray) -> np.ndarray:
-                return rng.uniform(low, high, size=space.shape).astype(np.float32)
+        policy = simple_policy(args.policy, space, seed=args.seed)
         label = f"{args.policy} policy"
     if args.human:
         play_episode(policy, env_id, seed=args.seed, env_kwargs=env_kwargs, render_mode="human")

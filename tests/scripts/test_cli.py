@@ -224,3 +224,18 @@ def test_env_gallery_draws_a_frame_per_env_and_checks_its_arguments(
     assert gallery.main(["--out", str(tmp_path / "g")]) == 0
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == sorted(
         f"{i.split('/')[-1]}.png" for i in sipenv.ENV_IDS)
+
+
+def test_simple_policies_keep_to_the_bounds_cut_to_one() -> None:
+    from gymnasium.spaces import Box
+
+    from agents.playback import simple_policy
+
+    narrow, wide = Box(0.0, 0.5, (3,)), Box(-1e4, 1e4, (2, 2))
+    draws = np.stack([simple_policy("random", narrow, seed=1)(None) for _ in range(50)])
+    assert draws.min() >= 0.0 and draws.max() <= 0.5 and draws.std() > 0
+    wide_draw = simple_policy("random", wide, seed=1)(None)
+    assert wide_draw.shape == (2, 2) and np.abs(wide_draw).max() <= 1.0
+    assert not simple_policy("zero", wide)(None).any()
+    with pytest.raises(ValueError, match="'zero' or 'random'"):
+        simple_policy("greedy", wide)
