@@ -6,6 +6,7 @@ problem (sip/SineInversion-v0, sip/HeatInverse-v0).
     python scripts/train.py sip --env-id sip/SineInversion-v0 --env-kwargs '{"xi": 32, "phi": 45}'
     python scripts/train.py sip --env-id sip/HeatInverse-v0 --network unet --hidden 16 16 16 16
     python scripts/train.py sip --run-name my-run --iterations 4000 --resume   # extend a run
+                                                   # (its env and settings are the saved ones)
     torchrun --standalone --nproc_per_node=2 scripts/train.py dp --batch-size 256  # data-parallel
 
 Writes runs/<run-name>/ (config.json, metrics.jsonl, checkpoint.pt, final_eval.json,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 import tyro
 
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     config: TrainConfig = tyro.extras.subcommand_cli_from_dict(
         configs, prog="train.py", description=__doc__, args=argv)
     algorithm = ALGORITHMS[config.algo]
+    config = resumed_env(config, sys.argv[1:] if argv is None else argv)
     try:  # --- every argument and the extras it needs, before any work ---
         config.validate()
         check_output_dir(config.run_dir(), "--runs-dir/--run-name")
@@ -62,6 +65,23 @@ def main(argv: list[str] | None = None) -> int:
 
 KEPT_ON_RESUME = {"iterations", "time_budget", "resume", "run_name", "runs_dir", "progress"}
 """Flags that take effect on --resume (the run's other settings are its saved ones)."""
+
+
+def resumed_env(config: TrainConfig, argv: list[str]) -> TrainConfig:
+    """``config`` with the env of the run it resumes when ``--resume --run-name NAME`` is given
+    without ``--env-id``: the run's ``config.json`` names it, so the user need not repeat it
+    (the default ``--env-id`` would otherwise be checked against the checkpoint and refused).
+    Unchanged otherwise, and when the run or its ``config.json`` is missing or unreadable (the
+    usual errors then say so)."""
+    if not config.resume or not config.run_name or any(
+            token == "--env-id" or token.startswith("--env-id=") for token in argv):
+        return config
+    try:
+        saved = json.loads((config.run_dir() / "config.json").read_text())
+    except (OSError, ValueError):
+        return config
+    env_id = saved.get("env_id") if isinstance(saved, dict) else None
+    return replace(config, env_id=env_id) if isinstance(env_id, str) and env_id else config
 
 
 def ignored_on_resume(config: TrainConfig, argv: list[str]) -> list[str]:

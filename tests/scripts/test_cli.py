@@ -62,6 +62,23 @@ def test_train_writes_a_run_and_resumes(trained_run: Path,
     assert json.loads((trained_run / "final_eval.json").read_text())["iteration"] == 9
 
 
+def test_resume_takes_the_runs_env_when_env_id_is_not_given(tmp_path: Path) -> None:
+    env = ["--env-id", "sip/SineInversion-v0"]
+    assert train.main(["dp", *env, "--iterations", "2", "--runs-dir", str(tmp_path),
+                       "--run-name", "r", *FAST]) == 0
+    # no --env-id: the default (ControlledDiffusion) is not checked against the checkpoint
+    assert train.main(["dp", "--iterations", "3", "--runs-dir", str(tmp_path), "--run-name",
+                       "r", "--resume", *FAST]) == 0
+    final = json.loads((tmp_path / "r" / "final_eval.json").read_text())
+    assert final["iteration"] == 3 and "test_x_dist" in final
+    # an explicit --env-id that differs is still refused, and nothing is written
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    assert train.main(["dp", "--env-id", "sip/ControlledDiffusion-v0", "--iterations", "4",
+                       "--runs-dir", str(tmp_path), "--run-name", "r", "--resume",
+                       *FAST]) == 2
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+
+
 @pytest.mark.parametrize("algo", ["dp", "supervised"])
 def test_train_other_algorithms(algo: str, tmp_path: Path) -> None:
     assert train.main([algo, "--iterations", "3", "--runs-dir", str(tmp_path), *FAST]) == 0
