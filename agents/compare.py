@@ -287,8 +287,9 @@ def extend_grid(lrs: Sequence[float], scores: dict[float, float]) -> float | Non
 
     The best-scoring rate (ties: the first in grid order) on the lowest or highest edge of
     ``lrs`` asks for one more rate past that edge, at the grid's own spacing (the ratio of its
-    two outermost rates on that side). If every score is infinite (every run diverged) there is
-    no best to move towards and nothing is added.
+    two outermost rates on that side), rounded to 12 significant digits (``8e-4``, not
+    ``0.0007999999999999999``, in logs and JSON keys). If every score is infinite (every run
+    diverged) there is no best to move towards and nothing is added.
 
     Args:
         lrs: The rates swept so far (any order).
@@ -300,9 +301,9 @@ def extend_grid(lrs: Sequence[float], scores: dict[float, float]) -> float | Non
         return None
     best = min(grid, key=lambda lr: scores[lr])
     if best == grid[0]:
-        return grid[0] * grid[0] / grid[1]
+        return float(f"{grid[0] * grid[0] / grid[1]:.12g}")
     if best == grid[-1]:
-        return grid[-1] * grid[-1] / grid[-2]
+        return float(f"{grid[-1] * grid[-1] / grid[-2]:.12g}")
     return None
 
 

@@ -85,6 +85,8 @@ def test_diverged_rates_count_as_infinite_and_all_diverged_adds_nothing() -> Non
     assert result["validation_error"][-2:] == [math.inf, math.inf]
     assert result["added_lrs"] == pytest.approx([1e-4])
     assert extend_grid([1e-3, 1e-2], {1e-3: math.inf, 1e-2: math.inf}) is None
+    # a rate added past the edge is rounded, so logs and JSON keys read 8e-4
+    assert extend_grid([2e-3, 5e-3], {2e-3: 1.0, 5e-3: 2.0}) == 8e-4
 
 
 def test_sweep_trains_at_the_reported_budget_and_extends(monkeypatch: pytest.MonkeyPatch) -> None:
