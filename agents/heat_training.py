@@ -52,8 +52,9 @@ appendix) and torch's defaults for the optimizers the paper did not run on this 
 
 
 def heat_config(method: str = "sip", *, lr: float = 1e-3, sip_optimizer: str = "adam",
-                proxy_loss: str = "l2", eta: float = 1.0, shape: tuple[int, int] = (64, 64),
-                nu_t: float = 8.0, filters: tuple[int, ...] = (16, 16, 16, 16),
+                proxy_loss: str = "l2", eta: float = 1.0, lr_schedule: str = "constant",
+                shape: tuple[int, int] = (64, 64), nu_t: float = 8.0,
+                filters: tuple[int, ...] = (16, 16, 16, 16),
                 batch_size: int = 128, seed: int = 0, data_seed: int = 0, iterations: int = 0,
                 time_budget: float = 0.0, clock: str = "cpu", eval_points: int = 10,
                 eval_size: int = 64, device: str = "cpu", threads: int = 1) -> TrainConfig:
@@ -74,7 +75,8 @@ def heat_config(method: str = "sip", *, lr: float = 1e-3, sip_optimizer: str = "
     return method_config(
         method, sip_optimizer=sip_optimizer, proxy_loss=proxy_loss, eta=eta,
         env_id="sip/HeatInverse-v0", env_kwargs=json.dumps(env_kwargs), env_dtype="float64",
-        network="unet", hidden=tuple(filters), lr=lr, batch_size=batch_size, seed=seed,
+        network="unet", hidden=tuple(filters), lr=lr, lr_schedule=lr_schedule,
+        batch_size=batch_size, seed=seed,
         data_seed=data_seed, iterations=iterations or UNLIMITED, time_budget=time_budget,
         clock=clock, eval_points=eval_points, eval_episodes=eval_size, device=device,
         threads=threads, log_every=0, checkpoint_every=0, progress=False)

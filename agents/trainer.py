@@ -70,6 +70,7 @@ from sipenv.validation import (
 
 __all__ = [
     "DEFAULT_ITERATIONS",
+    "LR_SCHEDULES",
     "OPTIMIZERS",
     "SEED_MAX",
     "Algorithm",
@@ -81,9 +82,11 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "UpdateFn",
+    "budget_progress",
     "build_network",
     "check_finite",
     "gradient_update",
+    "lr_factor",
     "make_optimizer",
     "policy_from_checkpoint",
     "run_training",
@@ -98,6 +101,9 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
 }
 
+
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules of ``TrainConfig.lr_schedule`` (``lr_factor``)."""
 
 DEFAULT_ITERATIONS = 1000
 """The iteration limit of a run given neither ``iterations`` nor a ``time_budget``."""
@@ -156,6 +162,9 @@ class TrainConfig:
     """Torch optimizer for the network."""
     lr: float = 1e-3
     """Learning rate."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate schedule: 'constant', or 'cosine' (lr·½(1 + cos πp), from lr at the start
+    to 0 at the end of the budget; p is the fraction of the budget done, see budget_progress)."""
     batch_size: int = 64
     """Problems per iteration (fresh ones every iteration)."""
     iterations: int | None = None
@@ -236,6 +245,7 @@ class TrainConfig:
                              f"{self.hidden!r}.")
         check_choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
         check_positive("lr", self.lr)
+        check_choice("lr_schedule", self.lr_schedule, list(LR_SCHEDULES))
         check_int("batch_size", self.batch_size, minimum=1)
         if self.iterations is not None:
             check_int("iterations", self.iterations, minimum=1,
@@ -535,6 +545,38 @@ def training_clock(name: str) -> Callable[[], float]:
     if name not in ("wall", "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu', got {name!r}.")
     return time.perf_counter if name == "wall" else time.process_time
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """The multiplier of the base learning rate at ``progress`` ∈ [0, 1] of the budget:
+    1 for ``"constant"``; ``½(1 + cos πp)`` for ``"cosine"`` (1 at the start, ½ half-way, 0 at
+    the end; Loshchilov & Hutter, SGDR, ICLR 2017, without restarts). Progress is clipped to
+    [0, 1].
+
+    Raises:
+        ValueError: For a schedule not in ``LR_SCHEDULES``.
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    raise ValueError(f"Unknown lr_schedule {schedule!r}; choose one of {list(LR_SCHEDULES)}.")
+
+
+def budget_progress(config: TrainConfig, iteration: int, train_time: float) -> float:
+    """The fraction of a run's budget done after ``iteration`` iterations and ``train_time``
+    seconds: ``iteration / iterations`` or ``train_time / time_budget``, whichever is further
+    along (the run stops at whichever limit comes first), in [0, 1]. It depends only on the
+    run's counters, so a resumed run (and every rank of a data-parallel one) continues the
+    same schedule; extending a run with a larger limit stretches what is left of it."""
+    done = 0.0
+    limit = config.iteration_limit
+    if limit:
+        done = iteration / limit
+    if config.time_budget > 0:
+        done = max(done, train_time / config.time_budget)
+    return min(max(done, 0.0), 1.0)
 
 
 def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
@@ -851,6 +893,11 @@ def run_training(config: TrainConfig, algorithm: Algorithm | LossFn, *, resume: 
             def last_good(rng: torch.Tensor = rng_before) -> dict[str, Any]:
                 return {**payload(), "data_rng": rng}
 
+            if config.lr_schedule != "constant":  # (outside the training clock)
+                rate = config.lr * lr_factor(config.lr_schedule,
+                                             budget_progress(config, iteration, train_time))
+                for group_ in optimizer.param_groups:
+                    group_["lr"] = rate
             t0 = clock()
             batch = problem.sample(config.batch_size, data_gen)
             batch = distributed.shard(batch, group)  # (this rank's slice of the global batch)

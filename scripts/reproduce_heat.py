@@ -103,6 +103,9 @@ class Args:
     """Evaluations per run (evenly spaced in training time)."""
     proxy_loss: Literal["l1", "l2"] = "l2"
     """SIP's proxy loss."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate schedule of every run, for every method alike: 'constant', or 'cosine'
+    (from the swept rate to 0 over each run's budget; ``agents.trainer.lr_factor``)."""
     seed: int = 0
     """Network initialisation seed (the same for every method)."""
     data_seed: int = 0
@@ -162,7 +165,8 @@ def run_config(args: Args, method: str, factor: float, budget: float,
     ``iterations``, 0: no limit)."""
     return heat_config(
         method, lr=REFERENCE_LR[method] * factor,
-        proxy_loss=args.proxy_loss, batch_size=args.batch_size, seed=args.seed,
+        proxy_loss=args.proxy_loss, lr_schedule=args.lr_schedule,
+        batch_size=args.batch_size, seed=args.seed,
         data_seed=args.data_seed, iterations=iterations, time_budget=budget, clock=args.clock,
         eval_points=args.eval_points, eval_size=args.eval_size, device=args.device)
 
@@ -309,7 +313,9 @@ def _limit(a: dict[str, Any]) -> str:
     its = a.get("iterations", 0)
     parts = ([f"{a['budget']:g} s of {a['clock']} time"] if a["budget"] > 0 else []) + (
         [f"{its} iterations"] if its else [])
-    return " or ".join(parts)
+    schedule = a.get("lr_schedule", "constant")
+    return " or ".join(parts) + ("" if schedule == "constant"
+                                 else f", {schedule} learning-rate schedule")
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:

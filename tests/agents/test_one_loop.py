@@ -225,3 +225,58 @@ def test_a_redirected_progress_bar_does_not_write_a_line_per_record(
     run_training(config, get_algorithm("sip"), write=False, progress=True)
     refreshes = capsys.readouterr().err.count("\r")
     assert 0 < refreshes <= 5
+
+
+def test_lr_factor_cosine_and_constant() -> None:
+    import math
+
+    from agents.trainer import lr_factor
+
+    assert [lr_factor("cosine", p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.5, 0.0])
+    assert lr_factor("cosine", 0.25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_factor("cosine", 2.0) == 0.0 and lr_factor("cosine", -1.0) == 1.0  # clipped
+    assert lr_factor("constant", 0.7) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor("step", 0.5)
+
+
+def test_budget_progress_is_the_limit_further_along() -> None:
+    from agents.trainer import budget_progress
+
+    cfg = diffphys.DPConfig(iterations=10, **SINE)  # type: ignore[arg-type]
+    assert budget_progress(cfg, 4, 123.0) == pytest.approx(0.4)  # no time budget
+    both = replace(cfg, time_budget=20.0)
+    assert budget_progress(both, 4, 10.0) == pytest.approx(0.5)  # time is further along
+    assert budget_progress(both, 8, 10.0) == pytest.approx(0.8)
+    by_time = replace(cfg, iterations=None, time_budget=20.0)
+    assert budget_progress(by_time, 10**6, 5.0) == pytest.approx(0.25)
+    assert budget_progress(by_time, 0, 50.0) == 1.0
+
+
+def test_cosine_schedule_sets_the_rate_of_every_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of 4 iterations steps at lr·½(1 + cos(π·i/4)), i = 0..3: read from the optimizer
+    when it steps; a constant schedule leaves lr alone."""
+    import math
+
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+
+    def spy(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    cfg = diffphys.DPConfig(iterations=4, lr=1e-2, lr_schedule="cosine",  # type: ignore[arg-type]
+                            **SINE)
+    diffphys.train(cfg, write=False, progress=False)
+    assert seen == pytest.approx([1e-2 * 0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)])
+    seen.clear()
+    diffphys.train(replace(cfg, lr_schedule="constant"), write=False, progress=False)
+    assert seen == pytest.approx([1e-2] * 4)
+
+
+def test_lr_schedule_is_validated_and_refused_by_ppo() -> None:
+    with pytest.raises(ValueError, match="lr_schedule"):
+        diffphys.DPConfig(lr_schedule="linear", **SINE).validate()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--lr-schedule"):
+        PPOConfig(lr_schedule="cosine").check_fields()
