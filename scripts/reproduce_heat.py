@@ -349,6 +349,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             late_text = "" if late is None else f"; {late:.2f} on the last-quarter means"
             lines.append(f"- SIP / {LABELS[other]} = {ratio:.2f} ({met}; published "
                          f"{PUBLISHED['sip'] / PUBLISHED[other]:.2f}{late_text})")
+    lines += _ratio_lines(report)
     lines += ["", "## Learning-rate sweep (x-error: validation, mean of the last quarter of "
               "the evaluations, which picks; final test)", "",
               (f"Coarse stage: {a['coarse_budget']:g} s per run, lr = "
@@ -366,6 +367,33 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                      f"{r['iterations']} | {_fmt(r['late_val_x_error'])} | "
                      f"{_fmt(r['final_test_x_error'])}{mark} |")
     path.write_text("\n".join(lines) + "\n")
+
+
+def _ratio_lines(report: dict[str, Any]) -> list[str]:
+    """Markdown rows of SIP's test x-error over each other method's at every evaluation of the
+    chosen runs (evaluations are at the same moments of the budget for every run), or nothing
+    without SIP."""
+    best = report["best"]
+    chosen = {r["method"]: r for r in report["runs"]
+              if r["stage"] == "fine" and best[r["method"]]["lr_factor"] == r["lr_factor"]}
+    if "sip" not in chosen or len(chosen) < 2:
+        return []
+    sip = chosen["sip"]["curve"]
+    by_time = report["args"]["budget"] > 0
+    marks = [f"{t:.0f} s" if by_time else str(int(i))
+             for t, i in zip(sip["time"][1:], sip["iteration"][1:], strict=True)]
+    lines = ["", "SIP's test x-error over each method's at every evaluation of the chosen runs "
+             f"(by {'training time' if by_time else 'iteration'}):", "",
+             "| | " + " | ".join(marks) + " |", "|---" * (len(marks) + 1) + "|"]
+    for method, run in chosen.items():
+        if method == "sip":
+            continue
+        other = run["curve"]["test_x_error"][1:]
+        ratios = [a / b if a is not None and b else None
+                  for a, b in zip(sip["test_x_error"][1:], other, strict=False)]
+        lines.append(f"| SIP / {LABELS[method]} | "
+                     + " | ".join(_fmt(x, 2) for x in ratios) + " |")
+    return lines
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:

@@ -29,12 +29,19 @@ def test_one_worker_runs_in_process_and_writes_every_output(tmp_path: Path) -> N
     out = tmp_path / "heat"
     assert heat.main(["--out", str(out), "--budget", "0.2", "--coarse-factors",
                       "--lr-factors", "1", "--batch-size", "2", "--eval-size", "2",
-                      "--eval-points", "1", "--workers", "1", "--methods", "sip", "adam"]) == 0
+                      "--eval-points", "1", "--workers", "1", "--methods", "sip", "adam",
+                      "--lr-schedule", "cosine"]) == 0
     for name in ("results.json", "results.md", "curves.png", "examples.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in report["runs"]] == ["sip", "adam"]
-    assert "validation 1000000, test 2000000" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "validation 1000000, test 2000000" in md and "cosine learning-rate schedule" in md
+    # SIP over Adam at each evaluation of the chosen runs, from their stored curves
+    sip, adam = (r["curve"]["test_x_error"][-1] for r in report["runs"])
+    assert f"| SIP / Adam | {sip / adam:.2f} |" in md
+    assert heat.run_config(heat.Args(lr_schedule="cosine"), "adam", 1.0, 5.0).lr_schedule \
+        == "cosine"
 
 
 def test_fine_grid_is_extended_past_an_edge_holding_the_best() -> None:
