@@ -40,6 +40,8 @@ COMMON: dict[str, Any] = {"hidden": (32, 32), "batch_size": 8, "iterations": K,
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "sip-sine-f64": ("sip", {"env_id": "sip/SineInversion-v0", "env_dtype": "float64"}),
     "dp-sine-f64": ("dp", {"env_id": "sip/SineInversion-v0", "env_dtype": "float64"}),
+    "dp-sine-f64-cosine": ("dp", {"env_id": "sip/SineInversion-v0", "env_dtype": "float64",
+                                  "lr_schedule": "cosine"}),
     "sip-diffusion": ("sip", {}),
     "dp-diffusion": ("dp", {}),
     "supervised-diffusion": ("supervised", {}),
@@ -74,7 +76,8 @@ def _all_cases(rank: int, folder: str) -> dict[str, Any]:
     out = {name: _train(*case) for name, case in CASES.items()}
     out["resume-reference"] = _train(*RESUME, write=True, run_dir=Path(folder) / "full")
     out["time-budget"] = _train("dp", {"iterations": 10**6, "time_budget": 0.3,
-                                       "eval_points": 2, "log_every": 0})
+                                       "eval_points": 2, "log_every": 0,
+                                       "lr_schedule": "cosine"})
     return out
 
 
@@ -123,7 +126,8 @@ def test_two_ranks_equal_one_process(two_ranks: tuple[list[Any], Path], name: st
 def test_time_budget_stops_every_rank_at_the_same_iteration(
         two_ranks: tuple[list[Any], Path]) -> None:
     """The step time is the slowest rank's, so a time budget (and the evaluation points placed
-    in it) end every rank at the same iteration, with the same weights."""
+    in it) end every rank at the same iteration, with the same weights (with a cosine
+    schedule, whose rate follows the training time: every rank steps at the same rate)."""
     (rank0, rank1), _ = two_ranks
     a, b = rank0["time-budget"], rank1["time-budget"]
     assert [h["iteration"] for h in a["history"]] == [h["iteration"] for h in b["history"]]
