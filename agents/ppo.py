@@ -194,8 +194,8 @@ class PPOConfig(TrainConfig):
                              "supported for it. Use --eval-every.")
         if self.lr_schedule != "constant":
             raise ValueError("ppo trains at a constant --lr (stable-baselines3 runs its own "
-                             "optimizer); --lr-schedule is for sip, dp and supervised. Leave "
-                             "it out.")
+                             "optimizer); --lr-schedule is for sip, dp, supervised and hig. "
+                             "Leave it out.")
         if self.data_seed is not None:
             raise ValueError("ppo draws its training tasks from its envs, seeded by --seed; "
                              "--data-seed is not used by it. Leave it out.")

@@ -164,7 +164,9 @@ class TrainConfig:
     """Learning rate."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """Learning-rate schedule: 'constant', or 'cosine' (lr·½(1 + cos πp), from lr at the start
-    to 0 at the end of the budget; p is the fraction of the budget done, see budget_progress)."""
+    to 0 at the end of the budget; p is the fraction of the budget done, see budget_progress).
+    Extending a cosine run with --resume and larger limits stretches the rest of the schedule
+    over them (a note says so)."""
     batch_size: int = 64
     """Problems per iteration (fresh ones every iteration)."""
     iterations: int | None = None

@@ -322,13 +322,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     """The readable summary: table beside the published numbers, the bar, the sweep."""
     a = report["args"]
     lines = [
-        "# Heat-equation inverse problem: SIP vs Adam vs SGD", "",
+        "# Heat-equation inverse problem: "
+        + " vs ".join(LABELS[m] for m in dict.fromkeys(r["method"] for r in report["runs"])),
+        "",
         f"Command: `{report['command']}`  ",
         f"Budget per run: {_limit(a)} (1 torch thread), batch "
         f"{a['batch_size']}, test/validation batches of {a['eval_size']}, seeds: network "
         f"{a['seed']}, data {a['data_seed']}, validation {VALIDATION_SEED}, test {TEST_SEED}.  ",
         f"Machine: {report['environment']['platform']}, {report['environment']['cpu_count']} "
-        f"cores, torch {report['environment']['torch']}; {a['workers']} runs at a time; total "
+        f"cores, torch {report['environment']['torch']}; {a['workers']} "
+        f"run{'s' if a['workers'] != 1 else ''} at a time; total "
         f"{report['elapsed_s'] / 60:.1f} min.", "",
         "| method | best lr (×ref) | iterations | s/it | test Σ\\|x − x*\\| | same, mean of the "
         "last quarter | test ½‖P(x) − y*‖² | published Σ\\|x − x*\\| |",
@@ -340,7 +343,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"{_fmt(row.get('test_x_error_late'))} | "
             f"{_fmt(row['test_y_loss'], 3)} | {_fmt(row['published_test_x_error'])} |")
     bars = report["bars"]
-    lines += ["", f"Bar (issue #5): SIP's test x-error ≤ {bars['bar']}× Adam's and SGD's."]
+    others = [LABELS[o] for o in ("adam", "sgd") if bars.get(f"sip_over_{o}") is not None]
+    against = " and ".join(f"{o}'s" for o in others or [LABELS["adam"], LABELS["sgd"]])
+    lines += ["", f"Bar (issue #5): SIP's test x-error ≤ {bars['bar']}× {against}."]
     for other in ("adam", "sgd"):
         ratio = bars.get(f"sip_over_{other}")
         if ratio is not None:

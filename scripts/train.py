@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     config: TrainConfig = tyro.extras.subcommand_cli_from_dict(
         configs, prog="train.py", description=__doc__, args=argv)
     algorithm = ALGORITHMS[config.algo]
-    config = resumed_env(config, sys.argv[1:] if argv is None else argv)
     try:  # --- every argument and the extras it needs, before any work ---
+        config = resumed_env(config, sys.argv[1:] if argv is None else argv)
         config.validate()
         check_output_dir(config.run_dir(), "--runs-dir/--run-name")
         algorithm.check_extras()
@@ -72,16 +72,49 @@ def resumed_env(config: TrainConfig, argv: list[str]) -> TrainConfig:
     without ``--env-id``: the run's ``config.json`` names it, so the user need not repeat it
     (the default ``--env-id`` would otherwise be checked against the checkpoint and refused).
     Unchanged otherwise, and when the run or its ``config.json`` is missing or unreadable (the
-    usual errors then say so)."""
-    if not config.resume or not config.run_name or any(
-            token == "--env-id" or token.startswith("--env-id=") for token in argv):
+    usual errors then say so).
+
+    Raises:
+        ValueError: If ``--env-id`` is given and is not the run's env.
+    """
+    if not config.resume or not config.run_name:
         return config
     try:
         saved = json.loads((config.run_dir() / "config.json").read_text())
     except (OSError, ValueError):
         return config
     env_id = saved.get("env_id") if isinstance(saved, dict) else None
-    return replace(config, env_id=env_id) if isinstance(env_id, str) and env_id else config
+    if not isinstance(env_id, str) or not env_id:
+        return config
+    if any(token == "--env-id" or token.startswith("--env-id=") for token in argv):
+        if config.env_id != env_id:
+            raise ValueError(f"--resume continues {config.run_dir()}, which trains on "
+                             f"{env_id!r}, not {config.env_id!r}; leave --env-id out (or pass "
+                             f"{env_id}), or start a new run with another --run-name.")
+        return config
+    return replace(config, env_id=env_id)
+
+
+def schedule_note(config: TrainConfig) -> str | None:
+    """A note when ``--resume`` changes the limits of a run with a learning-rate schedule: the
+    schedule follows the new limits, so the run continues from a higher rate than where it
+    stopped and does not end as a run planned with those limits from the start would."""
+    path = config.run_dir() / "config.json"
+    if not config.resume or not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("lr_schedule", "constant") == "constant":
+        return None
+    if (saved.get("iterations"), saved.get("time_budget")) == (config.iterations,
+                                                              config.time_budget):
+        return None
+    return (f"note: {config.run_dir()} has --lr-schedule {saved['lr_schedule']}, which follows "
+            "--iterations / --time-budget: with the new limits the rest of the schedule is "
+            "stretched over them, so the extended run differs from one planned with these "
+            "limits from the start.")
 
 
 def ignored_on_resume(config: TrainConfig, argv: list[str]) -> list[str]:
@@ -110,6 +143,9 @@ def ignored_on_resume(config: TrainConfig, argv: list[str]) -> list[str]:
 
 
 def _train(config: TrainConfig, group: distributed.Context, argv: list[str]) -> int:
+    note = schedule_note(config)
+    if note and group.is_main:
+        print(note, file=sys.stderr)
     ignored = ignored_on_resume(config, argv)
     if ignored and group.is_main:
         print(f"note: --resume continues {config.run_dir()} with its saved settings; ignored: "

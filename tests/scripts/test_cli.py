@@ -62,7 +62,8 @@ def test_train_writes_a_run_and_resumes(trained_run: Path,
     assert json.loads((trained_run / "final_eval.json").read_text())["iteration"] == 9
 
 
-def test_resume_takes_the_runs_env_when_env_id_is_not_given(tmp_path: Path) -> None:
+def test_resume_takes_the_runs_env_when_env_id_is_not_given(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     env = ["--env-id", "sip/SineInversion-v0"]
     assert train.main(["dp", *env, "--iterations", "2", "--runs-dir", str(tmp_path),
                        "--run-name", "r", *FAST]) == 0
@@ -71,12 +72,28 @@ def test_resume_takes_the_runs_env_when_env_id_is_not_given(tmp_path: Path) -> N
                        "r", "--resume", *FAST]) == 0
     final = json.loads((tmp_path / "r" / "final_eval.json").read_text())
     assert final["iteration"] == 3 and "test_x_dist" in final
-    # an explicit --env-id that differs is still refused, and nothing is written
+    # an explicit --env-id that differs is refused (no contradicting "ignored" note), and
+    # nothing is written
+    capsys.readouterr()
     before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
     assert train.main(["dp", "--env-id", "sip/ControlledDiffusion-v0", "--iterations", "4",
                        "--runs-dir", str(tmp_path), "--run-name", "r", "--resume",
                        *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "leave --env-id out" in err and "ignored" not in err
     assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+
+
+def test_resuming_a_cosine_run_with_new_limits_says_the_schedule_stretches(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["dp", "--lr-schedule", "cosine", "--runs-dir", str(tmp_path), "--run-name", "c",
+            *FAST]
+    assert train.main([*args, "--iterations", "2"]) == 0
+    capsys.readouterr()
+    assert train.main([*args, "--iterations", "2", "--resume"]) == 0  # same limits: no note
+    assert "stretched" not in capsys.readouterr().err
+    assert train.main([*args, "--iterations", "4", "--resume"]) == 0
+    assert "--lr-schedule cosine" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("algo", ["dp", "supervised"])
