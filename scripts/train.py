@@ -26,6 +26,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import tyro
 
@@ -67,6 +68,18 @@ KEPT_ON_RESUME = {"iterations", "time_budget", "resume", "run_name", "runs_dir",
 """Flags that take effect on --resume (the run's other settings are its saved ones)."""
 
 
+def saved_settings(config: TrainConfig) -> dict[str, Any] | None:
+    """The settings of the run ``--resume`` continues (its ``config.json``), or ``None`` when
+    not resuming or the file is missing or unreadable (the usual errors then say so)."""
+    if not config.resume:
+        return None
+    try:
+        saved = json.loads((config.run_dir() / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def resumed_env(config: TrainConfig, argv: list[str]) -> TrainConfig:
     """``config`` with the env of the run it resumes when ``--resume --run-name NAME`` is given
     without ``--env-id``: the run's ``config.json`` names it, so the user need not repeat it
@@ -77,13 +90,8 @@ def resumed_env(config: TrainConfig, argv: list[str]) -> TrainConfig:
     Raises:
         ValueError: If ``--env-id`` is given and is not the run's env.
     """
-    if not config.resume or not config.run_name:
-        return config
-    try:
-        saved = json.loads((config.run_dir() / "config.json").read_text())
-    except (OSError, ValueError):
-        return config
-    env_id = saved.get("env_id") if isinstance(saved, dict) else None
+    saved = saved_settings(config) if config.run_name else None
+    env_id = saved.get("env_id") if saved else None
     if not isinstance(env_id, str) or not env_id:
         return config
     if any(token == "--env-id" or token.startswith("--env-id=") for token in argv):
@@ -99,14 +107,8 @@ def schedule_note(config: TrainConfig) -> str | None:
     """A note when ``--resume`` changes the limits of a run with a learning-rate schedule: the
     schedule follows the new limits, so the run continues from a higher rate than where it
     stopped and does not end as a run planned with those limits from the start would."""
-    path = config.run_dir() / "config.json"
-    if not config.resume or not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict) or saved.get("lr_schedule", "constant") == "constant":
+    saved = saved_settings(config)
+    if not saved or saved.get("lr_schedule", "constant") == "constant":
         return None
     if (saved.get("iterations"), saved.get("time_budget")) == (config.iterations,
                                                               config.time_budget):
@@ -121,12 +123,8 @@ def ignored_on_resume(config: TrainConfig, argv: list[str]) -> list[str]:
     """The flags given on the command line that ``--resume`` overrides with the run's saved
     settings (read from its ``config.json``), as ``--flag VALUE (the run's: SAVED)``; empty
     when nothing given differs or the run has no ``config.json``."""
-    path = config.run_dir() / "config.json"
-    if not config.resume or not path.is_file():
-        return []
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    saved = saved_settings(config)
+    if not saved:
         return []
     given = {token[2:].split("=")[0].replace("-", "_") for token in argv
              if token.startswith("--")}
